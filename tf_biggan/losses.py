@@ -1,0 +1,224 @@
+"""GAN losses and regularisers for BigGAN, as pure per-example functions.
+
+BigGAN (Brock, Donahue, Simonyan, "Large Scale GAN Training for High Fidelity
+Natural Image Synthesis", ICLR 2019, https://arxiv.org/abs/1809.11096) trains
+with the hinge loss of SA-GAN (Zhang et al., "Self-Attention Generative
+Adversarial Networks", ICML 2019, https://arxiv.org/abs/1805.08318; the hinge
+form is from Lim & Ye 2017 and Miyato et al. 2018):
+
+    L_D = E[relu(1 - D(x, y))] + E[relu(1 + D(G(z), y))]
+    L_G = -E[D(G(z), y)]
+
+The paper also uses the off-diagonal orthogonal regulariser
+``R_beta(W) = beta * ||W^T W ⊙ (1 - I)||_F^2`` (Section 3.1) and, in its
+stability study (Section 4.2), the R1 penalty of Mescheder et al. 2018,
+``gamma / 2 * E||grad_x D(x)||^2`` on real data.
+
+Every loss returns one value per example, shape ``[B]``, with no reduction,
+summaries or global state: the train step reduces with
+``tf.nn.compute_average_loss(..., global_batch_size=...)`` so the result is
+right under any ``tf.distribute`` strategy. Regularisers take the variables
+they act on explicitly; the caller decides which ones (BigGAN excludes the
+shared class embedding).
+
+Deviation to note: the public PyTorch port of BigGAN does not differentiate
+``R_beta``; it adds ``2 * beta * (w w^T ⊙ (1 - I)) w`` to each weight's
+gradient (``w`` with one row per output unit). The exact gradient of ``R_beta``
+as written in the paper is twice that, ``4 * beta * W (W^T W ⊙ (1 - I))``.
+``orthogonal_regularizer`` implements the paper's formula; pass ``beta / 2``
+(5e-5 for the usual 1e-4) to reproduce the PyTorch port's update.
+"""
+
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+__all__ = [
+    "LOSSES",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+    "loss_functions",
+    "nonsaturating_discriminator_loss",
+    "nonsaturating_generator_loss",
+    "orthogonal_regularizer",
+    "r1_penalty",
+]
+
+
+def _per_example_logits(logits, name: str) -> tf.Tensor:
+    """Returns ``logits`` as a float tensor of shape ``[B]``.
+
+    Accepts ``[B]`` or ``[B, 1]``; anything else is almost certainly a wiring
+    mistake (e.g. per-class logits), so it raises instead of flattening.
+    """
+    logits = tf.convert_to_tensor(logits)
+    if not logits.dtype.is_floating:
+        raise ValueError(f"{name} must be a floating tensor, got dtype {logits.dtype.name}.")
+    rank = logits.shape.rank
+    if rank == 1:
+        return logits
+    if rank == 2 and logits.shape[1] == 1:
+        return tf.squeeze(logits, axis=1)
+    raise ValueError(f"{name} must have shape [B] or [B, 1], got {logits.shape}.")
+
+
+def _check_same_shape(real: tf.Tensor, fake: tf.Tensor) -> None:
+    if not real.shape.is_compatible_with(fake.shape):
+        raise ValueError(
+            f"real_logits and fake_logits must have the same batch size, got shapes "
+            f"{real.shape} and {fake.shape}."
+        )
+
+
+def hinge_discriminator_loss(real_logits, fake_logits) -> tf.Tensor:
+    """Hinge loss of the discriminator, per example.
+
+    Args:
+      real_logits: float ``[B]`` or ``[B, 1]``, D's unbounded output on real images.
+      fake_logits: float ``[B]`` or ``[B, 1]``, D's output on generated images.
+
+    Returns:
+      ``[B]`` tensor of the logits' dtype, ``relu(1 - real) + relu(1 + fake)``,
+      values in ``[0, inf)``; zero once ``real >= 1`` and ``fake <= -1``.
+    """
+    real = _per_example_logits(real_logits, "real_logits")
+    fake = _per_example_logits(fake_logits, "fake_logits")
+    _check_same_shape(real, fake)
+    return tf.nn.relu(1.0 - real) + tf.nn.relu(1.0 + fake)
+
+
+def hinge_generator_loss(fake_logits) -> tf.Tensor:
+    """Hinge loss of the generator, per example.
+
+    Args:
+      fake_logits: float ``[B]`` or ``[B, 1]``, D's output on generated images.
+
+    Returns:
+      ``[B]`` tensor, ``-fake``, values in ``(-inf, inf)``.
+    """
+    return -_per_example_logits(fake_logits, "fake_logits")
+
+
+def nonsaturating_discriminator_loss(real_logits, fake_logits) -> tf.Tensor:
+    """Non-saturating (logistic) loss of the discriminator, per example.
+
+    Equal to the sigmoid cross-entropy with label 1 on real and 0 on fake
+    (Goodfellow et al. 2014), written with ``softplus`` for stability.
+
+    Args:
+      real_logits: float ``[B]`` or ``[B, 1]``, D's output on real images.
+      fake_logits: float ``[B]`` or ``[B, 1]``, D's output on generated images.
+
+    Returns:
+      ``[B]`` tensor, ``softplus(-real) + softplus(fake)``, values in ``(0, inf)``.
+    """
+    real = _per_example_logits(real_logits, "real_logits")
+    fake = _per_example_logits(fake_logits, "fake_logits")
+    _check_same_shape(real, fake)
+    return tf.nn.softplus(-real) + tf.nn.softplus(fake)
+
+
+def nonsaturating_generator_loss(fake_logits) -> tf.Tensor:
+    """Non-saturating loss of the generator, per example.
+
+    Args:
+      fake_logits: float ``[B]`` or ``[B, 1]``, D's output on generated images.
+
+    Returns:
+      ``[B]`` tensor, ``softplus(-fake)`` (= ``-log sigmoid(fake)``), in ``(0, inf)``.
+    """
+    return tf.nn.softplus(-_per_example_logits(fake_logits, "fake_logits"))
+
+
+def _as_matrix(kernel) -> tf.Tensor:
+    """Reshapes a weight to ``[fan_in, out]``: the last axis is the output axis."""
+    name = getattr(kernel, "name", "<tensor>")
+    kernel = tf.convert_to_tensor(kernel)
+    rank = kernel.shape.rank
+    if rank is None or rank < 2:
+        raise ValueError(
+            f"orthogonal_regularizer needs weights of rank >= 2 ([fan_in, out] or "
+            f"[kh, kw, in, out]); {name!r} has shape {kernel.shape}. Leave biases and "
+            f"normalisation parameters out of the list."
+        )
+    return tf.reshape(tf.cast(kernel, tf.float32), [-1, kernel.shape[-1]])
+
+
+def orthogonal_regularizer(kernels: Sequence, beta: float = 1e-4) -> tf.Tensor:
+    """BigGAN's off-diagonal orthogonal regulariser.
+
+    For each kernel, ``W`` is its ``[fan_in, out]`` matrix (a dense kernel as
+    is, a conv kernel ``[kh, kw, in, out]`` reshaped to ``[kh * kw * in, out]``),
+    so the Gram matrix ``W^T W`` is ``out x out`` and compares the filters of
+    different output units, as in the paper. The diagonal (filter norms) is
+    not penalised. The sum over kernels is
+
+        R = beta * sum_k ||W_k^T W_k ⊙ (1 - I)||_F^2.
+
+    Its gradient is ``4 * beta * W (W^T W ⊙ (1 - I))``, twice the update that
+    the PyTorch port applies (see the module docstring).
+
+    Args:
+      kernels: the weights to regularise (``tf.Variable``s or tensors), each of
+        rank >= 2 with the output axis last. The caller chooses them (BigGAN
+        leaves out the shared class embedding, biases and BN parameters).
+      beta: non-negative strength; the paper uses 1e-4.
+
+    Returns:
+      float32 scalar ``R >= 0`` (0.0 for an empty list).
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be non-negative, got {beta}.")
+    total = tf.constant(0.0, tf.float32)
+    for kernel in kernels:
+        w = _as_matrix(kernel)
+        gram = tf.matmul(w, w, transpose_a=True)
+        off_diagonal = gram - tf.linalg.diag(tf.linalg.diag_part(gram))
+        total += tf.reduce_sum(tf.square(off_diagonal))
+    return beta * total
+
+
+def r1_penalty(real_image_gradients, gamma: float) -> tf.Tensor:
+    """R1 gradient penalty on real data, per example (Mescheder et al. 2018).
+
+    Args:
+      real_image_gradients: float ``[B, H, W, C]`` (any rank >= 1 with the batch
+        first), the gradient of D's output on real images with respect to those
+        images, e.g. ``tape.gradient(tf.reduce_sum(real_logits), real_images)``
+        (summing the logits gives each example its own gradient because the
+        examples do not interact in D).
+      gamma: non-negative penalty weight.
+
+    Returns:
+      ``[B]`` tensor, ``gamma / 2 * ||grad_i||^2`` per example, in ``[0, inf)``.
+    """
+    if gamma < 0:
+        raise ValueError(f"gamma must be non-negative, got {gamma}.")
+    grads = tf.convert_to_tensor(real_image_gradients)
+    if grads.shape.rank is None or grads.shape.rank < 1:
+        raise ValueError(f"real_image_gradients must have a batch axis, got shape {grads.shape}.")
+    squared_norm = tf.reduce_sum(tf.square(grads), axis=list(range(1, grads.shape.rank)))
+    return tf.cast(0.5 * gamma, grads.dtype) * squared_norm
+
+
+LossFn = Callable[..., tf.Tensor]
+
+LOSSES: dict[str, tuple[LossFn, LossFn]] = {
+    "hinge": (hinge_discriminator_loss, hinge_generator_loss),
+    "nonsaturating": (nonsaturating_discriminator_loss, nonsaturating_generator_loss),
+}
+
+
+def loss_functions(name: str) -> tuple[LossFn, LossFn]:
+    """Returns ``(discriminator_loss, generator_loss)`` for a loss family.
+
+    Args:
+      name: one of the keys of ``LOSSES`` ("hinge", "nonsaturating").
+
+    Raises:
+      ValueError: for an unknown name; the message lists the valid ones.
+    """
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"Unknown loss {name!r}; valid names are {sorted(LOSSES)}.") from None
