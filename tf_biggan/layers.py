@@ -1,0 +1,424 @@
+"""The layers of BigGAN (Brock et al., ICLR 2019) as plain Keras 3 layers.
+
+- `SNDense`, `SNConv2D`, `SNEmbedding`: spectrally normalised weights (Miyato et
+  al., 2018) as a reparametrisation: `call` uses `W / sigma(W)` where sigma is
+  estimated with one power iteration per training call from a persistent `u`.
+  The kernel itself is never overwritten, so gradients flow through sigma as in
+  the paper.
+- `SyncBatchNorm` and `ConditionalBatchNorm`: batch norm whose batch statistics
+  are reduced over all replicas when a `tf.distribute` strategy runs more than
+  one (cross-replica BN, which BigGAN uses in G). The conditional variant is
+  `BN(x) * (1 + gain(c)) + bias(c)`, gain and bias SN linear maps without bias.
+- `SelfAttention`: the SA-GAN block, `x + gamma * o`, gamma starting at 0.
+
+Layers know nothing of gin or of strategies beyond the replica context. They
+compute in their `compute_dtype` (so mixed precision works) but keep the power
+iteration and the batch statistics in float32.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+SN_EPSILON = 1e-6
+"""Added (as a floor on the norm) when normalising `u` and `v`; the paper's 1e-6."""
+
+
+def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
+    # l2_normalize floors the squared norm; flooring it at eps**2 floors the norm at eps.
+    return tf.math.l2_normalize(x, axis=-1, epsilon=SN_EPSILON**2)
+
+
+class _SpectralNormalized(keras.layers.Layer):
+    """Base class: owns `kernel`, the power-iteration vector `u` and `sigma`.
+
+    Subclasses create `self.kernel` (any rank; the last axis is the output
+    axis) in `build` and then call `_build_spectral_state`.
+    """
+
+    def __init__(self, kernel_initializer="orthogonal", **kwargs):
+        # Variables must stay float32 inside `call` for the power iteration,
+        # so autocasting is off and `call` casts explicitly.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _build_spectral_state(self):
+        out_dim = self.kernel.shape[-1]
+        # Each replica computes the same update from mirrored weights, so the
+        # first replica's value is the value of all.
+        self.u = self.add_weight(
+            name="sn_u",
+            shape=(1, out_dim),
+            initializer=keras.initializers.RandomNormal(stddev=1.0),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.sigma = self.add_weight(
+            name="sn_sigma",
+            shape=(),
+            initializer="ones",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    def normalized_kernel(self, training=False) -> tf.Tensor:
+        """Returns `kernel / sigma` in the variable dtype (float32).
+
+        With `training=True` one power iteration runs and `u` and `sigma` are
+        updated; otherwise the stored `u` is used and nothing is written.
+        """
+        kernel = tf.convert_to_tensor(self.kernel.value)
+        matrix = tf.reshape(kernel, [-1, kernel.shape[-1]])  # [fan_in, out]
+        u = tf.convert_to_tensor(self.u.value)
+        v = tf.stop_gradient(_l2_normalize(tf.matmul(u, matrix, transpose_b=True)))  # [1, fan_in]
+        if training:
+            u = tf.stop_gradient(_l2_normalize(tf.matmul(v, matrix)))  # [1, out]
+        sigma = tf.reshape(tf.matmul(tf.matmul(v, matrix), u, transpose_b=True), [])
+        if training:
+            self.u.assign(u)
+            self.sigma.assign(tf.stop_gradient(sigma))
+        return kernel / sigma
+
+    def top_singular_value(self) -> tf.Tensor:
+        """The estimate of the kernel's top singular value at the last training call."""
+        return tf.convert_to_tensor(self.sigma.value)
+
+    def _cast(self, x):
+        return tf.cast(x, self.compute_dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+class SNDense(_SpectralNormalized):
+    """Spectrally normalised fully connected layer.
+
+    Args:
+      units: output features.
+      use_bias: add a bias (initialised to zero).
+      kernel_initializer: initialiser of the `[in, units]` kernel (orthogonal).
+
+    Input `[..., in]`, output `[..., units]`.
+    """
+
+    def __init__(
+        self, units: int, use_bias: bool = True, kernel_initializer="orthogonal", **kwargs
+    ):
+        super().__init__(kernel_initializer=kernel_initializer, **kwargs)
+        self.units = int(units)
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.units), initializer=self.kernel_initializer
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
+        self._build_spectral_state()
+
+    def call(self, inputs, training=None):
+        kernel = self._cast(self.normalized_kernel(training=bool(training)))
+        outputs = tf.matmul(self._cast(inputs), kernel)
+        if self.bias is not None:
+            outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias}
+
+
+class SNConv2D(_SpectralNormalized):
+    """Spectrally normalised 2-D convolution, NHWC, stride 1.
+
+    Args:
+      filters: output channels.
+      kernel_size: square kernel size (BigGAN uses 3 and 1).
+      padding: "same" or "valid".
+      use_bias: add a bias (initialised to zero).
+      kernel_initializer: initialiser of the `[k, k, in, filters]` kernel.
+
+    The power iteration runs on the kernel reshaped to `[k*k*in, filters]`.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        padding: str = "same",
+        use_bias: bool = True,
+        kernel_initializer="orthogonal",
+        **kwargs,
+    ):
+        super().__init__(kernel_initializer=kernel_initializer, **kwargs)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.padding = padding
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape):
+        k = self.kernel_size
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(k, k, input_shape[-1], self.filters),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
+        self._build_spectral_state()
+
+    def call(self, inputs, training=None):
+        kernel = self._cast(self.normalized_kernel(training=bool(training)))
+        outputs = tf.nn.conv2d(self._cast(inputs), kernel, strides=1, padding=self.padding.upper())
+        if self.bias is not None:
+            outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        if self.padding == "valid" and h is not None:
+            h, w = h - self.kernel_size + 1, w - self.kernel_size + 1
+        return (b, h, w, self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "padding": self.padding,
+            "use_bias": self.use_bias,
+        }
+
+
+class SNEmbedding(_SpectralNormalized):
+    """Spectrally normalised embedding table `[input_dim, output_dim]`.
+
+    Input int labels `[B]` in `[0, input_dim)`, output `[B, output_dim]`.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, kernel_initializer="orthogonal", **kwargs):
+        super().__init__(kernel_initializer=kernel_initializer, **kwargs)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.kernel_initializer,
+        )
+        self._build_spectral_state()
+
+    def call(self, inputs, training=None):
+        table = self._cast(self.normalized_kernel(training=bool(training)))
+        return tf.gather(table, tf.cast(inputs, tf.int32))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim}
+
+
+class SyncBatchNorm(keras.layers.Layer):
+    """Batch norm over N, H, W with statistics reduced across replicas.
+
+    In training, the mean and variance are those of the global batch: each
+    replica's sums are all-reduced when the replica context has more than one
+    replica (synchronised BN). In inference, the moving statistics are used.
+
+    Args:
+      momentum: decay of the moving statistics (0.9, the PyTorch port's 0.1).
+      epsilon: added to the variance (1e-5).
+      affine: learn a per-channel scale and offset (the last BN of G has them;
+        conditional BN does not).
+    """
+
+    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, affine: bool = True, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.affine = bool(affine)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if self.affine:
+            self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+            self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+        self.moving_mean = self.add_weight(
+            name="moving_mean",
+            shape=(channels,),
+            initializer="zeros",
+            trainable=False,
+            aggregation="mean",
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance",
+            shape=(channels,),
+            initializer="ones",
+            trainable=False,
+            aggregation="mean",
+        )
+
+    def _batch_moments(self, x):
+        """Mean and (biased) variance over N, H, W of the global batch, float32 `[C]`."""
+        x = tf.cast(x, tf.float32)
+        axes = list(range(x.shape.rank - 1))
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas == 1:
+            return tf.nn.moments(x, axes)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        local = tf.concat(
+            [tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), count[None]], axis=0
+        )
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        channels = x.shape[-1]
+        global_count = total[-1]
+        mean = total[:channels] / global_count
+        variance = tf.maximum(total[channels : 2 * channels] / global_count - tf.square(mean), 0.0)
+        return mean, variance
+
+    def normalize(self, x, training=None):
+        """`(x - mean) / sqrt(var + eps)` in the compute dtype, no affine part."""
+        if training:
+            mean, variance = self._batch_moments(x)
+            decay = 1.0 - self.momentum
+            self.moving_mean.assign_sub((self.moving_mean.value - mean) * decay)
+            self.moving_variance.assign_sub((self.moving_variance.value - variance) * decay)
+        else:
+            mean = tf.convert_to_tensor(self.moving_mean.value)
+            variance = tf.convert_to_tensor(self.moving_variance.value)
+        inv = tf.math.rsqrt(variance + self.epsilon)
+        dtype = self.compute_dtype
+        return tf.cast(x, dtype) * tf.cast(inv, dtype) - tf.cast(mean * inv, dtype)
+
+    def call(self, inputs, training=None):
+        outputs = self.normalize(inputs, training=training)
+        if self.affine:
+            dtype = self.compute_dtype
+            outputs = outputs * tf.cast(self.gamma.value, dtype) + tf.cast(self.beta.value, dtype)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "affine": self.affine,
+        }
+
+
+class ConditionalBatchNorm(keras.layers.Layer):
+    """Class-conditional BN of BigGAN: `BN(x) * (1 + gain(c)) + bias(c)`.
+
+    `gain` and `bias` are SN linear maps without bias from the conditioning
+    vector `c` (shared class embedding, concatenated with a z chunk in the
+    hierarchical-latent generator). The `1 +` centres the gain at one.
+
+    Call with `(x [B, H, W, C], c [B, D])`; returns `[B, H, W, C]`.
+    """
+
+    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.batch_norm = SyncBatchNorm(momentum=momentum, epsilon=epsilon, affine=False, name="bn")
+        self.gain = None
+        self.bias = None
+
+    def build(self, x_shape, c_shape):
+        channels = x_shape[-1]
+        self.gain = SNDense(channels, use_bias=False, name="gain")
+        self.bias = SNDense(channels, use_bias=False, name="bias")
+        self.gain.build(c_shape)
+        self.bias.build(c_shape)
+        self.batch_norm.build(x_shape)
+
+    def call(self, x, c, training=None):
+        normalized = self.batch_norm.normalize(x, training=training)
+        gain = self.gain(c, training=training)[:, None, None, :]
+        bias = self.bias(c, training=training)[:, None, None, :]
+        return normalized * (1.0 + gain) + bias
+
+    def compute_output_shape(self, x_shape, c_shape):
+        return x_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+class SelfAttention(keras.layers.Layer):
+    """SA-GAN self-attention: `x + gamma * o(softmax(theta phi^T) g)`.
+
+    theta and phi map to C/8 channels, g to C/2; phi and g are max-pooled 2x2
+    so attention runs over HW queries and HW/4 keys. All four 1x1 convs are
+    SN without bias; gamma is a learned scalar starting at 0, so the block is
+    the identity at initialisation.
+
+    Input and output `[B, H, W, C]`, with C divisible by 8 and H, W even.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.theta = self.phi = self.g = self.o = None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels % 8:
+            raise ValueError(f"SelfAttention needs channels divisible by 8, got {channels}")
+        self.theta = SNConv2D(channels // 8, 1, use_bias=False, name="theta")
+        self.phi = SNConv2D(channels // 8, 1, use_bias=False, name="phi")
+        self.g = SNConv2D(channels // 2, 1, use_bias=False, name="g")
+        self.o = SNConv2D(channels, 1, use_bias=False, name="o")
+        self.theta.build(input_shape)
+        self.phi.build(input_shape)
+        self.g.build(input_shape)
+        self.o.build((*input_shape[:-1], channels // 2))
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros")
+
+    def call(self, x, training=None):
+        shape = tf.shape(x)
+        batch, height, width = shape[0], shape[1], shape[2]
+        channels = x.shape[-1]
+        theta = tf.reshape(self.theta(x, training=training), [batch, -1, channels // 8])
+        phi = tf.nn.max_pool2d(self.phi(x, training=training), 2, 2, "VALID")
+        phi = tf.reshape(phi, [batch, -1, channels // 8])
+        g = tf.nn.max_pool2d(self.g(x, training=training), 2, 2, "VALID")
+        g = tf.reshape(g, [batch, -1, channels // 2])
+        attention = tf.nn.softmax(tf.matmul(theta, phi, transpose_b=True), axis=-1)  # [B, HW, HW/4]
+        attended = tf.reshape(tf.matmul(attention, g), [batch, height, width, channels // 2])
+        return x + tf.cast(self.gamma, x.dtype) * self.o(attended, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def spectral_layers(layer: keras.layers.Layer) -> list[_SpectralNormalized]:
+    """All spectrally normalised layers inside `layer` (itself included), in a stable order."""
+    found = [layer] if isinstance(layer, _SpectralNormalized) else []
+    found += [
+        sub
+        for sub in layer._flatten_layers(include_self=False)
+        if isinstance(sub, _SpectralNormalized)
+    ]
+    return found

@@ -1,0 +1,395 @@
+"""BigGAN generator and discriminator (Brock et al., ICLR 2019), not BigGAN-deep.
+
+The architecture is data: `G_ARCH[resolution]` and `D_ARCH[resolution]` give
+the channel multipliers of `ch` per residual block (the tables of the paper's
+appendix B and of its public PyTorch port). With `ch=96`, 1000 classes, a
+shared embedding of 128 and hierarchical z, the 128 px networks have exactly
+70,433,988 (G) and 87,982,370 (D) trainable parameters, as the paper's model.
+
+Notes on choices where the paper leaves room:
+- The generator takes class *weights* `y` `[B, num_classes]` (one-hot for a
+  class), so the shared embedding is a linear map of `y`. A one-hot `y` gives
+  exactly the embedding lookup, and convex mixtures give the class-embedding
+  interpolations of the paper's figures. The shared embedding is not
+  spectrally normalised, as in the public port.
+- G's residual blocks upsample with nearest neighbour before the first conv;
+  D's blocks average-pool after the second conv. Block 0 of D has no
+  pre-activation (its input is the image).
+- Channel layout is NHWC; the initial linear layer's output is reshaped to
+  `[4, 4, C]` (a permutation of the port's `[C, 4, 4]` of the same size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import gin
+import keras
+import tensorflow as tf
+
+from tf_biggan import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorArch:
+    """Channel multipliers of `ch`: the input of the first block, then each block's output."""
+
+    input_multiplier: int
+    block_multipliers: tuple[int, ...]
+    default_attention: tuple[int, ...]
+    default_dim_z: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorArch:
+    """Each block's output multiplier of `ch` and whether it halves the resolution."""
+
+    block_multipliers: tuple[int, ...]
+    downsample: tuple[bool, ...]
+    default_attention: tuple[int, ...]
+
+
+G_ARCH = {
+    32: GeneratorArch(4, (4, 4, 4), (), 128),
+    64: GeneratorArch(16, (16, 8, 4, 2), (32,), 120),
+    128: GeneratorArch(16, (16, 8, 4, 2, 1), (64,), 120),
+    256: GeneratorArch(16, (16, 8, 8, 4, 2, 1), (128,), 140),
+    512: GeneratorArch(16, (16, 8, 8, 4, 2, 1, 1), (64,), 128),
+}
+
+D_ARCH = {
+    32: DiscriminatorArch((4, 4, 4, 4), (True, True, False, False), ()),
+    64: DiscriminatorArch((1, 2, 4, 8, 16), (True,) * 5, (32,)),
+    128: DiscriminatorArch((1, 2, 4, 8, 16, 16), (True,) * 5 + (False,), (64,)),
+    256: DiscriminatorArch((1, 2, 4, 8, 8, 16, 16), (True,) * 6 + (False,), (128,)),
+    512: DiscriminatorArch((1, 1, 2, 4, 8, 8, 16, 16), (True,) * 7 + (False,), (64,)),
+}
+
+BOTTOM_WIDTH = 4
+
+
+def _configurable(cls):
+    """`gin.configurable` for a Keras class.
+
+    gin replaces `__init__` with a `(*args, **kwargs)` wrapper; Keras inspects
+    `__init__`'s argument spec when an instance is created, so the wrapper
+    gets the original signature back.
+    """
+    signature = inspect.signature(cls.__init__)
+    cls = gin.configurable(cls)
+    cls.__init__.__signature__ = signature
+    return cls
+
+
+def _arch(table, resolution):
+    if resolution not in table:
+        raise ValueError(f"resolution must be one of {sorted(table)}, got {resolution}")
+    return table[resolution]
+
+
+def _attention_resolutions(attention, default, resolution) -> tuple[int, ...]:
+    """Normalises the `attention` argument: None → the paper's default, 0/() → none."""
+    if attention is None:
+        return tuple(default)
+    if isinstance(attention, int):
+        attention = () if attention == 0 else (attention,)
+    attention = tuple(int(a) for a in attention)
+    for a in attention:
+        if a < 8 or a > resolution or a & (a - 1):
+            raise ValueError(f"attention resolution {a} is not a power of two in [8, {resolution}]")
+    return attention
+
+
+class GeneratorBlock(keras.layers.Layer):
+    """Residual up-block: CBN-ReLU-up-conv3-CBN-ReLU-conv3, shortcut up-conv1.
+
+    Call with `(x [B, H, W, Cin], c [B, D])`, returns `[B, 2H, 2W, filters]`.
+    """
+
+    def __init__(self, filters: int, bn_momentum: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.bn_momentum = float(bn_momentum)
+        self.bn1 = layers.ConditionalBatchNorm(momentum=bn_momentum, name="bn1")
+        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1")
+        self.bn2 = layers.ConditionalBatchNorm(momentum=bn_momentum, name="bn2")
+        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2")
+        self.conv_shortcut = layers.SNConv2D(self.filters, 1, name="conv_shortcut")
+
+    def call(self, x, c, training=None):
+        h = tf.nn.relu(self.bn1(x, c, training=training))
+        h = _upsample(h)
+        h = self.conv1(h, training=training)
+        h = tf.nn.relu(self.bn2(h, c, training=training))
+        h = self.conv2(h, training=training)
+        return h + self.conv_shortcut(_upsample(x), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "bn_momentum": self.bn_momentum}
+
+
+class DiscriminatorBlock(keras.layers.Layer):
+    """Residual down-block: (ReLU)-conv3-ReLU-conv3-(avgpool), learnable shortcut.
+
+    The shortcut is a 1x1 conv when the channel count changes or the block
+    downsamples; with pre-activation it pools after the conv, otherwise
+    before (the port's order, which saves compute on the input block).
+
+    Input `[B, H, W, Cin]`, output `[B, H/2, W/2, filters]` (or `[B, H, W, filters]`).
+    """
+
+    def __init__(self, filters: int, downsample: bool, preactivation: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.downsample = bool(downsample)
+        self.preactivation = bool(preactivation)
+        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1")
+        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2")
+        self.conv_shortcut = None
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.filters or self.downsample:
+            self.conv_shortcut = layers.SNConv2D(self.filters, 1, name="conv_shortcut")
+
+    def call(self, x, training=None):
+        h = tf.nn.relu(x) if self.preactivation else x
+        h = self.conv1(h, training=training)
+        h = self.conv2(tf.nn.relu(h), training=training)
+        if self.downsample:
+            h = _downsample(h)
+        shortcut = x
+        if self.preactivation:
+            if self.conv_shortcut is not None:
+                shortcut = self.conv_shortcut(shortcut, training=training)
+            if self.downsample:
+                shortcut = _downsample(shortcut)
+        else:
+            if self.downsample:
+                shortcut = _downsample(shortcut)
+            if self.conv_shortcut is not None:
+                shortcut = self.conv_shortcut(shortcut, training=training)
+        return h + shortcut
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "downsample": self.downsample,
+            "preactivation": self.preactivation,
+        }
+
+
+def _upsample(x):
+    # Nearest-neighbour 2x, written as a broadcast so XLA and the CPU kernels fuse it.
+    b, h, w, c = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    x = tf.broadcast_to(x[:, :, None, :, None, :], [b, h, 2, w, 2, c])
+    return tf.reshape(x, [b, 2 * h, 2 * w, c])
+
+
+def _downsample(x):
+    return tf.nn.avg_pool2d(x, 2, 2, "VALID")
+
+
+@_configurable
+class Generator(keras.Model):
+    """BigGAN generator.
+
+    Args:
+      resolution: output size in pixels, one of 32, 64, 128, 256, 512.
+      ch: channel width multiplier (96 in the paper at 128 px).
+      num_classes: number of classes.
+      dim_z: latent size; None → the paper's value for the resolution. With
+        `hierarchical_z` it must divide evenly into `num_blocks + 1` chunks.
+      shared_dim: size of the shared class embedding (128).
+      hierarchical_z: split z into per-block chunks (the first feeds the linear
+        layer); otherwise all of z feeds the linear layer and each block's
+        conditioning is the shared embedding alone.
+      attention: resolutions after whose block a self-attention block runs;
+        None → the paper's default, 0 or () → none.
+      bn_momentum: decay of the BN moving statistics.
+
+    Call with `(z [B, dim_z] float, y [B, num_classes] float class weights)`;
+    returns images `[B, resolution, resolution, 3]` in [-1, 1] (float32 output
+    even under mixed precision).
+    """
+
+    def __init__(
+        self,
+        resolution: int = 128,
+        ch: int = 96,
+        num_classes: int = 1000,
+        dim_z: int | None = None,
+        shared_dim: int = 128,
+        hierarchical_z: bool = True,
+        attention=None,
+        bn_momentum: float = 0.9,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        arch = _arch(G_ARCH, resolution)
+        self.resolution = int(resolution)
+        self.ch = int(ch)
+        self.num_classes = int(num_classes)
+        self.dim_z = int(dim_z if dim_z is not None else arch.default_dim_z)
+        self.shared_dim = int(shared_dim)
+        self.hierarchical_z = bool(hierarchical_z)
+        self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
+        self.bn_momentum = float(bn_momentum)
+
+        num_blocks = len(arch.block_multipliers)
+        if self.hierarchical_z:
+            if self.dim_z % (num_blocks + 1):
+                raise ValueError(
+                    f"dim_z={self.dim_z} must split into {num_blocks + 1} equal chunks "
+                    f"(one for the linear layer and one per block) at {resolution} px"
+                )
+            self.z_chunk_size = self.dim_z // (num_blocks + 1)
+        else:
+            self.z_chunk_size = self.dim_z
+
+        self.shared_embedding = keras.layers.Dense(
+            self.shared_dim,
+            use_bias=False,
+            kernel_initializer="orthogonal",
+            name="shared_embedding",
+        )
+        input_channels = arch.input_multiplier * self.ch
+        self.linear = layers.SNDense(BOTTOM_WIDTH * BOTTOM_WIDTH * input_channels, name="linear")
+        self.input_channels = input_channels
+        self.blocks = []
+        self.attention_blocks = {}
+        size = BOTTOM_WIDTH
+        for index, multiplier in enumerate(arch.block_multipliers):
+            size *= 2
+            self.blocks.append(
+                GeneratorBlock(multiplier * self.ch, self.bn_momentum, name=f"block{index}")
+            )
+            if size in self.attention:
+                self.attention_blocks[index] = layers.SelfAttention(name=f"attention{size}")
+        self.output_bn = layers.SyncBatchNorm(momentum=self.bn_momentum, name="output_bn")
+        self.output_conv = layers.SNConv2D(3, 3, name="output_conv")
+
+    def call(self, z, y, training=None):
+        z = tf.convert_to_tensor(z)
+        y = tf.convert_to_tensor(y)
+        embedding = self.shared_embedding(tf.cast(y, self.compute_dtype))
+        if self.hierarchical_z:
+            chunks = tf.split(z, len(self.blocks) + 1, axis=-1)
+            z_input, block_z = chunks[0], chunks[1:]
+            conditions = [
+                tf.concat([embedding, tf.cast(zk, embedding.dtype)], -1) for zk in block_z
+            ]
+        else:
+            z_input = z
+            conditions = [embedding] * len(self.blocks)
+        h = self.linear(z_input, training=training)
+        h = tf.reshape(h, [-1, BOTTOM_WIDTH, BOTTOM_WIDTH, self.input_channels])
+        for index, block in enumerate(self.blocks):
+            h = block(h, conditions[index], training=training)
+            if index in self.attention_blocks:
+                h = self.attention_blocks[index](h, training=training)
+        h = tf.nn.relu(self.output_bn(h, training=training))
+        h = self.output_conv(h, training=training)
+        return tf.cast(tf.tanh(h), tf.float32)
+
+    def build_by_call(self):
+        """Creates every weight by running one inference call on a batch of one."""
+        z = tf.zeros([1, self.dim_z])
+        y = tf.one_hot([0], self.num_classes)
+        self(z, y, training=False)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "resolution": self.resolution,
+            "ch": self.ch,
+            "num_classes": self.num_classes,
+            "dim_z": self.dim_z,
+            "shared_dim": self.shared_dim,
+            "hierarchical_z": self.hierarchical_z,
+            "attention": list(self.attention),
+            "bn_momentum": self.bn_momentum,
+        }
+
+
+@_configurable
+class Discriminator(keras.Model):
+    """BigGAN projection discriminator.
+
+    `D(x, y) = psi(h) + <embed(y), h>` with `h` the ReLU'd features of the last
+    block summed over height and width (Miyato & Koyama, 2018).
+
+    Args:
+      resolution: input size in pixels, one of 32, 64, 128, 256, 512.
+      ch: channel width multiplier (96 in the paper at 128 px).
+      num_classes: number of classes.
+      attention: resolutions after whose block a self-attention block runs;
+        None → the paper's default, 0 or () → none.
+
+    Call with `(images [B, R, R, 3] in [-1, 1], labels int [B])`; returns
+    logits `[B]` float32.
+    """
+
+    def __init__(
+        self, resolution: int = 128, ch: int = 96, num_classes: int = 1000, attention=None, **kwargs
+    ):
+        super().__init__(**kwargs)
+        arch = _arch(D_ARCH, resolution)
+        self.resolution = int(resolution)
+        self.ch = int(ch)
+        self.num_classes = int(num_classes)
+        self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
+        self.blocks = []
+        self.attention_blocks = {}
+        size = self.resolution
+        placed = set()
+        for index, (multiplier, down) in enumerate(
+            zip(arch.block_multipliers, arch.downsample, strict=True)
+        ):
+            self.blocks.append(
+                DiscriminatorBlock(
+                    multiplier * self.ch,
+                    downsample=down,
+                    preactivation=index > 0,
+                    name=f"block{index}",
+                )
+            )
+            size = size // 2 if down else size
+            # One attention block per resolution, after the first block that reaches it.
+            if size in self.attention and size not in placed:
+                placed.add(size)
+                self.attention_blocks[index] = layers.SelfAttention(name=f"attention{size}")
+        features = arch.block_multipliers[-1] * self.ch
+        self.linear = layers.SNDense(1, name="linear")
+        self.embedding = layers.SNEmbedding(self.num_classes, features, name="embedding")
+
+    def call(self, images, labels, training=None):
+        h = tf.cast(images, self.compute_dtype)
+        for index, block in enumerate(self.blocks):
+            h = block(h, training=training)
+            if index in self.attention_blocks:
+                h = self.attention_blocks[index](h, training=training)
+        h = tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])  # [B, C]
+        logits = tf.squeeze(self.linear(h, training=training), axis=-1)
+        projection = tf.reduce_sum(self.embedding(labels, training=training) * h, axis=-1)
+        return tf.cast(logits + projection, tf.float32)
+
+    def build_by_call(self):
+        """Creates every weight by running one inference call on a batch of one."""
+        images = tf.zeros([1, self.resolution, self.resolution, 3])
+        self(images, tf.zeros([1], tf.int32), training=False)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "resolution": self.resolution,
+            "ch": self.ch,
+            "num_classes": self.num_classes,
+            "attention": list(self.attention),
+        }
+
+
+def count_trainable_parameters(model: keras.Model) -> int:
+    """Number of scalar trainable parameters (SN `u` and BN statistics excluded)."""
+    return int(sum(int(tf.size(v)) for v in model.trainable_variables))
