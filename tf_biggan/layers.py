@@ -71,7 +71,9 @@ class _SpectralNormalized(keras.layers.Layer):
         """
         kernel = tf.convert_to_tensor(self.kernel.value)
         matrix = tf.reshape(kernel, [-1, kernel.shape[-1]])  # [fan_in, out]
-        u = tf.convert_to_tensor(self.u.value)
+        # `u` starts as an unnormalised Gaussian draw; normalising it here keeps the
+        # sigma estimate right at inference before the first training call.
+        u = _l2_normalize(tf.convert_to_tensor(self.u.value))
         v = tf.stop_gradient(_l2_normalize(tf.matmul(u, matrix, transpose_b=True)))  # [1, fan_in]
         if training:
             u = tf.stop_gradient(_l2_normalize(tf.matmul(v, matrix)))  # [1, out]

@@ -1,0 +1,417 @@
+"""Tests for tf_biggan.layers: numbers against numpy, single vs two-replica runs."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_biggan import layers
+
+EPS = 1e-5
+
+
+def _np_normalize(x):
+    return x / max(np.linalg.norm(x), layers.SN_EPSILON)
+
+
+def _np_sn(kernel, u):
+    """`(kernel / sigma, sigma, v)` for inference: one half-iteration from the stored `u`."""
+    kernel = np.asarray(kernel, np.float64)
+    matrix = kernel.reshape(-1, kernel.shape[-1])
+    u = _np_normalize(np.asarray(u, np.float64))
+    v = _np_normalize(u @ matrix.T)
+    sigma = (v @ matrix @ u.T).item()
+    return kernel / sigma, sigma, v
+
+
+def _top_sv(kernel):
+    kernel = np.asarray(kernel, np.float64)
+    return np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+
+
+def _np_bn(x, mean=None, var=None):
+    x = np.asarray(x, np.float64)
+    if mean is None:
+        mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    return (x - mean) / np.sqrt(var + EPS)
+
+
+def _rng(seed=0):
+    return np.random.RandomState(seed)
+
+
+def _sn_layer(kind):
+    """A built SN layer with a fixed Gaussian kernel (distinct singular values) and an input."""
+    rng = _rng(1)
+    if kind == "dense":
+        layer = layers.SNDense(6)
+        layer.build((None, 10))
+        x = rng.randn(3, 10).astype(np.float32)
+    else:
+        layer = layers.SNConv2D(5, 3)
+        layer.build((None, 6, 6, 4))
+        x = rng.randn(2, 6, 6, 4).astype(np.float32)
+    layer.kernel.assign(rng.randn(*layer.kernel.shape).astype(np.float32))
+    return layer, x
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_sigma_after_power_iterations_matches_svd(kind):
+    layer, x = _sn_layer(kind)
+    kernel = layer.kernel.numpy()
+    for _ in range(50):
+        layer(x, training=True)
+    expected = _top_sv(kernel)
+    np.testing.assert_allclose(float(layer.top_singular_value()), expected, rtol=0.01)
+    normalized = layer.normalized_kernel(training=False).numpy()
+    np.testing.assert_allclose(_top_sv(normalized), 1.0, rtol=0.01)
+    # The kernel variable itself is untouched (SN is a reparametrisation).
+    np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_power_iteration_runs_only_in_training(kind):
+    layer, x = _sn_layer(kind)
+    u0 = layer.u.numpy().copy()
+    sigma0 = float(layer.sigma.numpy())
+    layer(x, training=False)
+    layer(x)
+    np.testing.assert_array_equal(layer.u.numpy(), u0)
+    assert float(layer.sigma.numpy()) == sigma0
+    layer(x, training=True)
+    assert np.abs(layer.u.numpy() - u0).max() > 1e-3
+    # One iteration from u0: u1 = normalize(v W), sigma1 = v W u1^T.
+    matrix = layer.kernel.numpy().astype(np.float64).reshape(-1, layer.kernel.shape[-1])
+    _, _, v = _np_sn(layer.kernel.numpy(), u0)
+    u1 = _np_normalize(v @ matrix)
+    np.testing.assert_allclose(layer.u.numpy(), u1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(float(layer.sigma.numpy()), (v @ matrix @ u1.T).item(), rtol=1e-5)
+
+
+def test_inference_before_training_uses_a_unit_u():
+    # u is drawn unnormalised; inference must not scale sigma by |u|.
+    layer = layers.SNDense(32)
+    layer.build((None, 32))
+    assert abs(np.linalg.norm(layer.u.numpy()) - 1.0) > 0.5
+    normalized = layer.normalized_kernel(training=False).numpy()
+    expected, _, _ = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    np.testing.assert_allclose(normalized, expected, rtol=1e-4, atol=1e-6)
+    # An orthogonal square kernel has all singular values 1, so the estimate is exact.
+    np.testing.assert_allclose(_top_sv(normalized), 1.0, rtol=1e-4)
+
+
+def test_sn_dense_output_and_kernel_gradient_through_sigma():
+    layer, x = _sn_layer("dense")
+    layer.bias.assign(np.linspace(-1, 1, 6).astype(np.float32))
+    for _ in range(3):
+        layer(x, training=True)
+    kernel = layer.kernel.numpy().astype(np.float64)
+    normalized, sigma, v = _np_sn(kernel, layer.u.numpy())
+    u = _np_normalize(layer.u.numpy().astype(np.float64))
+    with tf.GradientTape() as tape:
+        out = layer(x, training=False)
+        total = tf.reduce_sum(out)
+    grad = tape.gradient(total, layer.kernel).numpy()
+    np.testing.assert_allclose(
+        out.numpy(), x @ normalized + layer.bias.numpy(), rtol=1e-4, atol=1e-5
+    )
+    # f(W) = sum(x W) / sigma(W), sigma = v W u^T with u, v held fixed.
+    s = float(np.sum(x.astype(np.float64) @ kernel))
+    d_s = np.outer(x.sum(axis=0), np.ones(6))
+    expected = d_s / sigma - s / sigma**2 * (v.T @ u)
+    np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-5)
+    # Without the sigma term the gradient would be measurably different.
+    assert np.abs(grad - d_s / sigma).max() > 1e-2
+
+
+def test_sn_conv_kernel_gradient_matches_explicit_computation():
+    layer, x = _sn_layer("conv")
+    for _ in range(3):
+        layer(x, training=True)
+    _, _, v = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    u = tf.constant(_np_normalize(layer.u.numpy().astype(np.float64)), tf.float32)
+    v = tf.constant(v, tf.float32)
+    kernel = tf.Variable(layer.kernel.numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        total = tf.reduce_sum(layer(x, training=False))
+        sigma = tf.reduce_sum(tf.matmul(v, tf.reshape(kernel, [-1, 5])) * u)
+        explicit = tf.reduce_sum(tf.nn.conv2d(x, kernel / sigma, 1, "SAME") + layer.bias.value)
+    np.testing.assert_allclose(total.numpy(), explicit.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(
+        tape.gradient(total, layer.kernel).numpy(),
+        tape.gradient(explicit, kernel).numpy(),
+        rtol=1e-3,
+        atol=1e-5,
+    )
+
+
+def test_sn_embedding_rows_are_rows_of_normalized_table():
+    layer = layers.SNEmbedding(7, 4)
+    layer.build((None,))
+    layer.kernel.assign(_rng(2).randn(7, 4).astype(np.float32))
+    labels = np.array([3, 0, 6, 3])
+    out = layer(labels, training=False).numpy()
+    table, _, _ = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    np.testing.assert_allclose(out, table[labels], rtol=1e-4, atol=1e-6)
+    out = layer(labels, training=True).numpy()
+    table = layer.kernel.numpy() / float(layer.sigma.numpy())
+    np.testing.assert_allclose(out, table[labels], rtol=1e-5, atol=1e-6)
+
+
+def _cbn(x_shape=(4, 3, 3, 5), c_dim=6):
+    layer = layers.ConditionalBatchNorm()
+    layer.build(x_shape, (x_shape[0], c_dim))
+    return layer
+
+
+def test_conditional_bn_with_zero_condition_is_plain_bn():
+    layer = _cbn()
+    x = (_rng(3).randn(4, 3, 3, 5) * 2 + 1).astype(np.float32)
+    out = layer(x, np.zeros((4, 6), np.float32), training=True).numpy()
+    np.testing.assert_allclose(out, _np_bn(x), rtol=1e-4, atol=1e-4)
+
+
+def test_conditional_bn_gain_is_centred_at_one():
+    layer = _cbn()
+    rng = _rng(4)
+    x = (rng.randn(4, 3, 3, 5) * 2 + 1).astype(np.float32)
+    c = rng.randn(4, 6).astype(np.float32)
+    layer.gain.kernel.assign(rng.randn(6, 5).astype(np.float32))
+    layer.bias.kernel.assign(rng.randn(6, 5).astype(np.float32))
+    out = layer(x, c, training=True).numpy()
+    gain_kernel = layer.gain.kernel.numpy() / float(layer.gain.sigma.numpy())
+    bias_kernel = layer.bias.kernel.numpy() / float(layer.bias.sigma.numpy())
+    gain = (c @ gain_kernel)[:, None, None, :]
+    bias = (c @ bias_kernel)[:, None, None, :]
+    np.testing.assert_allclose(out, _np_bn(x) * (1 + gain) + bias, rtol=1e-4, atol=1e-4)
+
+
+def test_conditional_bn_moving_statistics_and_inference():
+    layer = _cbn()
+    rng = _rng(5)
+    c = rng.randn(4, 6).astype(np.float32)
+    mean, var = np.zeros(5), np.ones(5)
+    for step in range(3):
+        x = (rng.randn(4, 3, 3, 5) * (step + 1) + step).astype(np.float32)
+        layer(x, c, training=True)
+        mean = 0.9 * mean + 0.1 * x.mean(axis=(0, 1, 2))
+        var = 0.9 * var + 0.1 * x.var(axis=(0, 1, 2))
+    bn = layer.batch_norm
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), var, rtol=1e-5, atol=1e-6)
+
+    x = rng.randn(2, 3, 3, 5).astype(np.float32)
+    u_gain = layer.gain.u.numpy().copy()
+    out = layer(x, c[:2], training=False).numpy()
+    np.testing.assert_array_equal(layer.gain.u.numpy(), u_gain)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    gain_kernel, _, _ = _np_sn(layer.gain.kernel.numpy(), layer.gain.u.numpy())
+    bias_kernel, _, _ = _np_sn(layer.bias.kernel.numpy(), layer.bias.u.numpy())
+    gain = (c[:2] @ gain_kernel)[:, None, None, :]
+    bias = (c[:2] @ bias_kernel)[:, None, None, :]
+    expected = _np_bn(x, mean, var) * (1 + gain) + bias
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_sync_batch_norm_affine_and_inference():
+    layer = layers.SyncBatchNorm()
+    layer.build((4, 2, 2, 3))
+    rng = _rng(6)
+    layer.gamma.assign([0.5, 2.0, -1.0])
+    layer.beta.assign([1.0, 0.0, 3.0])
+    x = (rng.randn(4, 2, 2, 3) + 2).astype(np.float32)
+    out = layer(x, training=True).numpy()
+    np.testing.assert_allclose(
+        out, _np_bn(x) * [0.5, 2.0, -1.0] + [1.0, 0.0, 3.0], rtol=1e-4, atol=1e-4
+    )
+    mean, var = 0.1 * x.mean(axis=(0, 1, 2)), 0.9 + 0.1 * x.var(axis=(0, 1, 2))
+    out = layer(x, training=False).numpy()
+    np.testing.assert_allclose(
+        out, _np_bn(x, mean, var) * [0.5, 2.0, -1.0] + [1.0, 0.0, 3.0], rtol=1e-4, atol=1e-4
+    )
+
+
+# ---- Cross-replica: two logical CPUs, each replica sees a different half of the batch.
+
+
+@pytest.fixture(scope="module")
+def strategy():
+    return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+
+
+def _per_replica(strategy, array):
+    half = array.shape[0] // 2
+    return strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(array[ctx.replica_id_in_sync_group * half :][:half])
+    )
+
+
+def _locals(strategy, variable):
+    return [v.numpy() for v in strategy.experimental_local_results(variable.value)]
+
+
+def _halves_with_different_means(shape, seed):
+    x = _rng(seed).randn(*shape).astype(np.float32)
+    x[shape[0] // 2 :] = x[shape[0] // 2 :] * 3.0 + 4.0
+    return x
+
+
+def test_sync_batch_norm_across_replicas_equals_one_device(strategy):
+    x = _halves_with_different_means((8, 3, 3, 4), 7)
+    with strategy.scope():
+        layer = layers.SyncBatchNorm()
+        layer.build(x.shape)
+    reference = layers.SyncBatchNorm()
+    reference.build(x.shape)
+    gamma = np.array([0.5, 1.5, -1.0, 2.0], np.float32)
+    for each in (layer, reference):
+        each.gamma.assign(gamma)
+        each.beta.assign([0.1, 0.2, 0.3, 0.4])
+
+    step = tf.function(lambda v: strategy.run(lambda a: layer(a, training=True), args=(v,)))
+    for _ in range(2):
+        out = step(_per_replica(strategy, x))
+        expected = reference(x, training=True).numpy()
+    got = np.concatenate([o.numpy() for o in strategy.experimental_local_results(out)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # Per-half statistics would give a visibly different answer.
+    per_half = np.concatenate([_np_bn(x[:4]), _np_bn(x[4:])]) * gamma + [0.1, 0.2, 0.3, 0.4]
+    assert np.abs(got - per_half).max() > 0.1
+    for name in ("moving_mean", "moving_variance"):
+        for local in _locals(strategy, getattr(layer, name)):
+            np.testing.assert_allclose(
+                local, getattr(reference, name).numpy(), rtol=1e-5, atol=1e-6
+            )
+
+
+def test_conditional_bn_across_replicas_equals_one_device(strategy):
+    x = _halves_with_different_means((8, 3, 3, 5), 8)
+    c = _rng(9).randn(8, 6).astype(np.float32)
+    with strategy.scope():
+        layer = layers.ConditionalBatchNorm()
+        layer.build((4, 3, 3, 5), (4, 6))
+    reference = layers.ConditionalBatchNorm()
+    reference.build((8, 3, 3, 5), (8, 6))
+    rng = _rng(10)
+    layer.gain.kernel.assign(rng.randn(6, 5).astype(np.float32))
+    layer.bias.kernel.assign(rng.randn(6, 5).astype(np.float32))
+    reference.set_weights(layer.get_weights())
+
+    step = tf.function(
+        lambda a, b: strategy.run(lambda xa, cb: layer(xa, cb, training=True), args=(a, b))
+    )
+    for _ in range(2):
+        out = step(_per_replica(strategy, x), _per_replica(strategy, c))
+        expected = reference(x, c, training=True).numpy()
+    got = np.concatenate([o.numpy() for o in strategy.experimental_local_results(out)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    for name in ("moving_mean", "moving_variance"):
+        for local in _locals(strategy, getattr(layer.batch_norm, name)):
+            np.testing.assert_allclose(
+                local, getattr(reference.batch_norm, name).numpy(), rtol=1e-5, atol=1e-6
+            )
+    # The power iteration ran once per call on each replica and left u identical.
+    for sn, ref in ((layer.gain, reference.gain), (layer.bias, reference.bias)):
+        first, second = _locals(strategy, sn.u)
+        np.testing.assert_array_equal(first, second)
+        np.testing.assert_allclose(first, ref.u.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(*_locals(strategy, sn.sigma))
+
+
+def test_sn_u_identical_on_replicas_after_training_call(strategy):
+    with strategy.scope():
+        layer = layers.SNConv2D(4, 3)
+        layer.build((None, 4, 4, 3))
+    u0 = layer.u.numpy().copy()
+    x = _halves_with_different_means((4, 4, 4, 3), 11)
+    tf.function(lambda v: strategy.run(lambda a: layer(a, training=True), args=(v,)))(
+        _per_replica(strategy, x)
+    )
+    first, second = _locals(strategy, layer.u)
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first - u0).max() > 1e-3
+
+
+# ---- Self-attention.
+
+
+def _np_conv1x1(x, kernel):
+    return np.einsum("bhwc,cd->bhwd", x, kernel[0, 0])
+
+
+def _np_maxpool2(x):
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def test_self_attention_identity_at_init_and_matches_numpy():
+    layer = layers.SelfAttention()
+    x = _rng(12).randn(2, 4, 6, 16).astype(np.float32)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x)
+    assert float(layer.gamma.numpy()) == 0.0
+
+    layer.gamma.assign(0.7)
+    out = layer(x, training=False).numpy()
+    assert np.abs(out - x).max() > 1e-2
+    k = {
+        name: _np_sn(getattr(layer, name).kernel.numpy(), getattr(layer, name).u.numpy())[0]
+        for name in ("theta", "phi", "g", "o")
+    }
+    xd = x.astype(np.float64)
+    theta = _np_conv1x1(xd, k["theta"]).reshape(2, 24, 2)
+    phi = _np_maxpool2(_np_conv1x1(xd, k["phi"])).reshape(2, 6, 2)
+    g = _np_maxpool2(_np_conv1x1(xd, k["g"])).reshape(2, 6, 8)
+    logits = theta @ phi.transpose(0, 2, 1)
+    attention = np.exp(logits - logits.max(-1, keepdims=True))
+    attention /= attention.sum(-1, keepdims=True)
+    o = _np_conv1x1((attention @ g).reshape(2, 4, 6, 8), k["o"])
+    np.testing.assert_allclose(out, xd + 0.7 * o, rtol=1e-4, atol=1e-5)
+
+
+def test_self_attention_rejects_channels_not_divisible_by_8():
+    with pytest.raises(ValueError, match="divisible by 8"):
+        layers.SelfAttention()(np.zeros((1, 2, 2, 12), np.float32))
+
+
+# ---- get_config / from_config.
+
+
+def _round_trip_cases():
+    rng = _rng(13)
+    image = rng.randn(2, 4, 4, 8).astype(np.float32)
+    return [
+        (layers.SNDense(5, use_bias=False), (rng.randn(2, 3).astype(np.float32),)),
+        (layers.SNConv2D(3, 1, padding="valid"), (image,)),
+        (layers.SNConv2D(4, 3), (image,)),
+        (layers.SNEmbedding(6, 3), (np.array([0, 5, 2]),)),
+        (layers.SyncBatchNorm(momentum=0.8, epsilon=1e-3, affine=True), (image,)),
+        (layers.SyncBatchNorm(affine=False), (image,)),
+        (layers.ConditionalBatchNorm(momentum=0.7), (image, rng.randn(2, 3).astype(np.float32))),
+        (layers.SelfAttention(), (image,)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_round_trip_cases())))
+def test_layer_config_round_trip(index):
+    layer, inputs = _round_trip_cases()[index]
+    layer(*inputs, training=True)  # builds, and moves u / statistics off their initial values
+    if isinstance(layer, layers.SelfAttention):
+        layer.gamma.assign(0.5)
+    config = layer.get_config()
+    rebuilt = type(layer).from_config(config)
+    assert rebuilt.get_config() == config
+    rebuilt(*inputs, training=False)
+    rebuilt.set_weights(layer.get_weights())
+    np.testing.assert_allclose(
+        rebuilt(*inputs, training=False).numpy(),
+        layer(*inputs, training=False).numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_spectral_layers_finds_nested_sn_layers():
+    layer = layers.SelfAttention()
+    layer(np.zeros((1, 2, 2, 8), np.float32))
+    found = layers.spectral_layers(layer)
+    assert len(found) == 4
+    assert {id(f) for f in found} == {id(layer.theta), id(layer.phi), id(layer.g), id(layer.o)}
