@@ -1,5 +1,6 @@
 """Tests for tf_biggan.eval: metrics against closed forms / scipy, extractors, and the CLI."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -263,14 +264,6 @@ def test_keras_inception_v3_random_weights_gives_2048_features():
 # ---- Generator statistics, evaluate, PeriodicEvaluator ---------------------------------------
 
 
-def test_truncated_z_respects_threshold_and_seed():
-    z = ev.truncated_z(64, 10, 0.5, seed=3)
-    assert z.shape == (64, 10) and z.dtype == np.float32
-    assert np.abs(z).max() <= 0.5
-    np.testing.assert_array_equal(z, ev.truncated_z(64, 10, 0.5, seed=3))
-    assert np.abs(ev.truncated_z(64, 10, None, seed=3)).max() > 0.5
-
-
 class _LinearGenerator:
     """images = tanh(z A + y B) reshaped to [B, 16, 16, 3]; a shift moves the distribution."""
 
@@ -280,9 +273,11 @@ class _LinearGenerator:
         self.b = tf.constant(rng.standard_normal([num_classes, 16 * 16 * 3]) * 0.5, tf.float32)
         self.shift = shift
         self.seen_labels = []
+        self.max_abs_z = 0.0
 
     def __call__(self, z, y_onehot):
         self.seen_labels.extend(np.argmax(y_onehot.numpy(), axis=1).tolist())
+        self.max_abs_z = max(self.max_abs_z, float(tf.reduce_max(tf.abs(z))))
         x = tf.tanh(z @ self.a + y_onehot @ self.b + self.shift)
         return tf.reshape(x, [-1, 16, 16, 3])
 
@@ -293,8 +288,16 @@ def test_compute_generator_stats_cycles_labels_and_counts():
     )
     gen = _LinearGenerator(dim_z=6, num_classes=3)
     stats, probs = ev.compute_generator_stats(
-        gen, extractor, num_samples=23, batch_size=10, num_classes=3, dim_z=6, verbose=0
+        gen,
+        extractor,
+        num_samples=23,
+        batch_size=10,
+        num_classes=3,
+        dim_z=6,
+        truncation=0.4,
+        verbose=0,
     )
+    assert 0.3 < gen.max_abs_z <= 0.4
     assert stats.count == 23
     assert gen.seen_labels == [i % 3 for i in range(23)]
     assert probs.shape == (23, 5)
@@ -434,3 +437,124 @@ def test_cli_prints_one_json_line(tmp_path):
     assert 0.0 <= result["fid"] < 10.0
     assert 1.0 <= result["inception_score_mean"] <= 5.0
     assert np.isfinite(result["kid_mean"]) and result["kid_std"] >= 0
+
+
+# ---- tools/reference_stats.py and tools/truncation_curve.py ---------------------------------
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_render_plot_puts_curve_pixels_at_the_points(tmp_path):
+    curve = _load_tool("truncation_curve")
+    xs, ys = [10.0, 40.0, 80.0, 100.0], [30.0, 12.0, 15.0, 25.0]
+    image, points = curve.render_plot(xs, ys, labels=["2", "1", "0.5", "0.04"])
+    assert image.shape == (480, 640, 3) and image.dtype == np.uint8
+    # Axes span columns 70..610 and rows 430..40, with the data range padded by 5% each side:
+    # x in [5.5, 104.5], y in [11.1, 30.9]; y grows upwards.
+    cols = np.array([p[0] for p in points])
+    rows = np.array([p[1] for p in points])
+    expected_cols = 70 + (np.array(xs) - 5.5) / 99.0 * 540
+    expected_rows = 430 - (np.array(ys) - 11.1) / 19.8 * 390
+    np.testing.assert_allclose(cols, expected_cols, atol=0.5)
+    np.testing.assert_allclose(rows, expected_rows, atol=0.5)
+    for col, row in points:
+        np.testing.assert_array_equal(image[row, col], curve.MARKER_COLOUR)
+    # The polyline passes through the midpoint of each segment.
+    for (c0, r0), (c1, r1) in zip(points[:-1], points[1:], strict=True):
+        mid = image[
+            (r0 + r1) // 2 - 1 : (r0 + r1) // 2 + 2, (c0 + c1) // 2 - 1 : (c0 + c1) // 2 + 2
+        ]
+        assert np.any(np.all(mid == curve.LINE_COLOUR, axis=-1))
+    # The axes are drawn, and a region away from the curve stays background.
+    assert np.all(image[430, 70:610] == curve.AXIS_COLOUR)
+    assert np.all(image[40:430, 70] == curve.AXIS_COLOUR)
+    # Above the segment from point 1 (row ~410) to point 2 (row ~351) nothing is drawn.
+    far = image[80:300, cols[1] + 20 : cols[2] - 20]
+    assert far.size and np.all(far == 255)
+    path = str(tmp_path / "curve.png")
+    from tf_biggan import imaging
+
+    imaging.write_png(path, image)
+    decoded = tf.io.decode_png(tf.io.read_file(path)).numpy()
+    np.testing.assert_array_equal(decoded, image)
+
+
+def test_truncation_curve_cli(tmp_path):
+    saved_model = str(tmp_path / "generator")
+    module = _write_tiny_saved_model(saved_model)
+    extractor_path = str(tmp_path / "extractor.keras")
+    _tiny_classifier().save(extractor_path)
+    extractor = ev.make_extractor(
+        "keras_model", path=extractor_path, feature_layer="features", logits_layer="logits"
+    )
+    ref, _ = ev.compute_generator_stats(
+        lambda z, y: module.default(z, y, tf.constant(1.0))["default"],
+        extractor, num_samples=40, batch_size=40, num_classes=3, dim_z=4, verbose=0,
+    )  # fmt: skip
+    ref_path = str(tmp_path / "ref.npz")
+    ref.save(ref_path)
+    png = str(tmp_path / "plot" / "curve.png")
+    cmd = [
+        sys.executable, os.path.join(REPO, "tools", "truncation_curve.py"),
+        f"--saved_model={saved_model}", f"--reference_stats={ref_path}",
+        "--truncations=1.0,0.1", "--num_samples=40", "--batch_size=20",
+        "--extractor=keras_model", f"--extractor_path={extractor_path}",
+        "--feature_layer=features", "--logits_layer=logits", f"--output_png={png}",
+    ]  # fmt: skip
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    rows = json.loads(lines[0])
+    assert [r["truncation"] for r in rows] == [1.0, 0.1]
+    # Truncating to |z| <= 0.1 collapses variety: FID against the untruncated reference grows.
+    assert rows[1]["fid"] > rows[0]["fid"]
+    image = tf.io.decode_png(tf.io.read_file(png)).numpy()
+    assert image.shape == (480, 640, 3)
+    assert np.any(np.all(image == (200, 30, 30), axis=-1))
+
+
+def test_reference_stats_tool_uses_gin_dataset(tmp_path):
+    tool = _load_tool("reference_stats")
+    extractor = ev.make_extractor("keras_model", path=_tiny_classifier(), feature_layer="features")
+    bindings = [
+        "make_dataset.source = @synthetic_source",
+        "make_dataset.resolution = 16",
+        "make_dataset.num_classes = 3",
+        "make_dataset.shuffle_buffer = 0",
+        "synthetic_source.num_examples = 48",
+        "train.steps = 10",  # A training binding: must be ignored, not fail.
+    ]
+    import gin
+
+    from tf_biggan import data
+
+    try:
+        stats = tool.compute_reference_stats(
+            [], bindings, num_samples=40, batch_size=16, extractor=extractor,
+            max_kid_features=100, seed=0,
+        )  # fmt: skip
+        with pytest.raises(ValueError, match="exceeds the 48 images"):
+            tool.compute_reference_stats(
+                [], bindings, num_samples=49, batch_size=16, extractor=extractor,
+                max_kid_features=100, seed=0,
+            )  # fmt: skip
+        gin.clear_config()
+        images = []
+        for batch, _ in data.make_dataset(
+            batch_size=16, resolution=16, num_classes=3, source=data.synthetic_source,
+            shuffle_buffer=0,
+        ).dataset.take(3):  # fmt: skip
+            images.append(batch.numpy())
+    finally:
+        gin.clear_config()
+    expected = extractor(np.concatenate(images)[:40])["pool"].astype(np.float64)
+    assert stats.count == 40 and stats.features.shape == (40, 4)
+    np.testing.assert_allclose(stats.mean, expected.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats.cov, np.cov(expected, rowvar=False), rtol=1e-4, atol=1e-7)

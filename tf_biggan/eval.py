@@ -45,6 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_biggan.imaging import truncated_z
+
 __all__ = [
     "StreamingStats",
     "frechet_distance",
@@ -56,11 +58,11 @@ __all__ = [
     "KerasInceptionV3Extractor",
     "KerasModelExtractor",
     "make_extractor",
-    "truncated_z",
     "compute_generator_stats",
     "compute_dataset_stats",
     "evaluate",
     "PeriodicEvaluator",
+    "open_generator",
     "TFGAN_INCEPTION_URL",
     "EXTRACTOR_KINDS",
 ]
@@ -638,30 +640,6 @@ def make_extractor(
 # --------------------------------------------------------------------------------------------
 
 
-def truncated_z(batch_size: int, dim_z: int, truncation: float | None, seed: int) -> np.ndarray:
-    """Latents for the truncation trick: N(0, I) with entries beyond the threshold re-sampled.
-
-    Args:
-        batch_size: B.
-        dim_z: Latent size.
-        truncation: Threshold > 0 on |z|, or None for the untruncated normal.
-        seed: Seed; the same seed gives the same latents.
-
-    Returns:
-        float32 `[B, dim_z]`, all entries in [-truncation, truncation] when truncated.
-    """
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal([batch_size, dim_z])
-    if truncation is not None:
-        if truncation <= 0:
-            raise ValueError(f"truncation must be > 0 or None, got {truncation}.")
-        outside = np.abs(z) > truncation
-        while outside.any():
-            z[outside] = rng.standard_normal(int(outside.sum()))
-            outside = np.abs(z) > truncation
-    return z.astype(np.float32)
-
-
 def _progbar(target: int, verbose: int):
     return keras.utils.Progbar(target, verbose=verbose, unit_name="image")
 
@@ -681,7 +659,7 @@ def compute_generator_stats(
     """Generates `num_samples` images and accumulates their feature statistics.
 
     Labels cycle over the classes (so every class gets `num_samples / num_classes` images up to
-    one), z comes from `truncated_z` with a per-batch seed derived from `seed`.
+    one), z comes from `tf_biggan.imaging.truncated_z` with a per-batch seed derived from `seed`.
 
     Args:
         generate_fn: `(z float32 [B, dim_z], y_onehot float32 [B, K]) -> images [B, H, W, 3]`
@@ -996,7 +974,20 @@ class _SavedModelGenerator:
         return out["default"]
 
 
-def _load_generator(model_dir: str | None, saved_model: str | None):
+def open_generator(model_dir: str | None = None, saved_model: str | None = None):
+    """Loads the generator to evaluate from a training directory or an exported SavedModel.
+
+    Args:
+        model_dir: Training directory (restored by `tf_biggan.sample.load_generator`).
+        saved_model: SavedModel directory with the `default` signature and
+            `assets/config.json`.
+
+    Returns:
+        An object with `generate(z, y_onehot)`, `dim_z`, `num_classes`, `resolution` and
+        `class_names`.
+    """
+    if bool(model_dir) == bool(saved_model):
+        raise ValueError("Give exactly one of model_dir and saved_model.")
     if saved_model:
         return _SavedModelGenerator(saved_model)
     from tf_biggan.sample import load_generator
@@ -1013,7 +1004,7 @@ def main(argv) -> None:
         raise flags.ValidationError("Give exactly one of --model_dir and --saved_model.")
     # stdout carries only the JSON result; progress bars and library prints go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        generator = _load_generator(f.model_dir, f.saved_model)
+        generator = open_generator(f.model_dir, f.saved_model)
         extractor = extractor_from_flags(f)
         metrics = evaluate(
             generator.generate,

@@ -1,0 +1,109 @@
+"""Computes the feature statistics of a data set once and saves them as `.npz`.
+
+The data set is built with gin exactly as training builds it (`tf_biggan.data.make_dataset`),
+so the reference statistics see the same images, crop and resolution as the model. Random
+flips are switched off: the reference is the data itself, not its augmentation. Bindings of
+other configurables in a training gin file (generator, optimizer, ...) are ignored.
+
+    python tools/reference_stats.py --gin_config=gin_configs/cifar10.gin \\
+        --num_samples=50000 --extractor=tfgan_inception --output=stats/cifar10_train.npz
+
+The output holds `mu`, `sigma`, `count`, a sample of raw features for KID (`features`) and the
+extractor's name; `python -m tf_biggan.eval --reference_stats=...` reads it. Prints one JSON
+line describing what was written.
+"""
+
+import contextlib
+import sys
+
+from absl import app, flags
+
+
+def compute_reference_stats(
+    gin_configs, gin_bindings, num_samples, batch_size, extractor, max_kid_features, seed
+):
+    """Builds the gin-configured data set and accumulates its feature statistics.
+
+    Args:
+        gin_configs: gin files (list of str).
+        gin_bindings: gin binding strings (list of str).
+        num_samples: Number of images.
+        batch_size: Images per extractor call.
+        extractor: A `tf_biggan.eval.FeatureExtractor`.
+        max_kid_features: Raw features kept for KID.
+        seed: Seed of the KID reservoir.
+
+    Returns:
+        A `tf_biggan.eval.StreamingStats`.
+
+    Raises:
+        ValueError: more samples requested than the data set holds.
+    """
+    import gin
+
+    from tf_biggan import data
+    from tf_biggan import eval as ev
+
+    gin.parse_config_files_and_bindings(
+        gin_configs, gin_bindings, finalize_config=False, skip_unknown=True
+    )
+    input_data = data.make_dataset(batch_size=batch_size, random_flip=False)
+    # The pipeline repeats forever; beyond one epoch the statistics would count images twice.
+    if input_data.num_examples is not None and num_samples > input_data.num_examples:
+        raise ValueError(
+            f"num_samples={num_samples} exceeds the {input_data.num_examples} images of the "
+            "data set; use at most that many."
+        )
+    return ev.compute_dataset_stats(
+        input_data.dataset,
+        extractor,
+        num_samples=num_samples,
+        max_kid_features=max_kid_features,
+        seed=seed,
+    )
+
+
+def main(argv):
+    del argv
+    from tf_biggan import eval as ev
+
+    f = flags.FLAGS
+    with contextlib.redirect_stdout(sys.stderr):
+        extractor = ev.extractor_from_flags(f)
+        stats = compute_reference_stats(
+            f.gin_config,
+            f.gin_bindings,
+            num_samples=f.num_samples,
+            batch_size=f.batch_size,
+            extractor=extractor,
+            max_kid_features=f.max_kid_features,
+            seed=f.seed,
+        )
+        stats.save(f.output)
+    record = {
+        "output": f.output,
+        "count": stats.count,
+        "dim": stats.dim,
+        "kid_features": int(stats.features.shape[0]),
+        "extractor": extractor.name,
+    }
+    print(ev.json_line(record), flush=True)
+
+
+def _define_flags():
+    from tf_biggan import eval as ev
+
+    flags.DEFINE_multi_string("gin_config", [], "gin files configuring make_dataset.")
+    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
+    flags.DEFINE_integer("num_samples", 50_000, "Number of data set images.")
+    flags.DEFINE_integer("batch_size", 50, "Images per extractor call.")
+    flags.DEFINE_integer("max_kid_features", 10_000, "Raw features kept for KID.")
+    flags.DEFINE_integer("seed", 0, "Seed of the KID feature sample.")
+    flags.DEFINE_string("output", None, "Output .npz path.")
+    ev.define_extractor_flags(flags)
+    flags.mark_flag_as_required("output")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
