@@ -1,11 +1,15 @@
 """Tests for tf_biggan.data: sources, preprocessing, sharding, checkpointing, bad input."""
 
+import dataclasses
 import functools
 import gzip
 import importlib.util
 import json
 import os
 import pathlib
+import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,6 +40,18 @@ def _write(path, contents):
     path.write_bytes(contents)
 
 
+def _bmp(rgb):
+    """A 24-bit uncompressed BMP (bottom-up rows of BGR, each padded to 4 bytes)."""
+    height, width, _ = rgb.shape
+    stride = (width * 3 + 3) // 4 * 4
+    rows = b"".join(
+        rgb[y, :, ::-1].tobytes() + b"\0" * (stride - width * 3) for y in reversed(range(height))
+    )
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(rows), 2835, 2835, 0, 0)
+    header = struct.pack("<2sIHHI", b"BM", 14 + len(info) + len(rows), 0, 0, 14 + len(info))
+    return header + info + rows
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """Three classes of solid-colour images; returns (root, expected) in listing order.
@@ -59,6 +75,8 @@ def folder(tmp_path_factory):
     png("bird/b0.png", _solid((10, 200, 10)), 1, (10, 200, 10))
     # 16-bit grey 40000 -> 8 bits by dropping the low byte: 40000 >> 8 = 156.
     png("bird/b1_grey16.png", _solid((40000,), channels=1, dtype=np.uint16), 1, (156,) * 3)
+    _write(root / "bird/b2.BMP", _bmp(_solid((70, 80, 90))))
+    expected.append(("bird/b2.BMP", 1, (70, 80, 90), 0))
     jpeg = tf.io.encode_jpeg(_solid((20, 20, 220)), quality=95).numpy()
     _write(root / "cat/c0.jpg", jpeg)
     expected.append(("cat/c0.jpg", 2, (20, 20, 220), 4))
@@ -90,22 +108,22 @@ def test_folder_pipeline_decodes_counts_corrupt_once_and_writes_class_map(folder
     root, expected = folder
     model_dir = tmp_path / "run"
     input_data = data.make_dataset(
-        batch_size=4,
+        batch_size=3,
         resolution=8,
         num_classes=3,
         source=_folder_source(root),
         model_dir=str(model_dir),
         shuffle_buffer=0,
     )
-    assert input_data.num_examples == len(expected) == 8
+    assert input_data.num_examples == len(expected) == 9
     assert input_data.class_names == ("apple", "bird", "cat")
     assert json.loads((model_dir / "classes.json").read_text()) == {
         "apple": 0,
         "bird": 1,
         "cat": 2,
     }
-    images, labels = _first_epoch(input_data, 2)
-    assert images.shape == (8, 8, 8, 3) and images.dtype == np.float32
+    images, labels = _first_epoch(input_data, 3)
+    assert images.shape == (9, 8, 8, 3) and images.dtype == np.float32
     assert labels.dtype == np.int32
     np.testing.assert_array_equal(labels, [e[1] for e in expected])
     for image, (rel, _, rgb, tol) in zip(images, expected, strict=True):
@@ -113,7 +131,7 @@ def test_folder_pipeline_decodes_counts_corrupt_once_and_writes_class_map(folder
         assert image.min() >= -1.0 and image.max() <= 1.0
     # Reading three more epochs does not count the corrupt file again.
     it = iter(input_data.dataset)
-    for _ in range(6):
+    for _ in range(9):
         next(it)
     assert int(input_data.skipped.numpy()) == 1
 
@@ -129,7 +147,7 @@ def test_folder_strict_names_the_corrupt_file(folder):
 def test_folder_shuffled_flipped_pipeline_keeps_labels_with_images(folder):
     root, expected = folder
     input_data = data.make_dataset(
-        batch_size=4,
+        batch_size=3,
         resolution=8,
         num_classes=3,
         source=_folder_source(root),
@@ -138,7 +156,7 @@ def test_folder_shuffled_flipped_pipeline_keeps_labels_with_images(folder):
         seed=3,
     )
     colours = {tuple(np.round(rgb)): label for _, label, rgb, _ in expected}
-    images, labels = _first_epoch(input_data, 2)
+    images, labels = _first_epoch(input_data, 3)
     for image, label in zip(images, labels, strict=True):
         colour = _colour_of(image)
         nearest = min(colours, key=lambda c: np.abs(np.subtract(c, colour)).max())
@@ -184,7 +202,7 @@ def test_tfrecord_round_trip_equals_folder(folder, tmp_path):
         "classes.json",
         "dataset_info.json",
     ]
-    common = dict(batch_size=4, resolution=8, num_classes=3, shuffle_buffer=0)
+    common = dict(batch_size=3, resolution=8, num_classes=3, shuffle_buffer=0)
     from_folder = data.make_dataset(source=_folder_source(root), **common)
     from_records = data.make_dataset(
         source=functools.partial(data.tfrecord_source, file_pattern=str(out / "train-*")),
@@ -193,8 +211,8 @@ def test_tfrecord_round_trip_equals_folder(folder, tmp_path):
     assert from_records.class_names == ("apple", "bird", "cat")
     assert from_records.num_examples == len(expected)
     assert from_records.skipped is None
-    images_f, labels_f = _first_epoch(from_folder, 2)
-    images_r, labels_r = _first_epoch(from_records, 2)
+    images_f, labels_f = _first_epoch(from_folder, 3)
+    images_r, labels_r = _first_epoch(from_records, 3)
     np.testing.assert_array_equal(labels_r, labels_f)
     np.testing.assert_array_equal(images_r, images_f)
 
@@ -436,13 +454,15 @@ def test_summarize_writes_grid_and_counts(folder, tmp_path):
     root, _ = folder
     src = _folder_source(root)(resolution=8, num_classes=3)
     counts = data.summarize_dataset(src, str(tmp_path), resolution=8, examples_per_class=4)
-    assert counts == {"apple": 3, "bird": 2, "cat": 3}
+    assert counts == {"apple": 3, "bird": 3, "cat": 3}
     grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "real_examples.png"))).numpy()
-    assert grid.shape == (3 * 9 + 1, 4 * 9 + 1, 3)
+    # 8-px tiles with 2-px padding: 3 rows x 4 columns.
+    assert grid.shape == (3 * 8 + 4 * 2, 4 * 8 + 5 * 2, 3)
     # Row 1, column 0 is the first bird image: solid (10, 200, 10).
-    np.testing.assert_array_equal(grid[10, 1], [10, 200, 10])
-    # Bird has only two images: its fourth tile is blank (black).
-    assert grid[10:18, 28:36].max() == 0
+    np.testing.assert_array_equal(grid[12:20, 2:10].reshape(-1, 3).min(0), [10, 200, 10])
+    np.testing.assert_array_equal(grid[12:20, 2:10].reshape(-1, 3).max(0), [10, 200, 10])
+    # Bird has three readable images (PNG, 16-bit PNG, BMP): its fourth tile is black.
+    assert grid[12:20, 32:40].max() == 0
 
     input_data = data.make_dataset(
         batch_size=4,
@@ -451,9 +471,14 @@ def test_summarize_writes_grid_and_counts(folder, tmp_path):
         source=functools.partial(data.synthetic_source, num_examples=300),
     )
     out = tmp_path / "synthetic"
-    estimate = data.summarize_dataset(input_data, str(out), resolution=8, max_scan=300)
+    exact = data.summarize_dataset(input_data, str(out), resolution=8, max_scan=300)
+    assert exact == {"red circle": 100, "red square": 100, "red triangle": 100}
+    assert (out / "real_examples.png").exists()
+    # Without known counts the summary estimates them from the examples it reads.
+    unknown = dataclasses.replace(input_data, examples_per_class=None)
+    estimate = data.summarize_dataset(unknown, str(out), resolution=8, max_scan=300)
     assert sum(estimate.values()) == 300
-    assert all(90 <= v <= 110 for v in estimate.values())
+    assert all(80 <= v <= 120 for v in estimate.values())
     assert (out / "real_examples.png").exists()
 
 
@@ -531,3 +556,29 @@ def test_gin_binds_source_and_its_parameters():
         np.testing.assert_array_equal(labels, np.arange(12) % 3)
     finally:
         gin.clear_config()
+
+
+def test_make_tfrecords_command_line(folder, tmp_path):
+    root, expected = folder
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "make_tfrecords.py"),
+            f"--input_dir={root}",
+            f"--output_dir={out}",
+            "--num_shards=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.glob("train-*")) == [
+        f"train-{s:05d}-of-00003.tfrecord" for s in range(3)
+    ]
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert info["num_examples"] == len(expected)
+    assert info["examples_per_class"] == {"apple": 3, "bird": 3, "cat": 3}
+    with pytest.raises(ValueError, match=r"corrupt image file .*c2_broken\.png"):
+        _load_tool().convert_folder(str(root), str(tmp_path / "strict"), 2, strict=True)

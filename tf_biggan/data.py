@@ -44,6 +44,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_biggan import imaging
+
 __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
     "IMAGE_EXTENSIONS",
@@ -152,12 +154,14 @@ class InputData:
       num_examples: images in the source (None when unknown).
       class_names: `len(class_names) == num_classes`.
       skipped: int64 counter of corrupt images skipped (None if the source cannot skip).
+      examples_per_class: class name -> images in the source, or None when unknown.
     """
 
     dataset: tf.data.Dataset
     num_examples: int | None
     class_names: tuple[str, ...]
     skipped: tf.Variable | None
+    examples_per_class: dict[str, int] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -915,6 +919,7 @@ def make_dataset(
         num_examples=src.num_examples,
         class_names=src.class_names,
         skipped=src.skipped,
+        examples_per_class=src.examples_per_class,
     )
 
 
@@ -944,18 +949,6 @@ def pipeline_throughput(input_data: InputData, num_batches: int, warmup: int = 2
 
 # --------------------------------------------------------------------------------------------
 # Data set summary.
-
-
-def _grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Tiles uint8 `[rows*cols, H, W, 3]` into `[rows*H, cols*W, 3]` with 1-px gaps."""
-    _, height, width, channels = images.shape
-    pad = 1
-    grid = np.zeros((rows * (height + pad) + pad, cols * (width + pad) + pad, channels), np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        y, x = pad + r * (height + pad), pad + c * (width + pad)
-        grid[y : y + height, x : x + width] = image
-    return grid
 
 
 def summarize_dataset(
@@ -1009,7 +1002,7 @@ def summarize_dataset(
         if isinstance(data, Source) and data.num_examples and scanned >= data.num_examples:
             break
 
-    known = data.examples_per_class if isinstance(data, Source) else None
+    known = data.examples_per_class
     total = data.num_examples
     if known is not None:
         counts = dict(known)
@@ -1041,11 +1034,8 @@ def summarize_dataset(
             for k in range(shown)
             for j in range(examples_per_class)
         ]
-        tiles = np.stack(tiles)
-        tiles = np.clip(np.round((tiles + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        grid = _grid(tiles, shown, examples_per_class)
-        tf.io.gfile.makedirs(model_dir)
+        grid = imaging.image_grid(np.stack(tiles), shown, examples_per_class)
         path = os.path.join(model_dir, "real_examples.png")
-        tf.io.write_file(path, tf.io.encode_png(grid))
+        imaging.write_png(path, grid)
         logging.info("wrote %s (one row per class, first %d classes)", path, shown)
     return counts
