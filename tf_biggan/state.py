@@ -1,0 +1,208 @@
+"""The training state and its one checkpoint layout.
+
+`TrainState` holds G, D, the EMA copy of G, both optimizers and the step
+counter. Its `checkpoint()` is the only checkpoint layout of the project, so
+`sample`, `eval` and `export` restore the EMA generator from a training
+`model_dir` with `restore_ema_generator` without importing `train`.
+
+`model_dir/model_config.json` records the generator's constructor arguments
+and the class names, so a checkpoint can be rebuilt without the gin files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import gin
+import keras
+import tensorflow as tf
+
+from tf_biggan import layers, networks
+
+MODEL_CONFIG_FILE = "model_config.json"
+
+
+@gin.configurable
+def make_optimizer(
+    learning_rate: float = 1e-4, beta_1: float = 0.0, beta_2: float = 0.999, epsilon: float = 1e-6
+) -> keras.optimizers.Optimizer:
+    """Adam with BigGAN's defaults (β1 0, β2 0.999, eps 1e-6).
+
+    G and D bind it in gin scopes: `generator/make_optimizer.learning_rate = 1e-4`,
+    `discriminator/make_optimizer.learning_rate = 4e-4`.
+    """
+    return keras.optimizers.Adam(
+        learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon
+    )
+
+
+class TrainState:
+    """G, D, EMA G, their optimizers and the step, built under one strategy scope.
+
+    Args:
+      generator, discriminator, ema_generator: unbuilt networks; the EMA
+        generator must have the generator's configuration.
+      g_optimizer, d_optimizer: Keras optimizers.
+
+    Call `build()` inside `strategy.scope()` before the first traced step: it
+    creates every variable, including the optimizers' slots, and copies G's
+    weights into the EMA generator.
+    """
+
+    def __init__(self, generator, discriminator, ema_generator, g_optimizer, d_optimizer):
+        self.generator = generator
+        self.discriminator = discriminator
+        self.ema_generator = ema_generator
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        # Updates skipped because a loss or gradient was not finite.
+        self.skipped_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
+
+    def build(self) -> None:
+        for model in (self.generator, self.discriminator, self.ema_generator):
+            model.build_by_call()
+
+        def architecture(model):
+            return {k: v for k, v in model.get_config().items() if k != "name"}
+
+        if architecture(self.generator) != architecture(self.ema_generator):
+            raise ValueError("the EMA generator must have the generator's configuration")
+        shared = {id(v) for v in self.generator.variables} & {
+            id(v) for v in self.discriminator.variables
+        }
+        if shared:
+            raise ValueError("generator and discriminator must not share variables")
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        copy_variables(self.generator.variables, self.ema_generator.variables)
+
+    def checkpoint(self, **extra) -> tf.train.Checkpoint:
+        """The project's checkpoint layout; `extra` adds objects such as the input iterator."""
+        return tf.train.Checkpoint(
+            generator=self.generator,
+            discriminator=self.discriminator,
+            ema_generator=self.ema_generator,
+            g_optimizer=self.g_optimizer,
+            d_optimizer=self.d_optimizer,
+            step=self.step,
+            skipped_updates=self.skipped_updates,
+            **extra,
+        )
+
+
+def copy_variables(source, target) -> None:
+    """Assigns each source variable's value to the target variable at the same position."""
+    if len(source) != len(target):
+        raise ValueError(f"cannot copy {len(source)} variables into {len(target)}")
+    for s, t in zip(source, target, strict=True):
+        if tuple(s.shape) != tuple(t.shape):
+            raise ValueError(f"shape mismatch copying {s.path}: {s.shape} vs {t.shape}")
+        t.assign(s)
+
+
+def spectral_state_variables(model) -> set[int]:
+    """ids of the SN `u` and `sigma` variables of `model` (copied, not averaged, by the EMA)."""
+    ids = set()
+    for layer in layers.spectral_layers(model):
+        ids.add(id(layer.u))
+        ids.add(id(layer.sigma))
+    return ids
+
+
+def write_model_config(model_dir: str, generator, class_names=None) -> None:
+    """Writes `model_dir/model_config.json`: the generator config and the class names."""
+    tf.io.gfile.makedirs(model_dir)
+    config = {"generator": generator.get_config(), "class_names": list(class_names or [])}
+    with tf.io.gfile.GFile(os.path.join(model_dir, MODEL_CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def read_model_config(model_dir: str) -> dict:
+    path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {model_dir} is not a tf_biggan training directory"
+        )
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def generator_from_config(config: dict) -> networks.Generator:
+    """Builds an (unbuilt) Generator from a `Generator.get_config()` dict, ignoring gin."""
+    kwargs = dict(config)
+    return networks.Generator(**kwargs)
+
+
+def restore_ema_generator(model_dir: str, checkpoint_path: str | None = None):
+    """Restores the EMA generator of a training run.
+
+    Args:
+      model_dir: the training `model_dir`.
+      checkpoint_path: a specific checkpoint prefix; default the latest.
+
+    Returns:
+      `(generator, config, checkpoint_path)` with `config` the contents of
+      `model_config.json`.
+
+    Raises:
+      FileNotFoundError: no config or no checkpoint in `model_dir`.
+    """
+    config = read_model_config(model_dir)
+    checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
+    if checkpoint_path is None:
+        raise FileNotFoundError(f"no checkpoint in {model_dir}")
+    generator = generator_from_config(config["generator"])
+    generator.build_by_call()
+    step = tf.Variable(0, dtype=tf.int64)
+    status = tf.train.Checkpoint(ema_generator=generator, step=step).restore(checkpoint_path)
+    status.expect_partial()
+    status.assert_existing_objects_matched()
+    config["step"] = int(step.numpy())
+    return generator, config, checkpoint_path
+
+
+def initialize_from(state: TrainState, source: str) -> None:
+    """Initialises G, D and EMA G of a new run from another run's checkpoint (fine-tuning).
+
+    Args:
+      state: the built state of the new run.
+      source: a training `model_dir` (its latest checkpoint is used) or a
+        checkpoint prefix inside one.
+
+    When the number of classes differs, the class embeddings (G's shared
+    embedding, D's projection embedding) keep their fresh initialisation and
+    every other weight is loaded. The optimizers and the step start afresh.
+    """
+    model_dir = source if tf.io.gfile.isdir(source) else os.path.dirname(source)
+    checkpoint_path = tf.train.latest_checkpoint(source) if tf.io.gfile.isdir(source) else source
+    if checkpoint_path is None:
+        raise FileNotFoundError(f"no checkpoint to initialise from in {source}")
+    source_config = read_model_config(model_dir)["generator"]
+    source_classes = source_config["num_classes"]
+    if source_classes == state.generator.num_classes:
+        targets = (state.generator, state.discriminator, state.ema_generator)
+        status = tf.train.Checkpoint(
+            generator=targets[0], discriminator=targets[1], ema_generator=targets[2]
+        ).restore(checkpoint_path)
+        status.expect_partial().assert_existing_objects_matched()
+        return
+    g_config = dict(state.generator.get_config(), num_classes=source_classes)
+    d_config = dict(state.discriminator.get_config(), num_classes=source_classes)
+    old_g = networks.Generator(**dict(g_config, name="generator"))
+    old_ema = networks.Generator(**dict(g_config, name="ema_generator"))
+    old_d = networks.Discriminator(**dict(d_config, name="discriminator"))
+    for model in (old_g, old_ema, old_d):
+        model.build_by_call()
+    status = tf.train.Checkpoint(generator=old_g, discriminator=old_d, ema_generator=old_ema)
+    status.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
+    for old, new, embedding in (
+        (old_g, state.generator, state.generator.shared_embedding),
+        (old_ema, state.ema_generator, state.ema_generator.shared_embedding),
+        (old_d, state.discriminator, state.discriminator.embedding),
+    ):
+        skip = {id(v) for v in embedding.variables}
+        for source_var, target_var in zip(old.variables, new.variables, strict=True):
+            if id(target_var) not in skip:
+                target_var.assign(source_var)

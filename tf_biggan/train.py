@@ -1,0 +1,770 @@
+"""BigGAN training: a `tf.distribute` custom loop configured with gin.
+
+    python -m tf_biggan.train --gin_config=gin_configs/imagenet128.gin --model_dir=runs/in128
+
+One step (`make_train_step`) is, as in the paper: `d_steps` discriminator
+updates, each on a fresh global batch of real images and of fakes from G in
+training mode; one generator update; the EMA update of G's weights. Each
+update can accumulate gradients over `accumulation_steps` micro-batches for a
+large effective batch on small hardware. Losses are averaged over the global
+batch, so the update does not depend on the number of replicas.
+
+Input: the per-worker `tf.data` pipeline is read through a plain iterator,
+which is part of the checkpoint (distributed iterators are not checkpointable),
+and each replica takes its slice of every batch inside the step.
+
+Randomness: z and the fake labels are drawn statelessly from
+`(seed, step, update, micro-batch)` for the whole global batch and sliced per
+replica, so a resumed run draws exactly what an uninterrupted one would, and
+the step on N replicas equals the step on one device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import tempfile
+import time
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from tf_biggan import data, imaging, layers, losses, networks
+from tf_biggan import state as state_lib
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+# --------------------------------------------------------------------------- strategy
+
+
+def make_strategy(name: str, tpu_address: str | None = None) -> tf.distribute.Strategy:
+    """Returns the strategy called `name` (one of `STRATEGIES`).
+
+    `multi_worker` reads the cluster from the `TF_CONFIG` environment variable;
+    `tpu` connects to `tpu_address` (a name or grpc:// address; None = local).
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes checkpoints and summaries."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """The chief writes to `model_dir`; other workers to a temporary directory.
+
+    Every worker must take part in saving under MultiWorkerMirroredStrategy
+    (saving runs collectives), but only the chief's files are kept.
+    """
+    if is_chief(strategy):
+        return model_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(
+        tempfile.gettempdir(), f"tf_biggan_worker_{resolver.task_type}_{resolver.task_id}"
+    )
+
+
+# --------------------------------------------------------------------------- the step
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What one training step does (all counts are global, across replicas).
+
+    Attributes:
+      batch_size: images per D update and per G update (global).
+      d_steps: D updates per G update.
+      accumulation_steps: micro-batches whose gradients make one update.
+      loss: "hinge" or "nonsaturating".
+      g_ortho_beta, d_ortho_beta: BigGAN orthogonal regularisation (0 = off).
+      r1_gamma: R1 penalty weight on D's real inputs (0 = off).
+      ema_decay: decay of the EMA of G's weights.
+      ema_start_step: before this step the EMA is a copy of G.
+      sigma0_clamp: if set, G kernels whose top singular value exceeds it are
+        rescaled to it after each G update (the paper's σ0 clamp ablation).
+      augment_policy: DiffAugment policy applied to D's inputs ("" = off).
+      seed: base seed of the stateless z / label sampling.
+      jit_compile: compile the per-replica step with XLA.
+    """
+
+    batch_size: int
+    d_steps: int = 1
+    accumulation_steps: int = 1
+    loss: str = "hinge"
+    g_ortho_beta: float = 0.0
+    d_ortho_beta: float = 0.0
+    r1_gamma: float = 0.0
+    ema_decay: float = 0.9999
+    ema_start_step: int = 20_000
+    sigma0_clamp: float | None = None
+    augment_policy: str = ""
+    seed: int = 0
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        for name in ("batch_size", "d_steps", "accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        losses.loss_functions(self.loss)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @property
+    def images_per_step(self) -> int:
+        """Real images read per training step (all D updates), global."""
+        return self.d_steps * self.batch_size
+
+
+def replica_batch_size(config: StepConfig, strategy: tf.distribute.Strategy) -> int:
+    """Images per replica per micro-batch; raises if the batch does not split evenly."""
+    parts = config.accumulation_steps * strategy.num_replicas_in_sync
+    if config.batch_size % parts:
+        raise ValueError(
+            f"batch_size {config.batch_size} must be divisible by accumulation_steps x replicas "
+            f"= {config.accumulation_steps} x {strategy.num_replicas_in_sync}"
+        )
+    return config.batch_size // parts
+
+
+def _local_replica_count(strategy) -> int:
+    """Replicas on this worker (the default strategy has one and no device list)."""
+    try:
+        return len(strategy.extended.worker_devices)
+    except RuntimeError:
+        return 1
+
+
+def _fold_in(seed: int, *values) -> tf.Tensor:
+    """A stateless RNG seed `[2]` int32 derived from `seed` and the integer `values`."""
+    key = tf.constant([seed, 0], tf.int32)
+    for value in values:
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int32))
+    return key
+
+
+def _regularizable_kernels(model, exclude=()) -> list:
+    """Kernels of rank >= 2 (conv, linear, embedding), minus `exclude` (by identity)."""
+    excluded = {id(v) for v in exclude}
+    return [v for v in model.trainable_variables if len(v.shape) >= 2 and id(v) not in excluded]
+
+
+def _sum_gradients(total, grads):
+    return [g if t is None else t + g for t, g in zip(total, grads, strict=True)]
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
+
+
+def _finite_on_all_replicas(context, tensors) -> tf.Tensor:
+    bad = 1.0 - tf.cast(_all_finite(tensors), tf.float32)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, bad) == 0.0
+
+
+def apply_if_finite(optimizer, grads, variables, finite) -> None:
+    """Applies `grads` with `optimizer` unless `finite` is False on any replica.
+
+    Call in replica context. `finite` must already agree across replicas.
+    The decision is taken in cross-replica context, because a branch that
+    calls `merge_call` (as `apply_gradients` does) cannot sit in a replica cond.
+    """
+
+    def cross_replica(distribution, grads, finite):
+        finite = distribution.experimental_local_results(finite)[0]
+
+        def apply():
+            distribution.extended.call_for_each_replica(
+                lambda g: optimizer.apply_gradients(zip(g, variables, strict=True)), args=(grads,)
+            )
+
+        tf.cond(finite, apply, lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads, finite))
+
+
+def make_train_step(
+    state: state_lib.TrainState, strategy: tf.distribute.Strategy, config: StepConfig
+):
+    """Builds the training step.
+
+    Args:
+      state: a built `TrainState` (variables created under `strategy.scope()`).
+      strategy: the distribution strategy.
+      config: a `StepConfig`.
+
+    Returns:
+      A `tf.function` `train_step(images, labels)` taking this worker's batch
+      for the whole step — images float32 `[d_steps * batch_size / workers,
+      R, R, 3]` in [-1, 1] and int labels `[d_steps * batch_size / workers]` —
+      and returning a flat dict of float32 scalars (`loss/d`, `loss/g`,
+      `d/real`, `d/fake`, `nonfinite`), averaged over replicas.
+    """
+    generator, discriminator = state.generator, state.discriminator
+    num_classes = generator.num_classes
+    dim_z = generator.dim_z
+    d_loss_fn, g_loss_fn = losses.loss_functions(config.loss)
+    per_replica = replica_batch_size(config, strategy)
+    local_replicas = _local_replica_count(strategy)
+    replicas = strategy.num_replicas_in_sync
+    k = config.accumulation_steps
+    micro_global = config.batch_size // k
+    scale = 1.0 / config.batch_size
+    g_ortho_kernels = _regularizable_kernels(
+        generator, exclude=generator.shared_embedding.trainable_variables
+    )
+    d_ortho_kernels = _regularizable_kernels(discriminator)
+    ema_pairs = list(zip(generator.variables, state.ema_generator.variables, strict=True))
+    spectral_ids = state_lib.spectral_state_variables(generator)
+    g_spectral = layers.spectral_layers(generator)
+    if config.augment_policy:
+        from tf_biggan import augment
+
+    def draw(step, update, micro, replica_id):
+        """z `[per_replica, dim_z]` and labels `[per_replica]` for this replica's slice."""
+        seed = _fold_in(config.seed, step, update, micro)
+        z = tf.random.stateless_normal([micro_global, dim_z], seed)
+        labels = tf.random.stateless_uniform(
+            [micro_global],
+            tf.random.experimental.stateless_fold_in(seed, 1),
+            0,
+            num_classes,
+            tf.int32,
+        )
+        start = replica_id * per_replica
+        return z[start : start + per_replica], labels[start : start + per_replica]
+
+    def augment_images(images, step, update, micro, replica_id, which):
+        if not config.augment_policy:
+            return images
+        seed = _fold_in(config.seed, step, update, micro, replica_id, which + 2)
+        return augment.diff_augment(images, config.augment_policy, seed=seed)
+
+    def discriminator_micro_step(real, real_labels, step, update, micro, replica_id):
+        z, fake_labels = draw(step, update, micro, replica_id)
+        fake = generator(z, tf.one_hot(fake_labels, num_classes), training=True)
+        fake = tf.stop_gradient(fake)
+        real_in = augment_images(real, step, update, micro, replica_id, 0)
+        fake_in = augment_images(fake, step, update, micro, replica_id, 1)
+        with tf.GradientTape() as tape:
+            if config.r1_gamma > 0:
+                with tf.GradientTape() as r1_tape:
+                    r1_tape.watch(real_in)
+                    real_logits = discriminator(real_in, real_labels, training=True)
+                real_grads = r1_tape.gradient(tf.reduce_sum(real_logits), real_in)
+                fake_logits = discriminator(fake_in, fake_labels, training=True)
+                penalty = losses.r1_penalty(real_grads, config.r1_gamma)
+            else:
+                logits = discriminator(
+                    tf.concat([real_in, fake_in], 0),
+                    tf.concat([real_labels, fake_labels], 0),
+                    training=True,
+                )
+                real_logits, fake_logits = tf.split(logits, 2)
+                penalty = 0.0
+            loss = tf.reduce_sum(d_loss_fn(real_logits, fake_logits) + penalty) * scale
+        grads = tape.gradient(loss, discriminator.trainable_variables)
+        return grads, loss, tf.reduce_sum(real_logits), tf.reduce_sum(fake_logits)
+
+    def generator_micro_step(step, micro, replica_id):
+        z, labels = draw(step, config.d_steps, micro, replica_id)
+        with tf.GradientTape() as tape:
+            fake = generator(z, tf.one_hot(labels, num_classes), training=True)
+            fake_in = augment_images(fake, step, config.d_steps, micro, replica_id, 1)
+            fake_logits = discriminator(fake_in, labels, training=True)
+            loss = tf.reduce_sum(g_loss_fn(fake_logits)) * scale
+        return tape.gradient(loss, generator.trainable_variables), loss
+
+    def ortho_gradients(model, kernels, beta):
+        with tf.GradientTape() as tape:
+            # Divided by the replica count because the optimizer sums replicas' gradients.
+            penalty = losses.orthogonal_regularizer(kernels, beta) / replicas
+        grads = tape.gradient(penalty, kernels)
+        by_id = {id(v): g for v, g in zip(kernels, grads, strict=True)}
+        return [by_id.get(id(v)) for v in model.trainable_variables]
+
+    def replica_step(images, labels, step):
+        context = tf.distribute.get_replica_context()
+        replica_id = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        local_id = replica_id % local_replicas
+        shape = [config.d_steps, k, local_replicas, per_replica]
+        images = tf.reshape(images, shape + images.shape[1:].as_list())
+        labels = tf.reshape(tf.cast(labels, tf.int32), shape)
+        d_loss = real_sum = fake_sum = 0.0
+        nonfinite = 0.0
+        for update in range(config.d_steps):
+            grads = [None] * len(discriminator.trainable_variables)
+            for micro in range(k):
+                g, loss, rs, fs = discriminator_micro_step(
+                    images[update, micro, local_id],
+                    labels[update, micro, local_id],
+                    step,
+                    update,
+                    micro,
+                    replica_id,
+                )
+                grads = _sum_gradients(grads, g)
+                d_loss += loss
+                real_sum += rs
+                fake_sum += fs
+            if config.d_ortho_beta > 0:
+                grads = _sum_gradients(
+                    grads, ortho_gradients(discriminator, d_ortho_kernels, config.d_ortho_beta)
+                )
+            finite = _finite_on_all_replicas(context, grads)
+            nonfinite += 1.0 - tf.cast(finite, tf.float32)
+            apply_if_finite(state.d_optimizer, grads, discriminator.trainable_variables, finite)
+
+        grads = [None] * len(generator.trainable_variables)
+        g_loss = 0.0
+        for micro in range(k):
+            g, loss = generator_micro_step(step, micro, replica_id)
+            grads = _sum_gradients(grads, g)
+            g_loss += loss
+        if config.g_ortho_beta > 0:
+            grads = _sum_gradients(
+                grads, ortho_gradients(generator, g_ortho_kernels, config.g_ortho_beta)
+            )
+        finite = _finite_on_all_replicas(context, grads)
+        nonfinite += 1.0 - tf.cast(finite, tf.float32)
+        apply_if_finite(state.g_optimizer, grads, generator.trainable_variables, finite)
+        per_image_d = 1.0 / (config.d_steps * config.batch_size)
+        return {
+            # Summed over replicas by the caller: each term is already divided by the global batch.
+            "loss/d": d_loss / config.d_steps,
+            "loss/g": g_loss,
+            "d/real": real_sum * per_image_d,
+            "d/fake": fake_sum * per_image_d,
+            "nonfinite": nonfinite / replicas,
+        }
+
+    replica_fn = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
+
+    def ema_update(step):
+        decay = tf.where(step >= config.ema_start_step, config.ema_decay, 0.0)
+        for source, target in ema_pairs:
+            if id(source) in spectral_ids:
+                strategy.extended.update(target, lambda t, s: t.assign(s), args=(source,))
+            else:
+                strategy.extended.update(
+                    target,
+                    lambda t, s: t.assign(decay * t + (1.0 - decay) * tf.cast(s, t.dtype)),
+                    args=(source,),
+                )
+
+    def clamp_sigma0():
+        for layer in g_spectral:
+            if not layer.trainable:
+                continue
+            sigma = layer.sigma
+            factor = tf.minimum(1.0, config.sigma0_clamp / tf.maximum(sigma, 1e-12))
+            strategy.extended.update(
+                layer.kernel, lambda kernel, f: kernel.assign(kernel * f), args=(factor,)
+            )
+
+    @tf.function
+    def train_step(images, labels):
+        step = state.step.read_value()
+        metrics = strategy.run(replica_fn, args=(images, labels, step))
+        metrics = {
+            name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in metrics.items()
+        }
+        if config.sigma0_clamp:
+            clamp_sigma0()
+        ema_update(step)
+        state.step.assign_add(1)
+        state.skipped_updates.assign_add(tf.cast(tf.round(metrics["nonfinite"]), tf.int64))
+        return metrics
+
+    return train_step
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def spectral_norm_summaries(state: state_lib.TrainState) -> dict[str, float]:
+    """`sigma/G/<layer path>` and `sigma/D/<layer path>` for every SN layer."""
+    out = {}
+    for prefix, model in (("G", state.generator), ("D", state.discriminator)):
+        for layer in layers.spectral_layers(model):
+            out[f"sigma/{prefix}/{layer.path}"] = float(layer.top_singular_value())
+    return out
+
+
+def sample_grid(generator, z, labels) -> np.ndarray:
+    """A uint8 grid of `generator` samples, one row per class (`labels` sorted by class)."""
+    images = generator(z, tf.one_hot(labels, generator.num_classes), training=False)
+    classes = len(np.unique(labels))
+    return imaging.image_grid(images, rows=classes, cols=len(labels) // classes).numpy()
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signal = signum
+        logging.warning(
+            "received %s: saving a checkpoint and stopping", signal.Signals(signum).name
+        )
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- train
+
+
+@gin.configurable(denylist=["model_dir"])
+def train(
+    model_dir: str,
+    *,
+    resolution: int = gin.REQUIRED,
+    num_classes: int = gin.REQUIRED,
+    batch_size: int = 64,
+    total_steps: int = 1000,
+    max_minutes: float | None = None,
+    d_steps: int = 1,
+    accumulation_steps: int = 1,
+    loss: str = "hinge",
+    g_ortho_beta: float = 0.0,
+    d_ortho_beta: float = 0.0,
+    r1_gamma: float = 0.0,
+    ema_decay: float = 0.9999,
+    ema_start_step: int = 20_000,
+    sigma0_clamp: float | None = None,
+    augment_policy: str = "",
+    strategy: str = "default",
+    tpu_address: str | None = None,
+    jit_compile: bool = False,
+    mixed_precision: str | None = None,
+    deterministic: bool = False,
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 3,
+    summary_every: int = 50,
+    sample_every: int = 500,
+    samples_per_class: int = 8,
+    max_sample_classes: int = 10,
+    max_consecutive_nonfinite: int = 5,
+    max_restores: int = 3,
+    export_at_end: bool = True,
+    init_from: str | None = None,
+) -> dict:
+    """Trains a BigGAN; resumes from the latest checkpoint in `model_dir`.
+
+    Args:
+      model_dir: where checkpoints, summaries, samples and the export go.
+      resolution, num_classes: must equal the networks' (bind them with the
+        same gin macros).
+      batch_size: global images per D and per G update.
+      total_steps: G updates to run in all (a resumed run continues to it).
+      max_minutes: wall-clock budget of this process; on reaching it the run
+        saves a checkpoint and stops (a restart continues).
+      d_steps: D updates per G update.
+      accumulation_steps: micro-batches per update (gradient accumulation).
+      loss: "hinge" (the paper's) or "nonsaturating".
+      g_ortho_beta, d_ortho_beta: orthogonal regularisation weights (0 = off).
+      r1_gamma: R1 penalty weight (0 = off).
+      ema_decay, ema_start_step: EMA of G's weights; a copy before the start step.
+      sigma0_clamp: clamp of G's top singular values (None = off).
+      augment_policy: DiffAugment policy for D's inputs, e.g. "color,translation,cutout".
+      strategy: "default", "mirrored", "multi_worker" or "tpu".
+      tpu_address: TPU name or address for `strategy="tpu"`.
+      jit_compile: XLA-compile the per-replica step.
+      mixed_precision: None or "mixed_bfloat16".
+      deterministic: enable TensorFlow op determinism (exactly repeatable runs).
+      seed: seed of the weights' initialisation, the data order and z.
+      checkpoint_every: steps between checkpoints (also saved at the end and on SIGTERM).
+      keep_checkpoints: checkpoints kept.
+      summary_every: steps between TensorBoard scalar summaries.
+      sample_every: steps between sample grids of the EMA generator.
+      samples_per_class, max_sample_classes: the sample grid's layout.
+      max_consecutive_nonfinite: consecutive steps with a skipped (non-finite)
+        update after which the last checkpoint is restored.
+      max_restores: restores after which the run gives up.
+      export_at_end: write a SavedModel to `model_dir/export` at the end.
+      init_from: checkpoint (or training dir) to initialise a new run from.
+
+    Returns:
+      A dict with the final `step` and the last metrics.
+    """
+    if mixed_precision not in (None, "mixed_bfloat16"):
+        raise ValueError(
+            f"mixed_precision must be None or 'mixed_bfloat16', got {mixed_precision!r} "
+            "(float16 would need loss scaling, which this loop does not do)"
+        )
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy(mixed_precision)
+
+    dist = make_strategy(strategy, tpu_address)
+    config = StepConfig(
+        batch_size=batch_size,
+        d_steps=d_steps,
+        accumulation_steps=accumulation_steps,
+        loss=loss,
+        g_ortho_beta=g_ortho_beta,
+        d_ortho_beta=d_ortho_beta,
+        r1_gamma=r1_gamma,
+        ema_decay=ema_decay,
+        ema_start_step=ema_start_step,
+        sigma0_clamp=sigma0_clamp,
+        augment_policy=augment_policy,
+        seed=seed,
+        jit_compile=jit_compile,
+    )
+    replica_batch_size(config, dist)
+    chief = is_chief(dist)
+    out_dir = worker_dir(model_dir, dist)
+    tf.io.gfile.makedirs(out_dir)
+
+    workers, worker_index = _worker_position(dist)
+    input_context = tf.distribute.InputContext(
+        num_input_pipelines=workers,
+        input_pipeline_id=worker_index,
+        num_replicas_in_sync=dist.num_replicas_in_sync,
+    )
+    if config.images_per_step % workers:
+        raise ValueError(f"d_steps x batch_size must be divisible by the {workers} workers")
+    input_data = data.make_dataset(
+        batch_size=config.images_per_step // workers,
+        resolution=resolution,
+        num_classes=num_classes,
+        input_context=input_context if workers > 1 else None,
+        model_dir=out_dir,
+        seed=seed,
+    )
+    if chief:
+        data.summarize_dataset(input_data, out_dir, resolution)
+
+    with dist.scope():
+        state = state_lib.TrainState(
+            generator=networks.Generator(name="generator"),
+            discriminator=networks.Discriminator(name="discriminator"),
+            ema_generator=networks.Generator(name="ema_generator"),
+            g_optimizer=_scoped_optimizer("generator"),
+            d_optimizer=_scoped_optimizer("discriminator"),
+        )
+        _check_network_config(state, resolution, num_classes)
+        state.build()
+    iterator = iter(input_data.dataset)
+    checkpoint = state.checkpoint(iterator=iterator)
+    manager = tf.train.CheckpointManager(
+        checkpoint, out_dir, max_to_keep=keep_checkpoints, step_counter=state.step
+    )
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(state.step))
+    elif init_from:
+        state_lib.initialize_from(state, init_from)
+    if chief:
+        state_lib.write_model_config(model_dir, state.generator, input_data.class_names)
+        with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+            f.write(gin.config_str())
+
+    train_step = make_train_step(state, dist, config)
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "summaries"))
+    sample_classes = np.arange(min(num_classes, max_sample_classes))
+    sample_labels = np.repeat(sample_classes, samples_per_class).astype(np.int32)
+    sample_z = imaging.truncated_z(len(sample_labels), state.generator.dim_z, seed=seed + 1)
+
+    start_step = int(state.step)
+    started = time.time()
+    progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss/d", "loss/g", "img/s"])
+    progress.update(start_step)
+    metrics = {}
+    consecutive_bad = restores = 0
+    last_time, last_step = time.time(), start_step
+    with _StopRequest() as stop, writer.as_default():
+        while int(state.step) < total_steps:
+            images, labels = next(iterator)
+            metrics = {k: float(v) for k, v in train_step(images, labels).items()}
+            step = int(state.step)
+            if metrics["nonfinite"] > 0:
+                consecutive_bad += 1
+                logging.warning(
+                    "step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+                    step,
+                    consecutive_bad,
+                    int(state.skipped_updates),
+                )
+                if consecutive_bad >= max_consecutive_nonfinite:
+                    if restores >= max_restores or not manager.latest_checkpoint:
+                        raise FloatingPointError(
+                            f"{consecutive_bad} consecutive non-finite steps at step {step} after "
+                            f"{restores} restores; giving up (see the summaries in {out_dir})"
+                        )
+                    restores += 1
+                    logging.warning(
+                        "restoring %s (restore %d of %d)",
+                        manager.latest_checkpoint,
+                        restores,
+                        max_restores,
+                    )
+                    checkpoint.restore(manager.latest_checkpoint)
+                    consecutive_bad = 0
+                    continue
+            else:
+                consecutive_bad = 0
+            if step % summary_every == 0 or step == total_steps:
+                now = time.time()
+                images_per_second = (
+                    (step - last_step) * config.images_per_step / max(now - last_time, 1e-9)
+                )
+                last_time, last_step = now, step
+                metrics["img/s"] = images_per_second
+                if chief:
+                    _write_scalars(state, metrics, step, input_data)
+            progress.update(
+                step,
+                [(k, metrics[k]) for k in ("loss/d", "loss/g")]
+                + ([("img/s", metrics["img/s"])] if "img/s" in metrics else []),
+            )
+            if step % sample_every == 0 or step == total_steps:
+                grid = sample_grid(state.ema_generator, sample_z, sample_labels)
+                if chief:
+                    tf.summary.image("images/ema", grid[None], step=step)
+                    imaging.write_png(
+                        os.path.join(model_dir, "samples", f"step_{step:08d}.png"), grid
+                    )
+            out_of_time = max_minutes is not None and time.time() - started > 60 * max_minutes
+            if step % checkpoint_every == 0 or stop.signal or out_of_time:
+                manager.save(checkpoint_number=step)
+            if stop.signal or out_of_time:
+                logging.info(
+                    "stopping at step %d (%s)",
+                    step,
+                    "signal" if stop.signal else "max_minutes reached",
+                )
+                break
+        final_step = int(state.step)
+        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
+            f"-{final_step}"
+        ):
+            manager.save(checkpoint_number=final_step)
+    writer.flush()
+    if chief and export_at_end and final_step >= total_steps:
+        from tf_biggan import export
+
+        export.export_from_state(state, os.path.join(model_dir, "export"), input_data.class_names)
+    return {"step": final_step, **metrics}
+
+
+def _worker_position(strategy) -> tuple[int, int]:
+    """(number of workers, this worker's index), counting a separate chief as worker 0."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if (
+        resolver is None
+        or not resolver.task_type
+        or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    ):
+        return 1, 0
+    cluster = resolver.cluster_spec().as_dict()
+    chiefs = len(cluster.get("chief", []))
+    workers = chiefs + len(cluster.get("worker", []))
+    index = 0 if resolver.task_type == "chief" else resolver.task_id + chiefs
+    return workers, index
+
+
+def _scoped_optimizer(scope: str):
+    with gin.config_scope(scope):
+        return state_lib.make_optimizer()
+
+
+def _check_network_config(state, resolution, num_classes):
+    for model in (state.generator, state.discriminator):
+        if model.resolution != resolution or model.num_classes != num_classes:
+            raise ValueError(
+                f"{model.name} is configured for {model.resolution} px / {model.num_classes} classes "
+                f"but train() for {resolution} px / {num_classes} classes; bind both with the same "
+                "gin macros (RESOLUTION, NUM_CLASSES)"
+            )
+
+
+def _write_scalars(state, metrics, step, input_data):
+    for name, value in metrics.items():
+        tf.summary.scalar(name, value, step=step)
+    for name, value in spectral_norm_summaries(state).items():
+        tf.summary.scalar(name, value, step=step)
+    for name, optimizer in (("g", state.g_optimizer), ("d", state.d_optimizer)):
+        tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate), step=step)
+    tf.summary.scalar("updates/skipped_nonfinite", int(state.skipped_updates), step=step)
+    if input_data.skipped is not None:
+        tf.summary.scalar("data/skipped_images", int(input_data.skipped.numpy()), step=step)
+
+
+# --------------------------------------------------------------------------- CLI
+
+flags.DEFINE_multi_string("gin_config", [], "Gin config file(s), applied in order.")
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. 'train.total_steps = 10'.")
+flags.DEFINE_string("model_dir", None, "Output directory; a restart with the same one resumes.")
+flags.DEFINE_string("init_from", None, "Checkpoint or model_dir to fine-tune from.")
+
+
+def main(argv):
+    del argv
+    from tf_biggan import config as config_lib
+
+    FLAGS = flags.FLAGS
+    if not FLAGS.gin_config:
+        raise app.UsageError(
+            "--gin_config is required, e.g. --gin_config=gin_configs/quickstart.gin"
+        )
+    config_lib.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
+    model_dir = FLAGS.model_dir or os.path.join(
+        "runs", os.path.splitext(os.path.basename(FLAGS.gin_config[-1]))[0]
+    )
+    logging.info("model_dir: %s", model_dir)
+    kwargs = {"init_from": FLAGS.init_from} if FLAGS.init_from else {}
+    result = train(model_dir, **kwargs)
+    logging.info("finished at step %d", result["step"])
+
+
+if __name__ == "__main__":
+    # `python -m` runs this file as `__main__`; make `import tf_biggan.train`
+    # (done when gin configurables are registered) return this module instead
+    # of executing it a second time.
+    sys.modules.setdefault("tf_biggan.train", sys.modules[__name__])
+    app.run(main)

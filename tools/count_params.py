@@ -1,0 +1,34 @@
+"""Prints the trainable parameter counts of an experiment's G and D as one JSON line.
+
+    python tools/count_params.py --gin_config=gin_configs/imagenet128.gin
+    {"generator": 70433988, "discriminator": 87982370}
+
+SN `u` vectors and BN moving statistics are not trainable and are not counted.
+"""
+
+import json
+
+from absl import app, flags
+
+flags.DEFINE_multi_string("gin_config", [], "Gin config file(s).")
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. 'Generator.ch = 64'.")
+
+
+def main(argv):
+    del argv
+    from tf_biggan import config, networks
+
+    config.parse_gin(flags.FLAGS.gin_config, flags.FLAGS.gin_bindings)
+    generator = networks.Generator()
+    discriminator = networks.Discriminator()
+    generator.build_by_call()
+    discriminator.build_by_call()
+    counts = {
+        "generator": networks.count_trainable_parameters(generator),
+        "discriminator": networks.count_trainable_parameters(discriminator),
+    }
+    print(json.dumps(counts))
+
+
+if __name__ == "__main__":
+    app.run(main)
