@@ -22,6 +22,7 @@ the step on N replicas equals the step on one device.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -489,6 +490,14 @@ def train(
     max_restores: int = 3,
     export_at_end: bool = True,
     init_from: str | None = None,
+    eval_every: int = 0,
+    eval_reference_stats: str | None = None,
+    eval_num_samples: int = 5000,
+    eval_batch_size: int = 50,
+    eval_extractor: str = "tfgan_inception",
+    eval_extractor_path: str | None = None,
+    eval_feature_layer: str | None = None,
+    eval_logits_layer: str | None = None,
 ) -> dict:
     """Trains a BigGAN; resumes from the latest checkpoint in `model_dir`.
 
@@ -524,6 +533,12 @@ def train(
       max_restores: restores after which the run gives up.
       export_at_end: write a SavedModel to `model_dir/export` at the end.
       init_from: checkpoint (or training dir) to initialise a new run from.
+      eval_every: steps between FID/IS/KID evaluations of the EMA generator (0 = off);
+        the best checkpoint by FID is kept in `model_dir/best/`.
+      eval_reference_stats: `.npz` from `tools/reference_stats.py` (same extractor).
+      eval_num_samples, eval_batch_size: generated images per evaluation, per batch.
+      eval_extractor, eval_extractor_path, eval_feature_layer, eval_logits_layer:
+        the feature extractor (see `tf_biggan.eval.make_extractor`).
 
     Returns:
       A dict with the final `step` and the last metrics.
@@ -610,6 +625,22 @@ def train(
     sample_labels = np.repeat(sample_classes, samples_per_class).astype(np.int32)
     sample_z = imaging.truncated_z(len(sample_labels), state.generator.dim_z, seed=seed + 1)
 
+    evaluator = best = None
+    if eval_every:
+        evaluator, best = _make_evaluator(
+            state,
+            model_dir,
+            checkpoint,
+            eval_reference_stats,
+            eval_num_samples,
+            eval_batch_size,
+            eval_extractor,
+            eval_extractor_path,
+            eval_feature_layer,
+            eval_logits_layer,
+            seed,
+        )
+
     start_step = int(state.step)
     started = time.time()
     progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss/d", "loss/g", "img/s"])
@@ -669,6 +700,8 @@ def train(
                     imaging.write_png(
                         os.path.join(model_dir, "samples", f"step_{step:08d}.png"), grid
                     )
+            if evaluator is not None and step % eval_every == 0:
+                _evaluate_and_keep_best(state, evaluator, best, step, chief)
             out_of_time = max_minutes is not None and time.time() - started > 60 * max_minutes
             if step % checkpoint_every == 0 or stop.signal or out_of_time:
                 manager.save(checkpoint_number=step)
@@ -690,6 +723,60 @@ def train(
 
         export.export_from_state(state, os.path.join(model_dir, "export"), input_data.class_names)
     return {"step": final_step, **metrics}
+
+
+def _make_evaluator(
+    state,
+    model_dir,
+    checkpoint,
+    reference_stats,
+    num_samples,
+    batch_size,
+    extractor,
+    extractor_path,
+    feature_layer,
+    logits_layer,
+    seed,
+):
+    """The periodic evaluator and the manager of the best checkpoint by FID."""
+    from tf_biggan import eval as eval_lib
+
+    if not reference_stats:
+        raise ValueError("eval_every > 0 needs eval_reference_stats (see tools/reference_stats.py)")
+    evaluator = eval_lib.PeriodicEvaluator(
+        eval_lib.make_extractor(extractor, extractor_path, feature_layer, logits_layer),
+        reference_stats,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        num_classes=state.generator.num_classes,
+        dim_z=state.generator.dim_z,
+        seed=seed + 2,
+    )
+    best = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "best"), max_to_keep=1)
+    return evaluator, best
+
+
+def _evaluate_and_keep_best(state, evaluator, best, step, chief):
+    generator = state.ema_generator
+
+    def generate(z, y):
+        return generator(z, y, training=False)
+
+    metrics = evaluator(generate)
+    logging.info("step %d evaluation: %s", step, metrics)
+    for name in ("fid", "inception_score_mean", "kid_mean"):
+        if metrics.get(name) is not None:
+            tf.summary.scalar(f"eval/{name}", metrics[name], step=step)
+    best_file = os.path.join(best.directory, "best_fid.json")
+    previous = None
+    if tf.io.gfile.exists(best_file):
+        with tf.io.gfile.GFile(best_file) as f:
+            previous = json.load(f)["fid"]
+    if previous is None or metrics["fid"] < previous:
+        best.save(checkpoint_number=step)
+        if chief:
+            with tf.io.gfile.GFile(best_file, "w") as f:
+                json.dump({"fid": metrics["fid"], "step": step}, f)
 
 
 def _worker_position(strategy) -> tuple[int, int]:
