@@ -1,0 +1,315 @@
+"""Tests for tf_biggan.networks: shapes and ranges at every resolution, parameter counts
+computed from the architecture formula, attention placement, config round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_biggan import layers, networks
+
+CH = 8
+CLASSES = 3
+SHARED = 16
+
+# The paper's channel tables (DESIGN.md), written out here independently of networks.G_ARCH:
+# input multiplier, block multipliers; D: block multipliers, downsampling flags.
+PAPER_G = {
+    32: (4, (4, 4, 4)),
+    64: (16, (16, 8, 4, 2)),
+    128: (16, (16, 8, 4, 2, 1)),
+    256: (16, (16, 8, 8, 4, 2, 1)),
+    512: (16, (16, 8, 8, 4, 2, 1, 1)),
+}
+PAPER_D = {
+    32: ((4, 4, 4, 4), (True, True, False, False)),
+    64: ((1, 2, 4, 8, 16), (True,) * 5),
+    128: ((1, 2, 4, 8, 16, 16), (True,) * 5 + (False,)),
+    256: ((1, 2, 4, 8, 8, 16, 16), (True,) * 6 + (False,)),
+    512: ((1, 1, 2, 4, 8, 8, 16, 16), (True,) * 7 + (False,)),
+}
+# Default attention resolution and the (height, channels / ch) of the features it sees.
+PAPER_ATTENTION_G = {32: None, 64: (32, 4), 128: (64, 2), 256: (128, 2), 512: (64, 4)}
+PAPER_ATTENTION_D = {32: None, 64: (32, 1), 128: (64, 1), 256: (128, 1), 512: (64, 2)}
+
+
+def _attention_params(c):
+    # theta, phi: C -> C/8; g: C -> C/2; o: C/2 -> C; no biases; scalar gamma.
+    return 2 * c * (c // 8) + 2 * c * (c // 2) + 1
+
+
+def _expected_g_params(resolution, ch, num_classes, dim_z, shared_dim, attention_channels):
+    input_multiplier, multipliers = PAPER_G[resolution]
+    chunk = dim_z // (len(multipliers) + 1)
+    cond = shared_dim + chunk
+    total = num_classes * shared_dim  # shared embedding, no bias
+    c_in = input_multiplier * ch
+    total += chunk * 16 * c_in + 16 * c_in  # SN linear to 4x4xC, with bias
+    for multiplier in multipliers:
+        c_out = multiplier * ch
+        total += 2 * cond * c_in  # CBN 1 gain + bias (SN linear, no bias)
+        total += 9 * c_in * c_out + c_out  # conv1 3x3
+        total += 2 * cond * c_out  # CBN 2
+        total += 9 * c_out * c_out + c_out  # conv2 3x3
+        total += c_in * c_out + c_out  # shortcut 1x1
+        c_in = c_out
+    total += sum(_attention_params(c) for c in attention_channels)
+    total += 2 * c_in  # output BN scale and offset
+    total += 9 * c_in * 3 + 3  # output conv to RGB
+    return total
+
+
+def _expected_d_params(resolution, ch, num_classes, attention_channels):
+    multipliers, downsample = PAPER_D[resolution]
+    total = 0
+    c_in = 3
+    for multiplier, down in zip(multipliers, downsample, strict=True):
+        c_out = multiplier * ch
+        total += 9 * c_in * c_out + c_out + 9 * c_out * c_out + c_out
+        if c_in != c_out or down:
+            total += c_in * c_out + c_out
+        c_in = c_out
+    total += sum(_attention_params(c) for c in attention_channels)
+    total += c_in + 1  # linear psi
+    total += num_classes * c_in  # projection embedding
+    return total
+
+
+def test_parameter_formula_reproduces_the_papers_counts():
+    # Pure arithmetic: the formula used below is the paper's architecture.
+    assert _expected_g_params(128, 96, 1000, 120, 128, [2 * 96]) == 70_433_988
+    assert _expected_d_params(128, 96, 1000, [96]) == 87_982_370
+
+
+def _count(model):
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def test_exact_parameter_counts_at_128px_ch96(monkeypatch):
+    # Orthogonal initialisation (a QR per kernel) is most of the build time here and does not
+    # change any shape, so this count-only test draws plain Gaussians instead.
+    monkeypatch.setattr(
+        keras.initializers.Orthogonal,
+        "__call__",
+        lambda self, shape, dtype=None: tf.random.normal(shape, dtype=dtype or "float32"),
+    )
+    generator = networks.Generator(resolution=128, ch=96, num_classes=1000)
+    discriminator = networks.Discriminator(resolution=128, ch=96, num_classes=1000)
+    generator.build_by_call()
+    discriminator.build_by_call()
+    assert networks.count_trainable_parameters(generator) == 70_433_988
+    assert networks.count_trainable_parameters(discriminator) == 87_982_370
+    assert _count(generator) == 70_433_988
+    assert _count(discriminator) == 87_982_370
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_tiny_parameter_counts_match_hand_formula(resolution):
+    dim_z = 20 if resolution == 32 else 25
+    generator = networks.Generator(
+        resolution=resolution, ch=CH, num_classes=CLASSES, dim_z=dim_z, shared_dim=SHARED
+    )
+    discriminator = networks.Discriminator(resolution=resolution, ch=CH, num_classes=CLASSES)
+    generator.build_by_call()
+    discriminator.build_by_call()
+    g_attention = [] if resolution == 32 else [4 * CH]
+    d_attention = [] if resolution == 32 else [CH]
+    expected_g = _expected_g_params(resolution, CH, CLASSES, dim_z, SHARED, g_attention)
+    expected_d = _expected_d_params(resolution, CH, CLASSES, d_attention)
+    assert networks.count_trainable_parameters(generator) == expected_g
+    assert networks.count_trainable_parameters(discriminator) == expected_d
+    # SN u, sigma and BN moving statistics exist but are not trainable.
+    non_trainable = {v.path.split("/")[-1] for v in generator.non_trainable_variables}
+    assert non_trainable == {"sn_u", "sn_sigma", "moving_mean", "moving_variance"}
+
+
+@pytest.fixture
+def attention_inputs(monkeypatch):
+    """Records `(height, width, channels)` of the input of each SelfAttention layer called.
+
+    Keras may run `call` more than once on a layer's first use, so each layer is
+    recorded once, in the order of first calls.
+    """
+    seen = []
+    called = set()
+    original = layers.SelfAttention.call
+
+    def recording_call(self, x, training=None):
+        if id(self) not in called:
+            called.add(id(self))
+            seen.append((x.shape[1], x.shape[2], x.shape[3]))
+        return original(self, x, training=training)
+
+    monkeypatch.setattr(layers.SelfAttention, "call", recording_call)
+    return seen
+
+
+def _self_attention_layers(model):
+    return [sub for sub in model._flatten_layers() if isinstance(sub, layers.SelfAttention)]
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128, 256, 512])
+def test_networks_at_every_resolution(resolution, attention_inputs):
+    batch = 2
+    generator = networks.Generator(
+        resolution=resolution, ch=CH, num_classes=CLASSES, shared_dim=SHARED
+    )
+    discriminator = networks.Discriminator(resolution=resolution, ch=CH, num_classes=CLASSES)
+    assert generator.dim_z == {32: 128, 64: 120, 128: 120, 256: 140, 512: 128}[resolution]
+    rng = np.random.RandomState(resolution)
+    z = rng.randn(batch, generator.dim_z).astype(np.float32)
+    y = tf.one_hot([0, 2], CLASSES)
+    images = generator(z, y, training=True)
+    assert images.shape == (batch, resolution, resolution, 3)
+    assert images.dtype == tf.float32
+    images = images.numpy()
+    assert np.all(np.isfinite(images))
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    assert images.std() > 1e-3  # not a constant image
+    g_seen = list(attention_inputs)
+    logits = discriminator(images, tf.constant([0, 2]), training=True)
+    assert logits.shape == (batch,)
+    assert logits.dtype == tf.float32
+    assert np.all(np.isfinite(logits.numpy()))
+    d_seen = attention_inputs[len(g_seen) :]
+
+    for seen, expected, model in (
+        (g_seen, PAPER_ATTENTION_G[resolution], generator),
+        (d_seen, PAPER_ATTENTION_D[resolution], discriminator),
+    ):
+        if expected is None:
+            assert seen == [] and _self_attention_layers(model) == []
+        else:
+            size, multiplier = expected
+            assert seen == [(size, size, multiplier * CH)]
+            assert len(_self_attention_layers(model)) == 1
+
+
+def test_attention_zero_means_no_attention(attention_inputs):
+    generator = networks.Generator(
+        resolution=64, ch=CH, num_classes=CLASSES, shared_dim=SHARED, attention=0
+    )
+    discriminator = networks.Discriminator(resolution=64, ch=CH, num_classes=CLASSES, attention=0)
+    generator.build_by_call()
+    discriminator.build_by_call()
+    assert _self_attention_layers(generator) == []
+    assert _self_attention_layers(discriminator) == []
+    assert attention_inputs == []
+    expected = _expected_g_params(64, CH, CLASSES, 120, SHARED, [])
+    assert networks.count_trainable_parameters(generator) == expected
+
+
+def test_attention_at_a_chosen_resolution(attention_inputs):
+    generator = networks.Generator(
+        resolution=32, ch=CH, num_classes=CLASSES, shared_dim=SHARED, attention=16
+    )
+    discriminator = networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES, attention=8)
+    generator.build_by_call()
+    discriminator.build_by_call()
+    # G 32 px: 4 -> 8 -> 16 (4ch); D: 32 -> 16 -> 8 (4ch), then two blocks at 8 (one attention).
+    assert attention_inputs == [(16, 16, 4 * CH), (8, 8, 4 * CH)]
+
+
+def test_bad_dim_z_resolution_and_attention_raise():
+    with pytest.raises(ValueError, match="dim_z=121"):
+        networks.Generator(resolution=128, ch=CH, num_classes=CLASSES, dim_z=121)
+    # Without the hierarchical split any size works.
+    networks.Generator(resolution=128, ch=CH, num_classes=CLASSES, dim_z=121, hierarchical_z=False)
+    for resolution in (48, 1024):
+        with pytest.raises(ValueError, match=str(resolution)):
+            networks.Generator(resolution=resolution, ch=CH, num_classes=CLASSES)
+        with pytest.raises(ValueError, match=str(resolution)):
+            networks.Discriminator(resolution=resolution, ch=CH, num_classes=CLASSES)
+    with pytest.raises(ValueError, match="attention"):
+        networks.Generator(resolution=32, ch=CH, num_classes=CLASSES, attention=12)
+    with pytest.raises(ValueError, match="attention"):
+        networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES, attention=64)
+
+
+def test_hierarchical_z_chunks_reach_the_blocks():
+    generator = networks.Generator(
+        resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED
+    )
+    z = np.random.RandomState(0).randn(2, 20).astype(np.float32)
+    y = tf.one_hot([1, 1], CLASSES)
+    base = generator(z, y, training=False).numpy()
+    # Every chunk of 5 changes the output; the first feeds the linear layer, the others CBN.
+    for k in range(4):
+        changed = z.copy()
+        changed[:, 5 * k : 5 * (k + 1)] += 1.0
+        assert np.abs(generator(changed, y, training=False).numpy() - base).max() > 1e-4
+    # Labels only enter through the shared embedding, a linear map of y.
+    mixed = generator(z, 0.5 * tf.one_hot([0, 0], CLASSES) + 0.5 * y, training=False)
+    assert np.abs(mixed.numpy() - base).max() > 1e-4
+
+
+def test_generator_and_discriminator_share_no_variables():
+    generator = networks.Generator(resolution=32, ch=CH, num_classes=CLASSES, shared_dim=SHARED)
+    discriminator = networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES)
+    generator.build_by_call()
+    discriminator.build_by_call()
+    g_ids = {id(v) for v in generator.variables}
+    d_ids = {id(v) for v in discriminator.variables}
+    assert len(g_ids) == len(generator.variables) and len(d_ids) == len(discriminator.variables)
+    assert g_ids and d_ids and not g_ids & d_ids
+
+
+def _copy_and_compare(original, rebuilt, inputs):
+    rebuilt(*inputs, training=False)
+    assert len(rebuilt.weights) == len(original.weights)
+    rebuilt.set_weights(original.get_weights())
+    np.testing.assert_allclose(
+        rebuilt(*inputs, training=False).numpy(),
+        original(*inputs, training=False).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "block, shape",
+    [
+        (networks.DiscriminatorBlock(16, downsample=True, preactivation=False), (2, 8, 8, 3)),
+        (networks.DiscriminatorBlock(16, downsample=True, preactivation=True), (2, 8, 8, 8)),
+        (networks.DiscriminatorBlock(8, downsample=False, preactivation=True), (2, 4, 4, 8)),
+    ],
+)
+def test_discriminator_block_round_trip(block, shape):
+    x = np.random.RandomState(1).randn(*shape).astype(np.float32)
+    out = block(x, training=True)
+    down = 2 if block.downsample else 1
+    assert out.shape == (shape[0], shape[1] // down, shape[2] // down, block.filters)
+    assert (block.conv_shortcut is None) == (shape[-1] == block.filters and not block.downsample)
+    config = block.get_config()
+    rebuilt = networks.DiscriminatorBlock.from_config(config)
+    assert rebuilt.get_config() == config
+    _copy_and_compare(block, rebuilt, (x,))
+
+
+def test_generator_block_round_trip():
+    rng = np.random.RandomState(2)
+    x = rng.randn(2, 4, 4, 8).astype(np.float32)
+    c = rng.randn(2, 6).astype(np.float32)
+    block = networks.GeneratorBlock(16, bn_momentum=0.8)
+    out = block(x, c, training=True)
+    assert out.shape == (2, 8, 8, 16)
+    config = block.get_config()
+    rebuilt = networks.GeneratorBlock.from_config(config)
+    assert rebuilt.get_config() == config
+    _copy_and_compare(block, rebuilt, (x, c))
+
+
+def test_generator_and_discriminator_round_trip():
+    generator = networks.Generator(
+        resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED, attention=16
+    )
+    discriminator = networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES, attention=16)
+    z = np.random.RandomState(3).randn(2, 20).astype(np.float32)
+    y = tf.one_hot([0, 2], CLASSES)
+    images = generator(z, y, training=True)  # moves u and the BN statistics
+    discriminator(images, tf.constant([0, 2]), training=True)
+    for model, inputs in ((generator, (z, y)), (discriminator, (images, tf.constant([0, 2])))):
+        config = model.get_config()
+        rebuilt = type(model).from_config(config)
+        assert rebuilt.get_config() == config
+        _copy_and_compare(model, rebuilt, inputs)
