@@ -233,6 +233,14 @@ def test_tfrecord_label_out_of_range_fails_in_graph(tmp_path):
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"bad.tfrecord: label >= num_class"):
         next(iter(input_data.dataset))
+    # Without dataset_info.json the size is unknown; a set smaller than a batch still raises.
+    with pytest.raises(ValueError, match=r"only 3 examples per input pipeline .* batch of 4"):
+        data.make_dataset(
+            batch_size=4,
+            resolution=8,
+            num_classes=3,
+            source=functools.partial(data.tfrecord_source, file_pattern=str(path)),
+        )
 
 
 def _write_idx(path, array, magic_dtype=0x08, gz=False):
