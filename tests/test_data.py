@@ -435,11 +435,11 @@ def test_synthetic_classes_are_distinct_and_deterministic():
     src = data.synthetic_source(resolution=32, num_classes=10, num_examples=400, seed=0)
     assert src.class_names[:6] == (
         "red circle",
-        "red square",
-        "red triangle",
-        "red cross",
-        "red ring",
-        "green circle",
+        "green square",
+        "blue triangle",
+        "yellow cross",
+        "magenta ring",
+        "cyan circle",
     )
     images, labels = zip(*[(i.numpy(), int(y)) for i, y in src.dataset], strict=True)
     images = np.stack(images).astype(np.float32) / 255.0
@@ -480,7 +480,7 @@ def test_summarize_writes_grid_and_counts(folder, tmp_path):
     )
     out = tmp_path / "synthetic"
     exact = data.summarize_dataset(input_data, str(out), resolution=8, max_scan=300)
-    assert exact == {"red circle": 100, "red square": 100, "red triangle": 100}
+    assert exact == {"red circle": 100, "green square": 100, "blue triangle": 100}
     assert (out / "real_examples.png").exists()
     # Without known counts the summary estimates them from the examples it reads.
     unknown = dataclasses.replace(input_data, examples_per_class=None)

@@ -255,7 +255,7 @@ def _render_shape(index, *, resolution, num_classes, seed):
     index = tf.cast(index, tf.int64)
     label = tf.cast(index % num_classes, tf.int32)
     shape_id = label % len(SYNTHETIC_SHAPES)
-    colour_id = label // len(SYNTHETIC_SHAPES)
+    colour_id = label % len(SYNTHETIC_COLOURS)
     rnd = tf.random.stateless_uniform([10], seed=tf.stack([tf.constant(seed, tf.int64), index]))
     centre_x = (rnd[0] - 0.5) * 0.6
     centre_y = (rnd[1] - 0.5) * 0.6
@@ -297,7 +297,8 @@ def synthetic_source(
 ) -> Source:
     """Procedural class-conditional images: one class per (shape, colour) pair.
 
-    Class k has shape `SYNTHETIC_SHAPES[k % 5]` and colour `SYNTHETIC_COLOURS[k // 5]`, drawn
+    Class k has shape `SYNTHETIC_SHAPES[k % 5]` and colour `SYNTHETIC_COLOURS[k % 8]` (distinct
+    pairs for k < 40, and the first classes differ in both shape and colour), drawn
     over a dark jittered background with random position, size and colour jitter. Images
     are generated on the fly at `resolution` from `(seed, index)`, so the set is fixed for a
     given seed; example i has label `i % num_classes`.
@@ -322,7 +323,7 @@ def synthetic_source(
     if num_examples < 1:
         raise ValueError(f"synthetic_source needs num_examples >= 1, got {num_examples}")
     names = tuple(
-        f"{SYNTHETIC_COLOURS[k // len(SYNTHETIC_SHAPES)][0]} "
+        f"{SYNTHETIC_COLOURS[k % len(SYNTHETIC_COLOURS)][0]} "
         f"{SYNTHETIC_SHAPES[k % len(SYNTHETIC_SHAPES)]}"
         for k in range(num_classes)
     )
