@@ -1,0 +1,340 @@
+"""SavedModel export of the EMA generator for TF Serving and TF-Hub style loading.
+
+`python -m tf_biggan.export --model_dir=DIR --export_dir=OUT [--checkpoint=PATH]`
+writes `OUT/<version>/`, an integer version folder that TF Serving picks up
+as is. The SavedModel has two signatures:
+
+| signature | inputs | outputs |
+|---|---|---|
+| `default` | `z` float32 `[B, dim_z]`, `y` float32 `[B, num_classes]`, `truncation` float32 `[]` | `default` float32 `[B, R, R, 3]` in [-1, 1] |
+| `serving_default` | `labels` int64 `[B]`, `truncation` float32 `[]`, `seed` int64 `[]` | `images` uint8 `[B, R, R, 3]` |
+
+`default` follows the BigGAN TF-Hub modules published by DeepMind: the
+caller samples z, already scaled or truncated, and passes the threshold too.
+Those modules never scale z themselves (their notebooks pass
+`z = truncation * truncnorm(-2, 2)` *and* `truncation`); the published
+BigGAN-deep graphs use `truncation` only to pick batch-norm statistics
+precomputed per threshold. A tf_biggan generator keeps one set of moving
+statistics, so here `default` returns exactly `G(z, y)` and `truncation` is
+accepted for compatibility and otherwise unused: code written for those
+modules runs unchanged, and the caller controls z entirely.
+
+`serving_default` samples z inside the graph with
+`imaging.truncated_normal_stateless` seeded by `[seed, 0]`: entries of
+N(0, 1) beyond `truncation` are re-sampled, so `|z| <= truncation`. A
+`truncation` that is not a positive finite number (0, a negative value or
+inf) means no truncation. For an int seed `s` the latents equal
+`imaging.truncated_z(B, dim_z, truncation, seed=s)`, so served images can be
+reproduced in Python. Labels outside `[0, num_classes)` raise
+`InvalidArgumentError`.
+
+The loaded object is also callable as the TF2 BigGAN hub modules are:
+`module(y=y, z=z, truncation=0.5)` returns the `default` images. Called
+this way z and y may have any width, and a wrong width raises
+`InvalidArgumentError` from inside the graph (the signatures declare the
+widths, so serving front ends reject them before the graph runs).
+
+Spectral normalisation is folded: each SN kernel is stored already divided
+by its σ (computed from the trained `u`, as the generator does at
+inference), so the served graph has no power iteration and writes no
+variable. Batch norm uses the moving statistics. `assets/config.json` holds
+`resolution`, `dim_z`, `num_classes`, `class_names`, the generator config and
+the training `step`; `assets/class_names.txt` holds one class name a line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+
+import keras
+import tensorflow as tf
+
+from tf_biggan import imaging, layers
+from tf_biggan import state as state_lib
+
+__all__ = ["ExportModule", "export_from_state", "export_generator", "next_version"]
+
+CONFIG_ASSET = "config.json"
+CLASS_NAMES_ASSET = "class_names.txt"
+
+
+class ExportModule(tf.Module):
+    """The served object: a generator copy with folded SN and the two signatures.
+
+    Args:
+      generator: a built `networks.Generator` in float32 whose SN kernels are
+        already folded (see `_folded_copy`).
+
+    Only the TensorFlow variables the traced functions read are tracked (and
+    so saved), not the Keras model itself: the SavedModel needs no Keras to
+    load.
+    """
+
+    def __init__(self, generator):
+        super().__init__(name="biggan")
+        self._holder = _Holder(generator)
+        dim_z, num_classes = generator.dim_z, generator.num_classes
+        # Readable on the loaded object without the assets (`loaded.dim_z.numpy()`).
+        self.dim_z = tf.Variable(dim_z, dtype=tf.int64, trainable=False, name="dim_z")
+        self.num_classes = tf.Variable(
+            num_classes, dtype=tf.int64, trainable=False, name="num_classes"
+        )
+        self.resolution = tf.Variable(
+            generator.resolution, dtype=tf.int64, trainable=False, name="resolution"
+        )
+
+        self.default = tf.function(
+            self._default,
+            input_signature=[
+                tf.TensorSpec([None, dim_z], tf.float32, name="z"),
+                tf.TensorSpec([None, num_classes], tf.float32, name="y"),
+                tf.TensorSpec([], tf.float32, name="truncation"),
+            ],
+        )
+        self.serve = tf.function(
+            self._serve,
+            input_signature=[
+                tf.TensorSpec([None], tf.int64, name="labels"),
+                tf.TensorSpec([], tf.float32, name="truncation"),
+                tf.TensorSpec([], tf.int64, name="seed"),
+            ],
+        )
+        captured = {}
+        for function in (self.default, self.serve, self.__call__):
+            for variable in function.get_concrete_function().variables:
+                captured.setdefault(id(variable), variable)
+        self.generator_variables = list(captured.values())
+
+    @property
+    def generator(self):
+        return self._holder.generator
+
+    def _generate(self, z, y):
+        dim_z = self.generator.dim_z
+        num_classes = self.generator.num_classes
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(z)[-1], dim_z, message=f"z must have width dim_z={dim_z}"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(y)[-1],
+                num_classes,
+                message=f"y must have width num_classes={num_classes}",
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(z)[0], tf.shape(y)[0], message="z and y must have the same batch size"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            z = tf.reshape(z, [-1, dim_z])
+            y = tf.reshape(y, [-1, num_classes])
+        return self.generator(z, y, training=False)
+
+    def _default(self, z, y, truncation):
+        del truncation  # Accepted for TF-Hub compatibility; see the module docstring.
+        return {"default": self._generate(z, y)}
+
+    def _serve(self, labels, truncation, seed):
+        num_classes = self.generator.num_classes
+        checks = [
+            tf.debugging.assert_greater_equal(
+                labels, tf.constant(0, tf.int64), message="labels must be >= 0"
+            ),
+            tf.debugging.assert_less(
+                labels,
+                tf.constant(num_classes, tf.int64),
+                message=f"labels must be < num_classes={num_classes}",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            labels = tf.identity(labels)
+        batch = tf.shape(labels)[0]
+        z = imaging.truncated_normal_stateless(
+            tf.stack([batch, self.generator.dim_z]),
+            truncation,
+            tf.stack([seed, tf.constant(0, tf.int64)]),
+        )
+        y = tf.one_hot(labels, num_classes, dtype=tf.float32)
+        return {"images": imaging.to_uint8(self._generate(z, y))}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.float32, name="y"),
+            tf.TensorSpec([None, None], tf.float32, name="z"),
+            tf.TensorSpec([], tf.float32, name="truncation"),
+        ]
+    )
+    def __call__(self, y, z, truncation):
+        """TF2-hub style call: images float32 `[B, R, R, 3]` in [-1, 1] for `G(z, y)`."""
+        del truncation
+        return self._generate(z, y)
+
+
+class _Holder:
+    """A plain (untracked) reference, so tf.Module does not track the Keras model."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+
+def _float32_policy():
+    """Context manager: builds layers in float32 whatever the global policy is."""
+
+    class _Policy:
+        def __enter__(self):
+            self.saved = keras.config.dtype_policy()
+            keras.config.set_dtype_policy("float32")
+
+        def __exit__(self, *exc):
+            keras.config.set_dtype_policy(self.saved)
+
+    return _Policy()
+
+
+def _folded_copy(generator):
+    """A float32 copy of `generator` whose SN layers use constant `W / sigma` kernels.
+
+    Each SN kernel is replaced by the normalised kernel the layer computes at
+    inference (`training=False`, from its stored `u`), and the layer's
+    `normalized_kernel` returns that kernel as is, so the traced graph holds
+    no power iteration. Outputs equal the original's at `training=False` up to
+    float rounding.
+    """
+    with _float32_policy():
+        copy = state_lib.generator_from_config(generator.get_config())
+        copy.build_by_call()
+    state_lib.copy_variables(generator.variables, copy.variables)
+    for layer in layers.spectral_layers(copy):
+        layer.kernel.assign(layer.normalized_kernel(training=False))
+        layer.sigma.assign(1.0)
+        kernel = layer.kernel
+        # An instance attribute shadows the method, so only this copy changes.
+        object.__setattr__(
+            layer,
+            "normalized_kernel",
+            lambda training=False, kernel=kernel: tf.convert_to_tensor(kernel.value),
+        )
+    return copy
+
+
+def next_version(export_dir: str) -> int:
+    """One more than the largest integer folder name in `export_dir` (1 if none)."""
+    if not tf.io.gfile.isdir(export_dir):
+        return 1
+    versions = [
+        int(name.rstrip("/"))
+        for name in tf.io.gfile.listdir(export_dir)
+        if re.fullmatch(r"\d+/?", name) and tf.io.gfile.isdir(os.path.join(export_dir, name))
+    ]
+    return max(versions, default=0) + 1
+
+
+def export_generator(generator, export_dir: str, class_names=None, version=None, step=None) -> str:
+    """Writes `generator` as the SavedModel `export_dir/<version>/`.
+
+    The model is saved to a hidden temporary folder in `export_dir` and then
+    renamed, so TF Serving, which polls `export_dir`, never loads a
+    half-written version.
+
+    Args:
+      generator: a built `networks.Generator` (normally the EMA generator).
+      export_dir: the model base path (created if missing).
+      class_names: optional list of `num_classes` strings.
+      version: positive int; default `next_version(export_dir)`.
+      step: the training step of the weights, recorded in the config if known.
+
+    Returns:
+      The path of the version folder.
+
+    Raises:
+      ValueError: a wrong number of class names or a bad version.
+      FileExistsError: the version folder exists already.
+    """
+    class_names = [str(name) for name in class_names] if class_names else []
+    if class_names and len(class_names) != generator.num_classes:
+        raise ValueError(
+            f"got {len(class_names)} class names for a generator of {generator.num_classes} classes"
+        )
+    if version is None:
+        version = next_version(export_dir)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"version must be a positive int, got {version!r}")
+    final = os.path.join(export_dir, str(version))
+    if tf.io.gfile.exists(final):
+        raise FileExistsError(f"export version folder {final} exists already")
+    tf.io.gfile.makedirs(export_dir)
+
+    module = ExportModule(_folded_copy(generator))
+    temp = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex}")
+    try:
+        tf.saved_model.save(
+            module,
+            temp,
+            signatures={
+                "default": module.default.get_concrete_function(),
+                "serving_default": module.serve.get_concrete_function(),
+            },
+        )
+        config = {
+            "resolution": generator.resolution,
+            "dim_z": generator.dim_z,
+            "num_classes": generator.num_classes,
+            "class_names": class_names,
+            "generator": generator.get_config(),
+        }
+        if step is not None:
+            config["step"] = int(step)
+        assets = os.path.join(temp, "assets")
+        tf.io.gfile.makedirs(assets)
+        with tf.io.gfile.GFile(os.path.join(assets, CONFIG_ASSET), "w") as f:
+            json.dump(config, f, indent=2)
+        with tf.io.gfile.GFile(os.path.join(assets, CLASS_NAMES_ASSET), "w") as f:
+            f.write("".join(f"{name}\n" for name in class_names))
+        tf.io.gfile.rename(temp, final)
+    finally:
+        if tf.io.gfile.exists(temp):
+            tf.io.gfile.rmtree(temp)
+    return final
+
+
+def export_from_state(state, export_dir: str, class_names=None) -> str:
+    """Exports the EMA generator of a `state.TrainState`; returns the version folder."""
+    return export_generator(
+        state.ema_generator, export_dir, class_names=class_names, step=int(state.step.numpy())
+    )
+
+
+def main(argv) -> None:
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    generator, config, checkpoint = state_lib.restore_ema_generator(f.model_dir, f.checkpoint)
+    path = export_generator(
+        generator,
+        f.export_dir,
+        class_names=config.get("class_names"),
+        version=f.version,
+        step=config.get("step"),
+    )
+    print(path, flush=True)
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_string("model_dir", None, "Training directory (EMA generator).")
+    flags.DEFINE_string("export_dir", None, "Model base path; the version folder goes inside.")
+    flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default the latest in model_dir.")
+    flags.DEFINE_integer("version", None, "Version number; default one more than the largest.")
+    flags.mark_flags_as_required(["model_dir", "export_dir"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
