@@ -81,7 +81,8 @@ class _SpectralNormalized(keras.layers.Layer):
         if training:
             self.u.assign(u)
             self.sigma.assign(tf.stop_gradient(sigma))
-        return kernel / sigma
+        # The floor only matters for an all-zero kernel, which would otherwise give 0/0.
+        return kernel / tf.maximum(sigma, SN_EPSILON)
 
     def top_singular_value(self) -> tf.Tensor:
         """The estimate of the kernel's top singular value at the last training call."""
