@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 
 import gin
@@ -36,6 +35,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from tf_biggan import data, imaging, layers, losses, networks
+from tf_biggan import monitor as monitor_lib
 from tf_biggan import state as state_lib
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -79,17 +79,19 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def worker_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
-    """The chief writes to `model_dir`; other workers to a temporary directory.
+    """The chief writes to `model_dir`; other workers to `model_dir/workertemp_<task>`.
 
     Every worker must take part in saving under MultiWorkerMirroredStrategy
-    (saving runs collectives), but only the chief's files are kept.
+    (saving runs collectives), but only the chief's files are the run's. As in
+    TensorFlow's multi-worker guide, the other workers write beside it, so their
+    copies never collide between runs or tasks; all workers resume from the
+    chief's checkpoints in `model_dir`, which must therefore be on storage every
+    worker can read (e.g. GCS or NFS).
     """
     if is_chief(strategy):
         return model_dir
     resolver = strategy.cluster_resolver
-    return os.path.join(
-        tempfile.gettempdir(), f"tf_biggan_worker_{resolver.task_type}_{resolver.task_id}"
-    )
+    return os.path.join(model_dir, f"workertemp_{resolver.task_type}_{resolver.task_id}")
 
 
 # --------------------------------------------------------------------------- the step
@@ -166,7 +168,7 @@ def _fold_in(seed: int, *values) -> tf.Tensor:
     """A stateless RNG seed `[2]` int32 derived from `seed` and the integer `values`."""
     key = tf.constant([seed, 0], tf.int32)
     for value in values:
-        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int32))
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int32), alg="philox")
     return key
 
 
@@ -250,13 +252,16 @@ def make_train_step(
     def draw(step, update, micro, replica_id):
         """z `[per_replica, dim_z]` and labels `[per_replica]` for this replica's slice."""
         seed = _fold_in(config.seed, step, update, micro)
-        z = tf.random.stateless_normal([micro_global, dim_z], seed)
+        # The algorithm is pinned: "auto_select" picks a different generator under XLA,
+        # which would make a jit-compiled step draw other z than the same step without XLA.
+        z = tf.random.stateless_normal([micro_global, dim_z], seed, alg="philox")
         labels = tf.random.stateless_uniform(
             [micro_global],
-            tf.random.experimental.stateless_fold_in(seed, 1),
+            tf.random.experimental.stateless_fold_in(seed, 1, alg="philox"),
             0,
             num_classes,
             tf.int32,
+            alg="philox",
         )
         start = replica_id * per_replica
         return z[start : start + per_replica], labels[start : start + per_replica]
@@ -452,6 +457,135 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+# --------------------------------------------------------------------------- recovery
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager):
+    """Restores the newest readable checkpoint of `manager`, falling back to older ones.
+
+    TensorFlow writes a checkpoint's files first and the `checkpoint` index file last
+    (atomically, by rename), so a crash during a save leaves the index pointing at the
+    previous checkpoint. A newest checkpoint that is listed but damaged afterwards (a
+    truncated or deleted file, e.g. on a full disk) is skipped with a warning.
+
+    Returns:
+      The restored checkpoint path, or None when `manager` lists none.
+
+    Raises:
+      RuntimeError: checkpoints are listed but none of them can be read.
+    """
+    paths = list(manager.checkpoints)
+    for path in reversed(paths):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        # A truncated file raises IndexError from the reader, others raise OpErrors.
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
+            logging.warning(
+                "checkpoint %s cannot be read (%s: %s); trying the previous one",
+                path,
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
+            continue
+        if path != paths[-1]:
+            logging.warning("resuming from %s instead of the damaged %s", path, paths[-1])
+        return path
+    if paths:
+        raise RuntimeError(
+            f"none of the checkpoints {paths} in {manager.directory} can be read; move them "
+            "away to start afresh"
+        )
+    return None
+
+
+class _Recovery:
+    """Counts non-finite steps and restores the last good checkpoint when they persist.
+
+    A restore brings back G, D, EMA G, the optimizers, the step and the skipped-update
+    counter but not the input iterator: the data stream goes on past the batches that
+    came with the bad steps instead of replaying them. z is drawn from the step number and
+    so repeats; the learning rates can be lowered (`lr_decay`) to leave the failed path.
+    """
+
+    def __init__(self, state, manager, *, max_consecutive_nonfinite, max_restores, lr_decay):
+        if max_consecutive_nonfinite < 1:
+            raise ValueError(
+                f"max_consecutive_nonfinite must be >= 1, got {max_consecutive_nonfinite}"
+            )
+        self.state = state
+        self.manager = manager
+        self.model_checkpoint = state.checkpoint()
+        self.max_consecutive_nonfinite = max_consecutive_nonfinite
+        self.max_restores = max_restores
+        self.lr_decay = lr_decay
+        self.consecutive_bad = 0
+        self.restores = 0
+
+    @property
+    def can_restore(self) -> bool:
+        return self.restores < self.max_restores and bool(self.manager.latest_checkpoint)
+
+    def finite_step(self) -> None:
+        self.consecutive_bad = 0
+
+    def nonfinite_step(self, step: int) -> bool:
+        """Records a skipped update; returns True when it restored a checkpoint.
+
+        Raises:
+          FloatingPointError: too many bad steps and no restore left (or no checkpoint).
+        """
+        self.consecutive_bad += 1
+        logging.warning(
+            "step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+            step,
+            self.consecutive_bad,
+            int(self.state.skipped_updates),
+        )
+        if self.consecutive_bad < self.max_consecutive_nonfinite:
+            return False
+        if self.restores >= self.max_restores or not self.manager.latest_checkpoint:
+            reason = (
+                f"after {self.restores} restores (max_restores={self.max_restores})"
+                if self.manager.latest_checkpoint
+                else "and there is no checkpoint to restore"
+            )
+            raise FloatingPointError(
+                f"{self.consecutive_bad} consecutive non-finite steps at step {step} {reason}; "
+                f"giving up (checkpoints and summaries in {self.manager.directory})"
+            )
+        self.restore(step, "non-finite steps")
+        return True
+
+    def restore(self, step: int, why: str) -> None:
+        """Restores the latest checkpoint (without the input position) and lowers the rates.
+
+        Raises:
+          FloatingPointError: for non-finite steps, when no restore is left.
+        """
+        if self.restores >= self.max_restores or not self.manager.latest_checkpoint:
+            raise FloatingPointError(
+                f"step {step}: {why}, but no restore is left ({self.restores} of "
+                f"max_restores={self.max_restores} used) or there is no checkpoint"
+            )
+        self.restores += 1
+        path = self.manager.latest_checkpoint
+        self.model_checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+        for optimizer in (self.state.g_optimizer, self.state.d_optimizer):
+            optimizer.learning_rate = float(optimizer.learning_rate) * self.lr_decay
+        logging.warning(
+            "step %d: %s; restored %s (step %d), restore %d of %d, learning rates G %.3g D %.3g",
+            step,
+            why,
+            path,
+            int(self.state.step),
+            self.restores,
+            self.max_restores,
+            float(self.state.g_optimizer.learning_rate),
+            float(self.state.d_optimizer.learning_rate),
+        )
+        self.consecutive_bad = 0
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -488,6 +622,11 @@ def train(
     max_sample_classes: int = 10,
     max_consecutive_nonfinite: int = 5,
     max_restores: int = 3,
+    lr_decay_on_restore: float = 1.0,
+    collapse_sigma_ratio: float = 3.0,
+    collapse_window: int = 20,
+    collapse_gap: float | None = None,
+    on_collapse: str = "warn",
     export_at_end: bool = True,
     init_from: str | None = None,
     eval_every: int = 0,
@@ -530,7 +669,17 @@ def train(
       samples_per_class, max_sample_classes: the sample grid's layout.
       max_consecutive_nonfinite: consecutive steps with a skipped (non-finite)
         update after which the last checkpoint is restored.
-      max_restores: restores after which the run gives up.
+      max_restores: restores (after non-finite steps or a collapse) after which the
+        run gives up with a `FloatingPointError` (non-finite) or stops (collapse).
+      lr_decay_on_restore: both learning rates are multiplied by this on each restore
+        (1.0 = unchanged). The lowered rates are saved with later checkpoints.
+      collapse_sigma_ratio, collapse_window: a layer whose top singular value exceeds
+        `collapse_sigma_ratio` times the median of its last `collapse_window`
+        summaries is reported as a collapse (see `tf_biggan.monitor`).
+      collapse_gap: also report a collapse when the mean D logit gap
+        `d/real - d/fake` exceeds this (None = off).
+      on_collapse: "warn" (log), "stop" (stop without saving the collapsed state)
+        or "restore" (restore the last checkpoint, as after non-finite steps).
       export_at_end: write a SavedModel to `model_dir/export` at the end.
       init_from: checkpoint (or training dir) to initialise a new run from.
       eval_every: steps between FID/IS/KID evaluations of the EMA generator (0 = off);
@@ -543,6 +692,12 @@ def train(
     Returns:
       A dict with the final `step` and the last metrics.
     """
+    if on_collapse not in monitor_lib.ON_COLLAPSE:
+        raise ValueError(
+            f"on_collapse must be one of {monitor_lib.ON_COLLAPSE}, got {on_collapse!r}"
+        )
+    if lr_decay_on_restore <= 0:
+        raise ValueError(f"lr_decay_on_restore must be > 0, got {lr_decay_on_restore}")
     if mixed_precision not in (None, "mixed_bfloat16"):
         raise ValueError(
             f"mixed_precision must be None or 'mixed_bfloat16', got {mixed_precision!r} "
@@ -609,9 +764,17 @@ def train(
     manager = tf.train.CheckpointManager(
         checkpoint, out_dir, max_to_keep=keep_checkpoints, step_counter=state.step
     )
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(state.step))
+    # Every worker resumes from the chief's checkpoints (see `worker_dir`).
+    resume_manager = (
+        manager
+        if chief
+        else tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=keep_checkpoints)
+    )
+    resumed_from = restore_latest(checkpoint, resume_manager)
+    if workers > 1:
+        _check_workers_agree(dist, state.step)
+    if resumed_from:
+        logging.info("resumed from %s at step %d", resumed_from, int(state.step))
     elif init_from:
         state_lib.initialize_from(state, init_from)
     if chief:
@@ -646,7 +809,17 @@ def train(
     progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss/d", "loss/g", "img/s"])
     progress.update(start_step)
     metrics = {}
-    consecutive_bad = restores = 0
+    guard = _Recovery(
+        state,
+        manager,
+        max_consecutive_nonfinite=max_consecutive_nonfinite,
+        max_restores=max_restores,
+        lr_decay=lr_decay_on_restore,
+    )
+    watch = monitor_lib.CollapseMonitor(
+        sigma_ratio=collapse_sigma_ratio, window=collapse_window, gap_threshold=collapse_gap
+    )
+    stopped_by_collapse = False
     last_time, last_step = time.time(), start_step
     with _StopRequest() as stop, writer.as_default():
         while int(state.step) < total_steps:
@@ -654,31 +827,11 @@ def train(
             metrics = {k: float(v) for k, v in train_step(images, labels).items()}
             step = int(state.step)
             if metrics["nonfinite"] > 0:
-                consecutive_bad += 1
-                logging.warning(
-                    "step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
-                    step,
-                    consecutive_bad,
-                    int(state.skipped_updates),
-                )
-                if consecutive_bad >= max_consecutive_nonfinite:
-                    if restores >= max_restores or not manager.latest_checkpoint:
-                        raise FloatingPointError(
-                            f"{consecutive_bad} consecutive non-finite steps at step {step} after "
-                            f"{restores} restores; giving up (see the summaries in {out_dir})"
-                        )
-                    restores += 1
-                    logging.warning(
-                        "restoring %s (restore %d of %d)",
-                        manager.latest_checkpoint,
-                        restores,
-                        max_restores,
-                    )
-                    checkpoint.restore(manager.latest_checkpoint)
-                    consecutive_bad = 0
+                if guard.nonfinite_step(step):
+                    watch.reset()
                     continue
             else:
-                consecutive_bad = 0
+                guard.finite_step()
             if step % summary_every == 0 or step == total_steps:
                 now = time.time()
                 images_per_second = (
@@ -686,8 +839,32 @@ def train(
                 )
                 last_time, last_step = now, step
                 metrics["img/s"] = images_per_second
+                sigmas = spectral_norm_summaries(state)
                 if chief:
-                    _write_scalars(state, metrics, step, input_data)
+                    _write_scalars(state, metrics, step, input_data, sigmas)
+                # Every worker evaluates the watch on the same (mirrored, all-reduced)
+                # numbers, so all take the same decision.
+                alarms = watch.update(step, sigmas, metrics["d/real"], metrics["d/fake"])
+                if alarms:
+                    for alarm in alarms[:5]:
+                        logging.warning("collapse watch: %s", alarm)
+                    if on_collapse == "stop" or (
+                        on_collapse == "restore" and not guard.can_restore
+                    ):
+                        logging.error(
+                            "stopping at step %d on a collapse (on_collapse=%r, %d restores "
+                            "done); the last checkpoint %s precedes it",
+                            step,
+                            on_collapse,
+                            guard.restores,
+                            manager.latest_checkpoint,
+                        )
+                        stopped_by_collapse = True
+                        break
+                    if on_collapse == "restore":
+                        guard.restore(step, "collapse")
+                        watch.reset()
+                        continue
             progress.update(
                 step,
                 [(k, metrics[k]) for k in ("loss/d", "loss/g")]
@@ -703,18 +880,27 @@ def train(
             if evaluator is not None and step % eval_every == 0:
                 _evaluate_and_keep_best(state, evaluator, best, step, chief)
             out_of_time = max_minutes is not None and time.time() - started > 60 * max_minutes
-            if step % checkpoint_every == 0 or stop.signal or out_of_time:
-                manager.save(checkpoint_number=step)
             if stop.signal or out_of_time:
+                # Saved even in a run of non-finite steps: the weights are those of the
+                # last finite update, because bad updates are not applied.
+                manager.save(checkpoint_number=step)
                 logging.info(
-                    "stopping at step %d (%s)",
+                    "stopping at step %d (%s); saved %s",
                     step,
                     "signal" if stop.signal else "max_minutes reached",
+                    manager.latest_checkpoint,
                 )
                 break
+            if step % checkpoint_every == 0:
+                if guard.consecutive_bad:
+                    # Keep the last checkpoint good: a restore must not land in the bad run.
+                    logging.warning("step %d: checkpoint skipped after a non-finite step", step)
+                else:
+                    manager.save(checkpoint_number=step)
         final_step = int(state.step)
-        if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
-            f"-{final_step}"
+        if not stopped_by_collapse and (
+            manager.latest_checkpoint is None
+            or not manager.latest_checkpoint.endswith(f"-{final_step}")
         ):
             manager.save(checkpoint_number=final_step)
     writer.flush()
@@ -722,7 +908,12 @@ def train(
         from tf_biggan import export
 
         export.export_from_state(state, os.path.join(model_dir, "export"), input_data.class_names)
-    return {"step": final_step, **metrics}
+    return {
+        "step": final_step,
+        **metrics,
+        "restores": guard.restores,
+        "stopped_by_collapse": stopped_by_collapse,
+    }
 
 
 def _make_evaluator(
@@ -779,6 +970,17 @@ def _evaluate_and_keep_best(state, evaluator, best, step, chief):
                 json.dump({"fid": metrics["fid"], "step": step}, f)
 
 
+def _check_workers_agree(strategy, step) -> None:
+    """Raises if the workers resumed at different steps (e.g. `model_dir` is not shared)."""
+    values = strategy.run(lambda: tf.stack([step, -step]))
+    high, neg_low = strategy.reduce(tf.distribute.ReduceOp.MAX, values, axis=None).numpy()
+    if high != -neg_low:
+        raise RuntimeError(
+            f"workers resumed at different steps ({-neg_low} to {high}): model_dir must be on "
+            "storage that every worker reads (the chief's checkpoints are restored by all)"
+        )
+
+
 def _worker_position(strategy) -> tuple[int, int]:
     """(number of workers, this worker's index), counting a separate chief as worker 0."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -810,10 +1012,10 @@ def _check_network_config(state, resolution, num_classes):
             )
 
 
-def _write_scalars(state, metrics, step, input_data):
+def _write_scalars(state, metrics, step, input_data, sigmas):
     for name, value in metrics.items():
         tf.summary.scalar(name, value, step=step)
-    for name, value in spectral_norm_summaries(state).items():
+    for name, value in sigmas.items():
         tf.summary.scalar(name, value, step=step)
     for name, optimizer in (("g", state.g_optimizer), ("d", state.d_optimizer)):
         tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate), step=step)

@@ -1,0 +1,451 @@
+"""Reliability of training: exact resume after `kill -9`, SIGTERM, the non-finite guard,
+the collapse watch, multi-worker training and the XLA-compiled step.
+
+Subprocess tests run `python -m tf_biggan.train` on `gin_configs/tiny_test.gin` (32 px,
+ch 8, 3 classes, batch 4) and compare checkpoints variable by variable with
+`tf.train.load_checkpoint`, which covers G, D, EMA G, both optimizers' slots, the SN `u`
+vectors, BN moving statistics, the step and the skipped-update counter.
+"""
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_biggan import config as config_lib
+from tf_biggan import data, monitor, networks, train
+from tf_biggan import state as state_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "gin_configs", "tiny_test.gin")
+PYTHON = sys.executable
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
+    return env
+
+
+def _start(model_dir, bindings, env=None, log=None):
+    command = [
+        PYTHON,
+        "-m",
+        "tf_biggan.train",
+        f"--gin_config={TINY}",
+        f"--model_dir={model_dir}",
+    ] + [f"--gin_bindings={b}" for b in bindings]
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env or _env(),
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+    )
+
+
+def _wait(process, timeout=300):
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+def _checkpoint_values(prefix, skip=("iterator", "save_counter")):
+    """Every saved variable of a checkpoint as numpy, keyed by its checkpoint name."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH" and not name.startswith(skip)
+    }
+
+
+def _assert_same_checkpoints(a, b):
+    values_a, values_b = _checkpoint_values(a), _checkpoint_values(b)
+    assert sorted(values_a) == sorted(values_b)
+    differ = [k for k in values_a if not np.array_equal(values_a[k], values_b[k])]
+    assert not differ, f"{len(differ)} of {len(values_a)} variables differ, e.g. {differ[:5]}"
+    return values_a
+
+
+def _latest_step(model_dir):
+    latest = tf.train.latest_checkpoint(model_dir)
+    return None if latest is None else int(latest.rsplit("-", 1)[1])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- kill -9 and resume
+
+
+def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """With op determinism, kill -9 + restart ends bit-identical to an uninterrupted run."""
+    steps = 20
+    bindings = [
+        f"train.total_steps = {steps}",
+        "train.checkpoint_every = 3",
+        "train.deterministic = True",
+    ]
+    dir_a, dir_b = str(tmp_path / "a"), str(tmp_path / "b")
+    run_a = _start(dir_a, bindings)
+    run_b = _start(dir_b, bindings)
+    deadline = time.time() + 240
+    while _latest_step(dir_b) is None:
+        assert run_b.poll() is None, "run B ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    # A random moment after the first checkpoint: between steps, inside a step, or inside a
+    # checkpoint write.
+    time.sleep(random.uniform(0.0, 0.6))
+    assert run_b.poll() is None, "run B finished before it could be killed; raise total_steps"
+    os.kill(run_b.pid, signal.SIGKILL)
+    assert run_b.wait(timeout=30) == -signal.SIGKILL
+    killed_at = _latest_step(dir_b)
+    assert killed_at is not None and killed_at < steps
+    assert _wait(_start(dir_b, bindings)) == 0
+    assert _wait(run_a) == 0
+    values = _assert_same_checkpoints(
+        os.path.join(dir_a, f"ckpt-{steps}"), os.path.join(dir_b, f"ckpt-{steps}")
+    )
+    names = " ".join(values)
+    # The comparison really covered the optimizers, SN state, BN statistics and counters.
+    for part in ("g_optimizer", "d_optimizer", "ema_generator", "sn_u", "moving_mean", "step"):
+        assert part in names, part
+    assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == steps
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    """A truncated newest checkpoint is skipped with a warning; the previous one restores."""
+    value = tf.Variable(0.0)
+    checkpoint = tf.train.Checkpoint(value=value)
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
+    for number in (1, 2):
+        value.assign(float(number))
+        manager.save(checkpoint_number=number)
+    (data_file,) = glob.glob(str(tmp_path / "ckpt-2.data-*"))
+    with open(data_file, "r+b") as f:
+        f.truncate(1)
+    value.assign(-1.0)
+    fresh = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
+    with caplog.at_level(logging.WARNING):
+        restored = train.restore_latest(checkpoint, fresh)
+    assert restored == str(tmp_path / "ckpt-1")
+    assert float(value) == 1.0
+    assert "ckpt-2" in caplog.text and "cannot be read" in caplog.text
+
+    os.remove(str(tmp_path / "ckpt-1.index"))
+    with pytest.raises(RuntimeError, match="none of the checkpoints"):
+        train.restore_latest(checkpoint, fresh)
+
+
+def test_an_empty_directory_restores_nothing(tmp_path):
+    checkpoint = tf.train.Checkpoint(value=tf.Variable(3.0))
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=1)
+    assert train.restore_latest(checkpoint, manager) is None
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+def test_sigterm_saves_the_current_step_exits_0_and_the_restart_continues(tmp_path):
+    model_dir = str(tmp_path / "run")
+    bindings = ["train.total_steps = 100000", "train.checkpoint_every = 5"]
+    run = _start(model_dir, bindings)
+    deadline = time.time() + 240
+    while _latest_step(model_dir) is None:
+        assert run.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.1, 0.5))
+    sent = time.time()
+    run.send_signal(signal.SIGTERM)
+    assert _wait(run, timeout=60) == 0
+    assert time.time() - sent < 20
+    stopped_at = _latest_step(model_dir)
+    values = _checkpoint_values(tf.train.latest_checkpoint(model_dir))
+    assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == stopped_at
+
+    log_path = tmp_path / "restart.log"
+    with open(log_path, "w") as log:
+        restart = _start(
+            model_dir,
+            [f"train.total_steps = {stopped_at + 2}", "train.checkpoint_every = 1000"],
+            log=log,
+        )
+        assert _wait(restart) == 0
+    assert f"at step {stopped_at}" in log_path.read_text()
+    assert _latest_step(model_dir) == stopped_at + 2
+
+
+# --------------------------------------------------------------------------- non-finite guard
+
+
+def _tiny_state(make_optimizer=lambda: state_lib.make_optimizer(learning_rate=1e-3)):
+    keras.utils.set_random_seed(1)
+
+    def generator(name):
+        return networks.Generator(
+            resolution=32, ch=8, num_classes=3, dim_z=16, shared_dim=8, attention=0, name=name
+        )
+
+    state = state_lib.TrainState(
+        generator=generator("generator"),
+        discriminator=networks.Discriminator(
+            resolution=32, ch=8, num_classes=3, attention=0, name="discriminator"
+        ),
+        ema_generator=generator("ema_generator"),
+        g_optimizer=make_optimizer(),
+        d_optimizer=make_optimizer(),
+    )
+    state.build()
+    return state
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1.0, 1.0, size=(4, 32, 32, 3)).astype(np.float32)
+    return images, tf.constant([0, 1, 2, 0])
+
+
+def test_a_nan_batch_skips_the_discriminator_update_and_counts_it():
+    state = _tiny_state()
+    step = train.make_train_step(state, tf.distribute.get_strategy(), train.StepConfig(4))
+    d_before = [v.numpy() for v in state.discriminator.trainable_variables]
+    g_before = [v.numpy() for v in state.generator.trainable_variables]
+    images, labels = _batch()
+    images[1, 3, 3, 0] = np.nan
+    metrics = step(tf.constant(images), labels)
+    assert float(metrics["nonfinite"]) == 1.0
+    assert int(state.skipped_updates) == 1 and int(state.step) == 1
+    assert int(state.d_optimizer.iterations) == 0
+    for before, v in zip(d_before, state.discriminator.trainable_variables, strict=True):
+        np.testing.assert_array_equal(before, v.numpy())
+    # G's loss does not see the real batch, so its update is finite and applied.
+    assert int(state.g_optimizer.iterations) == 1
+    assert any(
+        not np.array_equal(b, v.numpy())
+        for b, v in zip(g_before, state.generator.trainable_variables, strict=True)
+    )
+    for model in (state.generator, state.discriminator, state.ema_generator):
+        assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
+
+    images, labels = _batch(1)
+    metrics = step(tf.constant(images), labels)
+    assert float(metrics["nonfinite"]) == 0.0
+    assert int(state.skipped_updates) == 1 and int(state.d_optimizer.iterations) == 1
+
+
+@pytest.fixture
+def tiny_gin():
+    gin.clear_config()
+    config_lib.parse_gin([TINY], finalize=False)
+    yield
+    gin.clear_config()
+
+
+def _poison_batches(monkeypatch, is_bad):
+    """Makes `train` read a data set whose batch `i` is all NaN when `is_bad(i)`."""
+    make_dataset = data.make_dataset
+
+    def poisoned(**kwargs):
+        input_data = make_dataset(**kwargs)
+
+        def poison(index, batch):
+            images, labels = batch
+            images = tf.where(is_bad(index), tf.fill(tf.shape(images), np.nan), images)
+            return images, labels
+
+        return dataclasses.replace(input_data, dataset=input_data.dataset.enumerate().map(poison))
+
+    monkeypatch.setattr(data, "make_dataset", poisoned)
+
+
+def test_repeated_nans_restore_the_last_checkpoint_with_a_lower_learning_rate(
+    tmp_path, tiny_gin, monkeypatch, caplog
+):
+    # Batches 4 and 5 (steps 5 and 6) are bad: two in a row trigger the restore of ckpt-4;
+    # the data then goes on with batch 6, so training continues to the end.
+    _poison_batches(monkeypatch, lambda i: (i >= 4) & (i <= 5))
+    with caplog.at_level(logging.WARNING):
+        result = train.train(
+            str(tmp_path),
+            total_steps=8,
+            checkpoint_every=2,
+            max_consecutive_nonfinite=2,
+            max_restores=2,
+            lr_decay_on_restore=0.5,
+        )
+    assert result["step"] == 8 and result["restores"] == 1
+    assert "restored" in caplog.text and "ckpt-4" in caplog.text
+    assert "checkpoint skipped after a non-finite step" in caplog.text
+    values = _checkpoint_values(os.path.join(str(tmp_path), "ckpt-8"))
+    for name, value in values.items():
+        if value.dtype.kind == "f":
+            assert np.all(np.isfinite(value)), name
+    # The restore brought back the skipped counter of step 4 (0); no bad step followed.
+    assert int(values["skipped_updates/.ATTRIBUTES/VARIABLE_VALUE"]) == 0
+    lr = {k.split("/")[0]: float(v) for k, v in values.items() if "learning_rate" in k}
+    np.testing.assert_allclose(lr["g_optimizer"], 0.5 * 2e-4, rtol=1e-6)
+    np.testing.assert_allclose(lr["d_optimizer"], 0.5 * 4e-4, rtol=1e-6)
+
+
+def test_endless_nans_give_up_after_max_restores(tmp_path, tiny_gin, monkeypatch, caplog):
+    _poison_batches(monkeypatch, lambda i: i >= 2)
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            FloatingPointError, match=r"2 consecutive non-finite steps .* after 2 restores"
+        ),
+    ):
+        train.train(
+            str(tmp_path),
+            total_steps=50,
+            checkpoint_every=2,
+            max_consecutive_nonfinite=2,
+            max_restores=2,
+        )
+    assert caplog.text.count("restored") == 2
+    assert _latest_step(str(tmp_path)) == 2
+
+
+# --------------------------------------------------------------------------- collapse watch
+
+
+def test_collapse_monitor_flags_a_sudden_jump_but_not_smooth_growth_or_noise():
+    rng = np.random.default_rng(0)
+    watch = monitor.CollapseMonitor(sigma_ratio=3.0, window=10, min_history=5)
+    alarms = []
+    for step in range(60):
+        sigmas = {
+            # Smooth exponential growth: 5 % per summary, 18x over the run.
+            "sigma/G/linear": 1.0 * 1.05**step,
+            # Noise of +-30 % around 2.
+            "sigma/D/block0/conv1": 2.0 * (1.0 + 0.3 * rng.uniform(-1.0, 1.0)),
+            # Steady at 1.5, then a 4x blow-up at step 40 that persists.
+            "sigma/G/block1/conv2": 1.5 if step < 40 else 6.0,
+        }
+        alarms += watch.update(step, sigmas)
+    flagged = {(a.step, a.name) for a in alarms}
+    # The jump is flagged at once and while the median still remembers the old level
+    # (median of 10 values flips after 5 new ones).
+    assert flagged == {(s, "sigma/G/block1/conv2") for s in range(40, 45)}
+    first = alarms[0]
+    assert first.kind == "sigma" and first.value == 6.0 and first.reference == 1.5
+    assert "step 40" in str(first) and "4.00x" in str(first)
+
+
+def test_collapse_monitor_needs_history_and_checks_the_gap():
+    watch = monitor.CollapseMonitor(sigma_ratio=2.0, window=4, min_history=3, gap_threshold=5.0)
+    assert watch.update(0, {"s": 1.0}) == []
+    assert watch.update(1, {"s": 10.0}) == []  # only one value of history so far
+    assert watch.update(2, {"s": 1.0}, d_real=3.0, d_fake=-1.0) == []  # gap 4 <= 5
+    (alarm,) = watch.update(3, {"s": 1.0}, d_real=4.0, d_fake=-2.5)
+    assert alarm.kind == "gap" and alarm.value == 6.5
+    # History [1, 10, 1, 1]: median 1, so 2.5 is flagged; after reset it is not.
+    assert [a.value for a in watch.update(4, {"s": 2.5})] == [2.5]
+    watch.reset()
+    assert watch.update(5, {"s": 100.0}) == []
+    with pytest.raises(ValueError):
+        monitor.CollapseMonitor(sigma_ratio=1.0)
+    with pytest.raises(ValueError):
+        monitor.CollapseMonitor(window=3, min_history=4)
+
+
+def test_on_collapse_stop_ends_the_run_without_saving_the_collapsed_state(
+    tmp_path, tiny_gin, caplog
+):
+    # A gap threshold below any possible gap makes the first summary (step 1) a collapse.
+    with caplog.at_level(logging.WARNING):
+        result = train.train(str(tmp_path), total_steps=6, collapse_gap=-1e9, on_collapse="stop")
+    assert result["stopped_by_collapse"] and result["step"] == 1
+    assert "collapse watch: step 1" in caplog.text
+    assert tf.train.latest_checkpoint(str(tmp_path)) is None
+    with pytest.raises(ValueError, match="on_collapse"):
+        train.train(str(tmp_path), on_collapse="panic")
+
+
+# --------------------------------------------------------------------------- multi-worker
+
+
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    model_dir = str(tmp_path / "run")
+    bindings = [
+        'train.strategy = "multi_worker"',
+        "train.total_steps = 3",
+        "train.checkpoint_every = 1000",
+    ]
+    logs, runs = [], []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        log = open(tmp_path / f"worker{index}.log", "w")
+        logs.append(log)
+        runs.append(_start(model_dir, bindings, env=_env(TF_CONFIG=tf_config), log=log))
+    try:
+        codes = [_wait(run) for run in runs]
+    finally:
+        for log in logs:
+            log.close()
+    assert codes == [0, 0], (tmp_path / "worker1.log").read_text()[-3000:]
+    chief = os.path.join(model_dir, "ckpt-3")
+    other = os.path.join(model_dir, "workertemp_worker_1", "ckpt-3")
+    values = _assert_same_checkpoints(chief, other)
+    assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
+    # Each worker read its own shard, so the input iterators are at different elements.
+    iterator = [
+        tf.train.load_checkpoint(path).get_tensor("iterator/.ATTRIBUTES/ITERATOR_STATE")
+        for path in (chief, other)
+    ]
+    assert not np.array_equal(iterator[0], iterator[1])
+
+
+# --------------------------------------------------------------------------- XLA
+
+
+def test_the_step_compiles_with_xla_and_matches_the_plain_step():
+    results = {}
+    for jit in (False, True):
+        # SGD: its update is linear in the gradient, so close gradients give close weights
+        # (Adam's first step is about lr * sign(g), which flips on tiny differences).
+        state = _tiny_state(lambda: keras.optimizers.SGD(learning_rate=0.01))
+        config = train.StepConfig(4, ema_start_step=0, ema_decay=0.5, jit_compile=jit)
+        step = train.make_train_step(state, tf.distribute.get_strategy(), config)
+        images, labels = _batch()
+        metrics = {k: float(v) for k, v in step(tf.constant(images), labels).items()}
+        results[jit] = (
+            metrics,
+            [
+                v.numpy()
+                for model in (state.generator, state.discriminator, state.ema_generator)
+                for v in model.variables
+            ],
+        )
+    (plain, plain_weights), (xla, xla_weights) = results[False], results[True]
+    for name in ("loss/d", "loss/g", "d/real", "d/fake"):
+        np.testing.assert_allclose(xla[name], plain[name], rtol=1e-3, atol=1e-3, err_msg=name)
+    for a, b in zip(plain_weights, xla_weights, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
