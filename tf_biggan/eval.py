@@ -943,37 +943,6 @@ def json_line(record) -> str:
     return json.dumps(clean(record), allow_nan=False)
 
 
-class _SavedModelGenerator:
-    """A generator exported with the TF-Hub BigGAN `default` signature (see DESIGN, export).
-
-    The SavedModel holds a `default` signature `(z [B, dim_z], y [B, K], truncation []) ->
-    {"default": [B, H, W, 3] in [-1, 1]}` and `assets/config.json` with `resolution`, `dim_z`,
-    `num_classes`, `class_names`.
-    """
-
-    def __init__(self, path: str):
-        config_path = os.path.join(path, "assets", "config.json")
-        if not tf.io.gfile.exists(config_path):
-            raise FileNotFoundError(f"SavedModel config not found: {config_path}")
-        with tf.io.gfile.GFile(config_path) as f:
-            config = json.load(f)
-        self._loaded = tf.saved_model.load(path)
-        if "default" not in self._loaded.signatures:
-            raise ValueError(f"SavedModel {path} has no 'default' signature.")
-        self._default = self._loaded.signatures["default"]
-        self.resolution = int(config["resolution"])
-        self.dim_z = int(config["dim_z"])
-        self.num_classes = int(config["num_classes"])
-        self.class_names = list(config.get("class_names") or [])
-
-    def generate(self, z, y_onehot):
-        """Images float32 `[B, H, W, 3]` in [-1, 1] for latents z and one-hot labels."""
-        # The latents arrive already truncated by threshold; the signature's TF-Hub-style
-        # `truncation` scale must then leave them unchanged.
-        out = self._default(z=z, y=y_onehot, truncation=tf.constant(1.0))
-        return out["default"]
-
-
 def open_generator(model_dir: str | None = None, saved_model: str | None = None):
     """Loads the generator to evaluate from a training directory or an exported SavedModel.
 
@@ -988,11 +957,9 @@ def open_generator(model_dir: str | None = None, saved_model: str | None = None)
     """
     if bool(model_dir) == bool(saved_model):
         raise ValueError("Give exactly one of model_dir and saved_model.")
-    if saved_model:
-        return _SavedModelGenerator(saved_model)
     from tf_biggan.sample import load_generator
 
-    return load_generator(model_dir=model_dir)
+    return load_generator(model_dir=model_dir, saved_model=saved_model)
 
 
 def main(argv) -> None:
