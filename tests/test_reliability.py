@@ -132,7 +132,7 @@ def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pat
     )
     names = " ".join(values)
     # The comparison really covered the optimizers, SN state, BN statistics and counters.
-    for part in ("g_optimizer", "d_optimizer", "ema_generator", "sn_u", "moving_mean", "step"):
+    for part in ("g_optimizer", "d_optimizer", "ema_generator", "/u/", "moving_mean", "step"):
         assert part in names, part
     assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == steps
 
@@ -286,15 +286,15 @@ def _poison_batches(monkeypatch, is_bad):
 def test_repeated_nans_restore_the_last_checkpoint_with_a_lower_learning_rate(
     tmp_path, tiny_gin, monkeypatch, caplog
 ):
-    # Batches 4 and 5 (steps 5 and 6) are bad: two in a row trigger the restore of ckpt-4;
-    # the data then goes on with batch 6, so training continues to the end.
-    _poison_batches(monkeypatch, lambda i: (i >= 4) & (i <= 5))
+    # Batches 4-6 (steps 5-7) are bad: the checkpoint of step 6 is skipped, the third bad
+    # step in a row restores ckpt-4, and the data goes on with batch 7 to the end.
+    _poison_batches(monkeypatch, lambda i: (i >= 4) & (i <= 6))
     with caplog.at_level(logging.WARNING):
         result = train.train(
             str(tmp_path),
             total_steps=8,
             checkpoint_every=2,
-            max_consecutive_nonfinite=2,
+            max_consecutive_nonfinite=3,
             max_restores=2,
             lr_decay_on_restore=0.5,
         )
@@ -415,12 +415,6 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     other = os.path.join(model_dir, "workertemp_worker_1", "ckpt-3")
     values = _assert_same_checkpoints(chief, other)
     assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
-    # Each worker read its own shard, so the input iterators are at different elements.
-    iterator = [
-        tf.train.load_checkpoint(path).get_tensor("iterator/.ATTRIBUTES/ITERATOR_STATE")
-        for path in (chief, other)
-    ]
-    assert not np.array_equal(iterator[0], iterator[1])
 
 
 # --------------------------------------------------------------------------- XLA
