@@ -1,0 +1,254 @@
+"""Times the training step and the EMA generator's sampling; prints one JSON line.
+
+    python tools/benchmark.py --resolution 32 --ch 64 --batch_size 64 --num_classes 10 \\
+        --attention 0 --iters 10 --warmup 3
+    {"train_img_per_s": ..., "sample_img_per_s": ..., "peak_rss_mb": ..., ...}
+
+What is timed:
+- training: the exact step `tf_biggan.train.make_train_step` builds (`d_steps`
+  D updates, the G update, the EMA update) on the default single-device
+  strategy, fed random images and labels already in memory (no input
+  pipeline); `train_img_per_s` counts the real images a step reads
+  (`d_steps * batch_size`), as the training loop's img/s does;
+- sampling: `ema_generator(z, y, training=False)` inside a `tf.function` on
+  batches of `batch_size`.
+With `--gin_config` (and `--gin_bindings`) G and D are the networks the gin
+files configure, and `--resolution`, `--ch`, `--num_classes`, `--attention`
+are not used. Each is called `warmup` times untimed (tracing, compilation) and `iters` times
+timed; the figures are from the median call. Results are read back to the host
+after every call, so each time includes the whole computation.
+
+FLOPs per image come from the architecture (`tf_biggan.flops`, whose docstring
+gives the counting convention): `train_gflop_per_img = (d_steps (G + 6 D) +
+3 G + 3 D) / d_steps`, `sample_gflop_per_img = G`, with G and D the forward
+GFLOP per image. `matmul_peak_gflops` is the best of five float32 2048x2048
+numpy matmuls in this process, and `train_mfu` / `sample_mfu` the achieved
+FLOP rate over that peak (model FLOP utilisation). `peak_rss_mb` is the
+process's maximum resident set size (`getrusage`), in MiB.
+
+`--input_pipeline` also measures `tf_biggan.data.pipeline_throughput` of the
+data pipeline alone (the synthetic source, or the source the gin config binds),
+reported as `input_img_per_s`. `--profile DIR` writes a TensorFlow profiler
+trace of three training steps to DIR. `--threads T` sets TensorFlow's intra-
+and inter-op threads and the BLAS threads of numpy's matmul.
+"""
+
+import os
+import sys
+
+
+def _early_threads(argv):
+    # BLAS reads its thread count when numpy is first imported, so it is set before that.
+    for i, arg in enumerate(argv):
+        value = None
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value:
+            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[name] = value
+
+
+_early_threads(sys.argv)
+
+import json  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+# Importing the training module defines its --gin_config and --gin_bindings flags, which this
+# tool reuses.
+from tf_biggan import train  # noqa: E402
+
+flags.DEFINE_integer("resolution", 32, "Image size in pixels (32, 64, 128, 256, 512).")
+flags.DEFINE_integer("ch", 64, "Channel width multiplier of G and D.")
+flags.DEFINE_integer("batch_size", 64, "Global batch per D and per G update, and per sample call.")
+flags.DEFINE_integer("num_classes", 10, "Number of classes.")
+flags.DEFINE_integer("attention", 0, "Attention resolution; 0 = no attention block.")
+flags.DEFINE_integer("d_steps", 1, "D updates per G update.")
+flags.DEFINE_integer("iters", 10, "Timed calls.")
+flags.DEFINE_integer("warmup", 3, "Untimed calls first (tracing, compilation).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the per-replica train step.")
+flags.DEFINE_bool("mixed_precision", False, "Run with the mixed_bfloat16 Keras policy.")
+flags.DEFINE_integer("threads", 0, "TensorFlow intra/inter-op and BLAS threads; 0 = default.")
+flags.DEFINE_string("profile", None, "Write a profiler trace of three train steps here.")
+flags.DEFINE_bool("input_pipeline", False, "Also time the input pipeline alone.")
+
+MATMUL_SIZE = 2048
+
+
+def matmul_peak_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """Best float32 `size x size` numpy matmul rate of `repeats`, in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    a @ b  # noqa: B018 (first call initialises BLAS threads)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b  # noqa: B018
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
+def peak_rss_mb() -> float:
+    """Maximum resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _median_seconds(fn, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _networks(FLAGS):
+    from tf_biggan import networks
+
+    if FLAGS.gin_config:
+        return networks.Generator(name="generator"), networks.Discriminator(name="discriminator")
+    g_kwargs = dict(
+        resolution=FLAGS.resolution,
+        ch=FLAGS.ch,
+        num_classes=FLAGS.num_classes,
+        attention=FLAGS.attention,
+    )
+    return (
+        networks.Generator(**g_kwargs, name="generator"),
+        networks.Discriminator(**g_kwargs, name="discriminator"),
+    )
+
+
+def run(FLAGS) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from tf_biggan import config as config_lib
+    from tf_biggan import flops, networks
+    from tf_biggan import state as state_lib
+
+    for name in ("iters", "batch_size", "d_steps"):
+        if getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
+    if FLAGS.warmup < 0:
+        raise app.UsageError(f"--warmup must be >= 0, got {FLAGS.warmup}")
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    if FLAGS.gin_config:
+        config_lib.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
+    if FLAGS.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+
+    peak = matmul_peak_gflops()
+    strategy = tf.distribute.get_strategy()
+    generator, discriminator = _networks(FLAGS)
+    ema_config = {k: v for k, v in generator.get_config().items() if k != "name"}
+    with strategy.scope():
+        state = state_lib.TrainState(
+            generator=generator,
+            discriminator=discriminator,
+            ema_generator=networks.Generator(**ema_config, name="ema_generator"),
+            g_optimizer=state_lib.make_optimizer(learning_rate=1e-4),
+            d_optimizer=state_lib.make_optimizer(learning_rate=4e-4),
+        )
+        state.build()
+    resolution, num_classes = generator.resolution, generator.num_classes
+    batch = FLAGS.batch_size
+    # ema_start_step 0: the timed EMA update is the averaging one (the cost is the same).
+    step_config = train.StepConfig(
+        batch_size=batch, d_steps=FLAGS.d_steps, ema_start_step=0, jit_compile=FLAGS.jit_compile
+    )
+    train_step = train.make_train_step(state, strategy, step_config)
+    images_per_step = step_config.images_per_step
+    images = tf.random.uniform([images_per_step, resolution, resolution, 3], -1.0, 1.0, seed=1)
+    labels = tf.random.uniform([images_per_step], 0, num_classes, tf.int32, seed=2)
+
+    def one_train_step():
+        metrics = train_step(images, labels)
+        float(metrics["loss/d"])  # waits for the step
+
+    ema = state.ema_generator
+
+    @tf.function
+    def sample(z, y):
+        return ema(z, y, training=False)
+
+    z = tf.random.normal([batch, generator.dim_z], seed=3)
+    y = tf.one_hot(tf.range(batch) % num_classes, num_classes)
+
+    def one_sample():
+        sample(z, y).numpy()
+
+    train_s = _median_seconds(one_train_step, FLAGS.iters, FLAGS.warmup)
+    sample_s = _median_seconds(one_sample, FLAGS.iters, FLAGS.warmup)
+    if FLAGS.profile:
+        tf.profiler.experimental.start(FLAGS.profile)
+        for _ in range(3):
+            one_train_step()
+        tf.profiler.experimental.stop()
+
+    g_flops = flops.forward_flops(generator)
+    d_flops = flops.forward_flops(discriminator)
+    train_flops = flops.train_flops_per_image(g_flops, d_flops, FLAGS.d_steps)
+    train_ips = images_per_step / train_s
+    sample_ips = batch / sample_s
+    result = {
+        "train_img_per_s": train_ips,
+        "sample_img_per_s": sample_ips,
+        "peak_rss_mb": None,
+        "train_step_median_s": train_s,
+        "sample_median_s": sample_s,
+        "train_gflop_per_img": train_flops / 1e9,
+        "sample_gflop_per_img": g_flops / 1e9,
+        "g_forward_gflop_per_img": g_flops / 1e9,
+        "d_forward_gflop_per_img": d_flops / 1e9,
+        "matmul_peak_gflops": peak,
+        "train_mfu": train_ips * train_flops / 1e9 / peak,
+        "sample_mfu": sample_ips * g_flops / 1e9 / peak,
+        "resolution": resolution,
+        "ch": generator.ch,
+        "batch_size": batch,
+        "num_classes": num_classes,
+        "attention": list(generator.attention),
+        "d_steps": FLAGS.d_steps,
+        "iters": FLAGS.iters,
+        "warmup": FLAGS.warmup,
+        "jit_compile": FLAGS.jit_compile,
+        "mixed_precision": FLAGS.mixed_precision,
+        "threads": FLAGS.threads,
+        "gin_config": list(FLAGS.gin_config),
+    }
+    if FLAGS.input_pipeline:
+        result["input_img_per_s"] = _input_pipeline(FLAGS, resolution, num_classes, batch)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def _input_pipeline(FLAGS, resolution, num_classes, batch) -> float:
+    from tf_biggan import data
+
+    kwargs = dict(batch_size=batch, resolution=resolution, num_classes=num_classes)
+    if not FLAGS.gin_config:
+        kwargs["source"] = data.synthetic_source
+    input_data = data.make_dataset(**kwargs)
+    return data.pipeline_throughput(input_data, num_batches=FLAGS.iters, warmup=FLAGS.warmup)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    print(json.dumps(run(flags.FLAGS)), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
