@@ -972,11 +972,12 @@ def _evaluate_and_keep_best(state, evaluator, best, step, chief):
 
 def _check_workers_agree(strategy, step) -> None:
     """Raises if the workers resumed at different steps (e.g. `model_dir` is not shared)."""
-    values = strategy.run(lambda: tf.stack([step, -step]))
-    high, neg_low = strategy.reduce(tf.distribute.ReduceOp.MAX, values, axis=None).numpy()
-    if high != -neg_low:
+    # ReduceOp has only SUM and MEAN: the steps agree iff mean(s^2) == mean(s)^2.
+    values = strategy.run(lambda: tf.cast(tf.stack([step, step * step]), tf.float64))
+    mean, mean_square = strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None).numpy()
+    if mean_square != mean * mean:
         raise RuntimeError(
-            f"workers resumed at different steps ({-neg_low} to {high}): model_dir must be on "
+            f"workers resumed at different steps (mean {mean:g}): model_dir must be on "
             "storage that every worker reads (the chief's checkpoints are restored by all)"
         )
 
