@@ -37,7 +37,8 @@ widths, so serving front ends reject them before the graph runs).
 Spectral normalisation is folded: each SN kernel is stored already divided
 by its σ (computed from the trained `u`, as the generator does at
 inference), so the served graph has no power iteration and writes no
-variable. Batch norm uses the moving statistics. `assets/config.json` holds
+variable. Batch norm uses the moving statistics. The export computes in float32
+even when the generator trained under mixed precision. `assets/config.json` holds
 `resolution`, `dim_z`, `num_classes`, `class_names`, the generator config and
 the training `step`; `assets/class_names.txt` holds one class name a line.
 """
