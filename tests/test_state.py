@@ -1,0 +1,183 @@
+"""Tests for tf_biggan.state: the checkpoint round trip of every variable, restoring the EMA
+generator from a training directory, and fine-tuning initialisation with other classes."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_biggan import networks
+from tf_biggan import state as state_lib
+
+# tf_biggan/networks.py keeps the residual and attention blocks of G and D in a Python list and
+# dict (`self.blocks`, `self.attention_blocks`), which Keras 3 does not expose to
+# tf.train.Checkpoint: checkpoints hold only the linear, embedding and output layers, so a
+# restore leaves every block at its initial value.
+NETWORK_BLOCKS_NOT_CHECKPOINTED = pytest.mark.xfail(
+    strict=True,
+    reason="networks.py: blocks held in a list/dict are missing from checkpoints",
+)
+
+RES = 32
+DIM_Z = 32
+
+
+def _state(num_classes=3):
+    def generator(name):
+        return networks.Generator(
+            resolution=RES,
+            ch=8,
+            num_classes=num_classes,
+            dim_z=DIM_Z,
+            shared_dim=8,
+            attention=0,
+            name=name,
+        )
+
+    state = state_lib.TrainState(
+        generator=generator("generator"),
+        discriminator=networks.Discriminator(
+            resolution=RES, ch=8, num_classes=num_classes, attention=0, name="discriminator"
+        ),
+        ema_generator=generator("ema_generator"),
+        g_optimizer=state_lib.make_optimizer(learning_rate=1e-4),
+        d_optimizer=state_lib.make_optimizer(learning_rate=4e-4),
+    )
+    state.build()
+    return state
+
+
+def _all_variables(state):
+    """Every checkpointed variable by a stable name: networks, optimizer slots, counters."""
+    out = {}
+    for name in ("generator", "discriminator", "ema_generator"):
+        for v in getattr(state, name).variables:
+            out[f"{name}:{v.path.split('/', 1)[1]}"] = v
+    for name in ("g_optimizer", "d_optimizer"):
+        for i, v in enumerate(getattr(state, name).variables):
+            out[f"{name}:{i}"] = v
+    out["step"] = state.step
+    out["skipped_updates"] = state.skipped_updates
+    return out
+
+
+def _randomize(state, seed):
+    """Gives every variable a distinct random value, so a missed one cannot match by chance."""
+    rng = np.random.default_rng(seed)
+    for v in _all_variables(state).values():
+        dtype = np.dtype(tf.as_dtype(v.dtype).as_numpy_dtype)
+        if np.issubdtype(dtype, np.integer):
+            v.assign(rng.integers(1, 1000, size=v.shape).astype(dtype))
+        else:
+            v.assign(rng.normal(size=v.shape).astype(np.float32))
+
+
+def _numpy(variables):
+    return {k: np.array(v.numpy()) for k, v in variables.items()}
+
+
+@NETWORK_BLOCKS_NOT_CHECKPOINTED
+def test_checkpoint_round_trip_restores_every_variable(tmp_path):
+    saved = _state()
+    _randomize(saved, seed=1)
+    path = saved.checkpoint().save(str(tmp_path / "ckpt"))
+    expected = _numpy(_all_variables(saved))
+    # Optimizer slots (Adam moments, iterations) and SN u vectors are part of it.
+    assert sum("g_optimizer" in k for k in expected) > 2
+    assert any(k.endswith("sn_u") for k in expected)
+
+    fresh = _state()
+    _randomize(fresh, seed=2)
+    fresh.checkpoint().restore(path).assert_consumed()
+    restored = _numpy(_all_variables(fresh))
+    assert restored.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(restored[name], value, err_msg=name)
+
+
+def _inputs(num_classes=3, n=4):
+    z = tf.random.stateless_normal([n, DIM_Z], [1, 2])
+    y = tf.one_hot(np.arange(n) % num_classes, num_classes)
+    return z, y
+
+
+@NETWORK_BLOCKS_NOT_CHECKPOINTED
+def test_restore_ema_generator_gives_the_saved_outputs(tmp_path):
+    state = _state()
+    # An EMA different from G, so restoring G by mistake would show.
+    for v in state.ema_generator.trainable_variables:
+        v.assign(v + 0.05 * tf.random.stateless_normal(v.shape, [3, 4]))
+    model_dir = str(tmp_path)
+    state_lib.write_model_config(model_dir, state.generator, ["a", "b", "c"])
+    state.step.assign(17)
+    manager = tf.train.CheckpointManager(state.checkpoint(), model_dir, max_to_keep=1)
+    manager.save(checkpoint_number=17)
+
+    generator, config, path = state_lib.restore_ema_generator(model_dir)
+    assert config["step"] == 17 and config["class_names"] == ["a", "b", "c"]
+    assert path.endswith("ckpt-17")
+    z, y = _inputs()
+    expected = state.ema_generator(z, y, training=False).numpy()
+    np.testing.assert_allclose(generator(z, y, training=False).numpy(), expected, atol=1e-6)
+    assert np.max(np.abs(state.generator(z, y, training=False).numpy() - expected)) > 1e-3
+
+
+@NETWORK_BLOCKS_NOT_CHECKPOINTED
+def test_checkpoint_holds_every_variable_once(tmp_path):
+    state = _state()
+    path = state.checkpoint().save(str(tmp_path / "ckpt"))
+    stored = [
+        name
+        for name, _ in tf.train.list_variables(path)
+        if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE")
+    ]
+    # A variable reachable along several paths (a trainable weight is also tracked by its
+    # optimizer) is stored once, so the count is that of distinct variables.
+    assert len(stored) == len({id(v) for v in _all_variables(state).values()})
+
+
+def test_restore_ema_generator_without_a_checkpoint_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        state_lib.restore_ema_generator(str(tmp_path))
+
+
+@NETWORK_BLOCKS_NOT_CHECKPOINTED
+def test_initialize_from_other_classes_loads_all_but_the_embeddings(tmp_path):
+    source = _state(num_classes=3)
+    _randomize(source, seed=5)
+    model_dir = str(tmp_path)
+    state_lib.write_model_config(model_dir, source.generator)
+    tf.train.CheckpointManager(source.checkpoint(), model_dir, max_to_keep=1).save(1)
+
+    target = _state(num_classes=5)
+    embeddings = {
+        id(v)
+        for layer in (
+            target.generator.shared_embedding,
+            target.ema_generator.shared_embedding,
+            target.discriminator.embedding,
+        )
+        for v in layer.variables
+    }
+    fresh = {id(v): v.numpy() for v in _all_variables(target).values()}
+    state_lib.initialize_from(target, model_dir)
+
+    loaded = kept = 0
+    for name in ("generator", "discriminator", "ema_generator"):
+        source_values = {
+            v.path.split("/", 1)[1]: v.numpy() for v in getattr(source, name).variables
+        }
+        for v in getattr(target, name).variables:
+            if id(v) in embeddings:
+                # The class embeddings keep their fresh initialisation (other shape).
+                np.testing.assert_array_equal(v.numpy(), fresh[id(v)], err_msg=v.path)
+                kept += 1
+            else:
+                np.testing.assert_array_equal(
+                    v.numpy(), source_values[v.path.split("/", 1)[1]], err_msg=v.path
+                )
+                loaded += 1
+    # G, EMA G: shared embedding kernel; D: embedding kernel, u and sigma.
+    assert kept >= 3 and loaded > 50
+    # The optimizers and the step start afresh.
+    assert int(target.step) == 0
+    assert int(target.g_optimizer.iterations) == 0
