@@ -180,6 +180,30 @@ class DiscriminatorBlock(keras.layers.Layer):
         }
 
 
+def _add_stage(model, layer) -> str:
+    """Sets `layer` as the attribute of `model` named after it; returns the name.
+
+    Blocks are attributes rather than items of a list because Keras 3 leaves
+    layers held in Python lists and dicts out of `tf.train.Checkpoint`.
+    """
+    setattr(model, layer.name, layer)
+    return layer.name
+
+
+class _StagedModel(keras.Model):
+    """Shared accessors of the residual stages of G and D."""
+
+    @property
+    def blocks(self) -> list:
+        """The residual blocks, in order."""
+        return [getattr(self, f"block{index}") for index in range(self._num_blocks)]
+
+    @property
+    def attention_blocks(self) -> dict:
+        """Block index → the self-attention layer that runs after that block."""
+        return {index: getattr(self, name) for index, name in self._attention_after.items()}
+
+
 def _upsample(x):
     # Nearest-neighbour 2x, written as a broadcast so XLA and the CPU kernels fuse it.
     b, h, w, c = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
@@ -192,7 +216,7 @@ def _downsample(x):
 
 
 @_configurable
-class Generator(keras.Model):
+class Generator(_StagedModel):
     """BigGAN generator.
 
     Args:
@@ -257,16 +281,18 @@ class Generator(keras.Model):
         input_channels = arch.input_multiplier * self.ch
         self.linear = layers.SNDense(BOTTOM_WIDTH * BOTTOM_WIDTH * input_channels, name="linear")
         self.input_channels = input_channels
-        self.blocks = []
-        self.attention_blocks = {}
+        self._attention_after = {}
         size = BOTTOM_WIDTH
         for index, multiplier in enumerate(arch.block_multipliers):
             size *= 2
-            self.blocks.append(
-                GeneratorBlock(multiplier * self.ch, self.bn_momentum, name=f"block{index}")
+            _add_stage(
+                self, GeneratorBlock(multiplier * self.ch, self.bn_momentum, name=f"block{index}")
             )
             if size in self.attention:
-                self.attention_blocks[index] = layers.SelfAttention(name=f"attention{size}")
+                self._attention_after[index] = _add_stage(
+                    self, layers.SelfAttention(name=f"attention{size}")
+                )
+        self._num_blocks = len(arch.block_multipliers)
         self.output_bn = layers.SyncBatchNorm(momentum=self.bn_momentum, name="output_bn")
         self.output_conv = layers.SNConv2D(3, 3, name="output_conv")
 
@@ -285,10 +311,11 @@ class Generator(keras.Model):
             conditions = [embedding] * len(self.blocks)
         h = self.linear(z_input, training=training)
         h = tf.reshape(h, [-1, BOTTOM_WIDTH, BOTTOM_WIDTH, self.input_channels])
+        attention = self.attention_blocks
         for index, block in enumerate(self.blocks):
             h = block(h, conditions[index], training=training)
-            if index in self.attention_blocks:
-                h = self.attention_blocks[index](h, training=training)
+            if index in attention:
+                h = attention[index](h, training=training)
         h = tf.nn.relu(self.output_bn(h, training=training))
         h = self.output_conv(h, training=training)
         return tf.cast(tf.tanh(h), tf.float32)
@@ -314,7 +341,7 @@ class Generator(keras.Model):
 
 
 @_configurable
-class Discriminator(keras.Model):
+class Discriminator(_StagedModel):
     """BigGAN projection discriminator.
 
     `D(x, y) = psi(h) + <embed(y), h>` with `h` the ReLU'd features of the last
@@ -340,36 +367,40 @@ class Discriminator(keras.Model):
         self.ch = int(ch)
         self.num_classes = int(num_classes)
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
-        self.blocks = []
-        self.attention_blocks = {}
+        self._attention_after = {}
         size = self.resolution
         placed = set()
         for index, (multiplier, down) in enumerate(
             zip(arch.block_multipliers, arch.downsample, strict=True)
         ):
-            self.blocks.append(
+            _add_stage(
+                self,
                 DiscriminatorBlock(
                     multiplier * self.ch,
                     downsample=down,
                     preactivation=index > 0,
                     name=f"block{index}",
-                )
+                ),
             )
             size = size // 2 if down else size
             # One attention block per resolution, after the first block that reaches it.
             if size in self.attention and size not in placed:
                 placed.add(size)
-                self.attention_blocks[index] = layers.SelfAttention(name=f"attention{size}")
+                self._attention_after[index] = _add_stage(
+                    self, layers.SelfAttention(name=f"attention{size}")
+                )
+        self._num_blocks = len(arch.block_multipliers)
         features = arch.block_multipliers[-1] * self.ch
         self.linear = layers.SNDense(1, name="linear")
         self.embedding = layers.SNEmbedding(self.num_classes, features, name="embedding")
 
     def call(self, images, labels, training=None):
         h = tf.cast(images, self.compute_dtype)
+        attention = self.attention_blocks
         for index, block in enumerate(self.blocks):
             h = block(h, training=training)
-            if index in self.attention_blocks:
-                h = self.attention_blocks[index](h, training=training)
+            if index in attention:
+                h = attention[index](h, training=training)
         h = tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])  # [B, C]
         logits = tf.squeeze(self.linear(h, training=training), axis=-1)
         projection = tf.reduce_sum(self.embedding(labels, training=training) * h, axis=-1)
