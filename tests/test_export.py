@@ -310,11 +310,6 @@ def test_folding_keeps_outputs_and_writes_nothing(exported):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Keras 3.15 leaves layers held in Python lists (Generator.blocks) out of "
-    "tf.train.Checkpoint, so the restored EMA generator misses its residual blocks",
-)
 def test_export_cli_from_model_dir(tmp_path):
     generator = _tiny_generator("ema_generator")
     generator.build_by_call()

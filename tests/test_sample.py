@@ -73,10 +73,6 @@ def _onehot(k):
     return np.eye(NUM_CLASSES, dtype=np.float32)[k]
 
 
-_CHECKPOINT_BUG = (
-    "Keras 3.15 leaves layers held in Python lists (Generator.blocks) out of tf.train.Checkpoint, "
-    "so the restored EMA generator misses its residual blocks"
-)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +99,6 @@ def test_saved_model_loader_picks_largest_version(setup, gen):
         sample.load_generator(saved_model=model_dir)
 
 
-@pytest.mark.xfail(strict=True, reason=_CHECKPOINT_BUG)
 def test_model_dir_loader_restores_the_ema_generator(setup):
     generator, model_dir, _ = setup
     loaded = sample.load_generator(model_dir=model_dir)
