@@ -8,15 +8,6 @@ import tensorflow as tf
 from tf_biggan import networks
 from tf_biggan import state as state_lib
 
-# tf_biggan/networks.py keeps the residual and attention blocks of G and D in a Python list and
-# dict (`self.blocks`, `self.attention_blocks`), which Keras 3 does not expose to
-# tf.train.Checkpoint: checkpoints hold only the linear, embedding and output layers, so a
-# restore leaves every block at its initial value.
-NETWORK_BLOCKS_NOT_CHECKPOINTED = pytest.mark.xfail(
-    strict=True,
-    reason="networks.py: blocks held in a list/dict are missing from checkpoints",
-)
-
 RES = 32
 DIM_Z = 32
 
@@ -75,7 +66,6 @@ def _numpy(variables):
     return {k: np.array(v.numpy()) for k, v in variables.items()}
 
 
-@NETWORK_BLOCKS_NOT_CHECKPOINTED
 def test_checkpoint_round_trip_restores_every_variable(tmp_path):
     saved = _state()
     _randomize(saved, seed=1)
@@ -100,7 +90,6 @@ def _inputs(num_classes=3, n=4):
     return z, y
 
 
-@NETWORK_BLOCKS_NOT_CHECKPOINTED
 def test_restore_ema_generator_gives_the_saved_outputs(tmp_path):
     state = _state()
     # An EMA different from G, so restoring G by mistake would show.
@@ -121,7 +110,6 @@ def test_restore_ema_generator_gives_the_saved_outputs(tmp_path):
     assert np.max(np.abs(state.generator(z, y, training=False).numpy() - expected)) > 1e-3
 
 
-@NETWORK_BLOCKS_NOT_CHECKPOINTED
 def test_checkpoint_holds_every_variable_once(tmp_path):
     state = _state()
     path = state.checkpoint().save(str(tmp_path / "ckpt"))
@@ -140,7 +128,6 @@ def test_restore_ema_generator_without_a_checkpoint_names_the_folder(tmp_path):
         state_lib.restore_ema_generator(str(tmp_path))
 
 
-@NETWORK_BLOCKS_NOT_CHECKPOINTED
 def test_initialize_from_other_classes_loads_all_but_the_embeddings(tmp_path):
     source = _state(num_classes=3)
     _randomize(source, seed=5)
