@@ -25,7 +25,7 @@ RES = 32
 CLASSES = 3
 DIM_Z = 32
 BATCH = 8
-LR = 0.1
+LR = 0.02
 
 
 def _generator(cls=networks.Generator, num_classes=CLASSES, name="generator"):
