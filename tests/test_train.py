@@ -110,11 +110,6 @@ def mirrored():
 # tf_biggan/train.py, ema_update in make_train_step, passes the Keras variables of the EMA
 # generator to `strategy.extended.update`, which under MirroredStrategy needs the underlying
 # distributed tf.Variable (`target.value`); the step raises AssertionError there.
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="train.py ema_update: strategy.extended.update(target, ...) needs target.value",
-)
 # d_steps = 2 covers one D update (the first) and the sequencing of two; a separate d_steps = 1
 # case would double the module's slowest test for no new path.
 @pytest.mark.parametrize("d_steps", [2])

@@ -250,20 +250,24 @@ def make_train_step(
         from tf_biggan import augment
 
     def draw(step, update, micro, replica_id):
-        """z `[per_replica, dim_z]` and labels `[per_replica]` for this replica's slice."""
-        seed = _fold_in(config.seed, step, update, micro)
+        """z `[per_replica, dim_z]` and labels `[per_replica]` for this replica's slice.
+
+        The whole update's batch is drawn and sliced, so the draws do not depend on
+        how the batch is split into micro-batches or replicas.
+        """
+        seed = _fold_in(config.seed, step, update)
         # The algorithm is pinned: "auto_select" picks a different generator under XLA,
         # which would make a jit-compiled step draw other z than the same step without XLA.
-        z = tf.random.stateless_normal([micro_global, dim_z], seed, alg="philox")
+        z = tf.random.stateless_normal([config.batch_size, dim_z], seed, alg="philox")
         labels = tf.random.stateless_uniform(
-            [micro_global],
+            [config.batch_size],
             tf.random.experimental.stateless_fold_in(seed, 1, alg="philox"),
             0,
             num_classes,
             tf.int32,
             alg="philox",
         )
-        start = replica_id * per_replica
+        start = micro * micro_global + replica_id * per_replica
         return z[start : start + per_replica], labels[start : start + per_replica]
 
     def augment_images(images, step, update, micro, replica_id, which):
@@ -376,22 +380,24 @@ def make_train_step(
         decay = tf.where(step >= config.ema_start_step, config.ema_decay, 0.0)
         for source, target in ema_pairs:
             if id(source) in spectral_ids:
-                strategy.extended.update(target, lambda t, s: t.assign(s), args=(source,))
+                strategy.extended.update(
+                    target.value, lambda t, s: t.assign(s), args=(source.value,)
+                )
             else:
                 strategy.extended.update(
-                    target,
+                    target.value,
                     lambda t, s: t.assign(decay * t + (1.0 - decay) * tf.cast(s, t.dtype)),
-                    args=(source,),
+                    args=(source.value,),
                 )
 
     def clamp_sigma0():
         for layer in g_spectral:
             if not layer.trainable:
                 continue
-            sigma = layer.sigma
+            sigma = tf.convert_to_tensor(layer.sigma.value)
             factor = tf.minimum(1.0, config.sigma0_clamp / tf.maximum(sigma, 1e-12))
             strategy.extended.update(
-                layer.kernel, lambda kernel, f: kernel.assign(kernel * f), args=(factor,)
+                layer.kernel.value, lambda kernel, f: kernel.assign(kernel * f), args=(factor,)
             )
 
     @tf.function
@@ -571,13 +577,13 @@ class _Recovery:
         path = self.manager.latest_checkpoint
         self.model_checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
         for optimizer in (self.state.g_optimizer, self.state.d_optimizer):
-            optimizer.learning_rate = float(optimizer.learning_rate) * self.lr_decay
+            optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * self.lr_decay
         logging.warning(
             "step %d: %s; restored %s (step %d), restore %d of %d, learning rates G %.3g D %.3g",
             step,
             why,
             path,
-            int(self.state.step),
+            int(self.state.step.numpy()),
             self.restores,
             self.max_restores,
             float(self.state.g_optimizer.learning_rate),
@@ -774,7 +780,7 @@ def train(
     if workers > 1:
         _check_workers_agree(dist, state.step)
     if resumed_from:
-        logging.info("resumed from %s at step %d", resumed_from, int(state.step))
+        logging.info("resumed from %s at step %d", resumed_from, int(state.step.numpy()))
     elif init_from:
         state_lib.initialize_from(state, init_from)
     if chief:
@@ -804,7 +810,7 @@ def train(
             seed,
         )
 
-    start_step = int(state.step)
+    start_step = int(state.step.numpy())
     started = time.time()
     progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss/d", "loss/g", "img/s"])
     progress.update(start_step)
@@ -822,10 +828,10 @@ def train(
     stopped_by_collapse = False
     last_time, last_step = time.time(), start_step
     with _StopRequest() as stop, writer.as_default():
-        while int(state.step) < total_steps:
+        while int(state.step.numpy()) < total_steps:
             images, labels = next(iterator)
             metrics = {k: float(v) for k, v in train_step(images, labels).items()}
-            step = int(state.step)
+            step = int(state.step.numpy())
             if metrics["nonfinite"] > 0:
                 if guard.nonfinite_step(step):
                     watch.reset()
@@ -897,7 +903,7 @@ def train(
                     logging.warning("step %d: checkpoint skipped after a non-finite step", step)
                 else:
                     manager.save(checkpoint_number=step)
-        final_step = int(state.step)
+        final_step = int(state.step.numpy())
         if not stopped_by_collapse and (
             manager.latest_checkpoint is None
             or not manager.latest_checkpoint.endswith(f"-{final_step}")
@@ -1019,8 +1025,8 @@ def _write_scalars(state, metrics, step, input_data, sigmas):
     for name, value in sigmas.items():
         tf.summary.scalar(name, value, step=step)
     for name, optimizer in (("g", state.g_optimizer), ("d", state.d_optimizer)):
-        tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate), step=step)
-    tf.summary.scalar("updates/skipped_nonfinite", int(state.skipped_updates), step=step)
+        tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate.numpy()), step=step)
+    tf.summary.scalar("updates/skipped_nonfinite", int(state.skipped_updates.numpy()), step=step)
     if input_data.skipped is not None:
         tf.summary.scalar("data/skipped_images", int(input_data.skipped.numpy()), step=step)
 
