@@ -7,6 +7,7 @@ constant factor (e.g. losses averaged per replica instead of over the global bat
 """
 
 import glob
+import json
 import os
 
 import gin
@@ -425,3 +426,53 @@ def test_gin_typo_in_a_binding_names_it():
             _parse(["train.totl_steps = 3"])
     finally:
         gin.clear_config()
+
+
+def _write_image_folder(root):
+    """3 classes x 3 solid-colour PNGs, one of them RGBA, plus one truncated PNG."""
+    colours = {"apple": (200, 20, 20), "bird": (20, 200, 20), "cat": (20, 20, 200)}
+    for name, rgb in colours.items():
+        os.makedirs(root / name)
+        for k in range(3):
+            channels = 4 if (name, k) == ("bird", 0) else 3
+            pixel = (*rgb, 255)[:channels]
+            image = np.tile(np.array(pixel, np.uint8), (40, 48, 1))
+            (root / name / f"{k}.png").write_bytes(tf.io.encode_png(image).numpy())
+    whole = tf.io.encode_png(np.zeros((40, 48, 3), np.uint8)).numpy()
+    (root / "cat" / "broken.png").write_bytes(whole[: len(whole) // 2])
+
+
+def _scalar_values(model_dir, tag):
+    values = []
+    for path in glob.glob(os.path.join(model_dir, "summaries", "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values.append(float(tf.make_ndarray(value.tensor)))
+    return values
+
+
+def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):
+    root = tmp_path / "images"
+    _write_image_folder(root)
+    model_dir = str(tmp_path / "run")
+    try:
+        _parse(
+            TINY
+            + [
+                "train.total_steps = 2",
+                "train.batch_size = 4",
+                "make_dataset.source = @image_folder_source",
+                f"image_folder_source.root = '{root}'",
+            ]
+        )
+        result = train.train(model_dir)
+    finally:
+        gin.clear_config()
+    assert result["step"] == 2
+    with open(os.path.join(model_dir, "classes.json")) as f:
+        assert json.load(f) == {"apple": 0, "bird": 1, "cat": 2}
+    skipped = _scalar_values(model_dir, "data/skipped_images")
+    assert skipped and skipped[-1] == 1.0
+    assert os.path.exists(os.path.join(model_dir, "real_examples.png"))
