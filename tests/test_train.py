@@ -476,3 +476,48 @@ def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):
     skipped = _scalar_values(model_dir, "data/skipped_images")
     assert skipped and skipped[-1] == 1.0
     assert os.path.exists(os.path.join(model_dir, "real_examples.png"))
+
+
+def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
+    from tf_biggan import data
+    from tf_biggan import eval as eval_lib
+
+    inputs = keras.Input([16, 16, 3])
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    extractor_path = str(tmp_path / "extractor.keras")
+    keras.Model(inputs, keras.layers.Dense(3, name="logits")(x)).save(extractor_path)
+    extractor = eval_lib.make_extractor("keras_model", extractor_path, "features")
+    real = data.make_dataset(
+        batch_size=8,
+        resolution=RES,
+        num_classes=3,
+        source=lambda **kw: data.synthetic_source(**kw, num_examples=48),
+    )
+    reference = eval_lib.compute_dataset_stats(real.dataset, extractor, 32, verbose=0)
+    reference_path = str(tmp_path / "reference.npz")
+    reference.save(reference_path)
+    model_dir = str(tmp_path / "run")
+    try:
+        _parse(
+            TINY
+            + [
+                "train.total_steps = 4",
+                "train.eval_every = 2",
+                f"train.eval_reference_stats = '{reference_path}'",
+                "train.eval_num_samples = 16",
+                "train.eval_batch_size = 8",
+                "train.eval_extractor = 'keras_model'",
+                f"train.eval_extractor_path = '{extractor_path}'",
+                "train.eval_feature_layer = 'features'",
+            ]
+        )
+        train.train(model_dir)
+    finally:
+        gin.clear_config()
+    fids = _scalar_values(model_dir, "eval/fid")
+    assert len(fids) == 2 and all(np.isfinite(fids))
+    with open(os.path.join(model_dir, "best", "best_fid.json")) as f:
+        best = json.load(f)
+    assert best["fid"] == pytest.approx(min(fids), rel=1e-5)
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "best")).endswith(f"-{best['step']}")
