@@ -529,7 +529,7 @@ def test_reference_stats_tool_uses_gin_dataset(tmp_path):
         "make_dataset.num_classes = 3",
         "make_dataset.shuffle_buffer = 0",
         "synthetic_source.num_examples = 48",
-        "train.steps = 10",  # A training binding: must be ignored, not fail.
+        "train.total_steps = 10",  # A training binding in the same file is accepted.
     ]
     import gin
 

@@ -233,9 +233,9 @@ def test_sync_batch_norm_affine_and_inference():
 # ---- Cross-replica: two logical CPUs, each replica sees a different half of the batch.
 
 
-@pytest.fixture(scope="module")
-def strategy():
-    return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+@pytest.fixture
+def strategy(mirrored_strategy):
+    return mirrored_strategy
 
 
 def _per_replica(strategy, array):

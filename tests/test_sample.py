@@ -73,8 +73,6 @@ def _onehot(k):
     return np.eye(NUM_CLASSES, dtype=np.float32)[k]
 
 
-
-
 @pytest.fixture(scope="module")
 def gen(setup):
     return sample.load_generator(saved_model=setup[2])

@@ -172,6 +172,30 @@ def _fold_in(seed: int, *values) -> tf.Tensor:
     return key
 
 
+def draw_latents(seed: int, step, update, batch_size: int, dim_z: int, num_classes: int):
+    """The global batch of z `[batch_size, dim_z]` and int32 labels of one update.
+
+    Drawn statelessly from `(seed, step, update)`. z comes from integer random bits
+    through the inverse normal CDF, because stateless float draws differ between XLA
+    and the regular kernels while integer draws agree; a jit-compiled step thus
+    trains on the same z as the plain one. The 24-bit uniforms bound |z| below 5.4.
+    """
+    key = _fold_in(seed, step, update)
+    bits = tf.random.stateless_uniform(
+        [batch_size, dim_z], key, 0, 1 << 24, dtype=tf.int32, alg="philox"
+    )
+    z = tf.math.ndtri((tf.cast(bits, tf.float32) + 0.5) * (1.0 / (1 << 24)))
+    labels = tf.random.stateless_uniform(
+        [batch_size],
+        tf.random.experimental.stateless_fold_in(key, 1, alg="philox"),
+        0,
+        num_classes,
+        dtype=tf.int32,
+        alg="philox",
+    )
+    return z, labels
+
+
 def _regularizable_kernels(model, exclude=()) -> list:
     """Kernels of rank >= 2 (conv, linear, embedding), minus `exclude` (by identity)."""
     excluded = {id(v) for v in exclude}
@@ -255,18 +279,7 @@ def make_train_step(
         The whole update's batch is drawn and sliced, so the draws do not depend on
         how the batch is split into micro-batches or replicas.
         """
-        seed = _fold_in(config.seed, step, update)
-        # The algorithm is pinned: "auto_select" picks a different generator under XLA,
-        # which would make a jit-compiled step draw other z than the same step without XLA.
-        z = tf.random.stateless_normal([config.batch_size, dim_z], seed, alg="philox")
-        labels = tf.random.stateless_uniform(
-            [config.batch_size],
-            tf.random.experimental.stateless_fold_in(seed, 1, alg="philox"),
-            0,
-            num_classes,
-            tf.int32,
-            alg="philox",
-        )
+        z, labels = draw_latents(config.seed, step, update, config.batch_size, dim_z, num_classes)
         start = micro * micro_global + replica_id * per_replica
         return z[start : start + per_replica], labels[start : start + per_replica]
 
@@ -696,7 +709,8 @@ def train(
         the feature extractor (see `tf_biggan.eval.make_extractor`).
 
     Returns:
-      A dict with the final `step` and the last metrics.
+      A dict with the final `step`, the `start_step` this process resumed at, the
+      last metrics, the number of `restores` and `stopped_by_collapse`.
     """
     if on_collapse not in monitor_lib.ON_COLLAPSE:
         raise ValueError(
@@ -916,6 +930,7 @@ def train(
         export.export_from_state(state, os.path.join(model_dir, "export"), input_data.class_names)
     return {
         "step": final_step,
+        "start_step": start_step,
         **metrics,
         "restores": guard.restores,
         "stopped_by_collapse": stopped_by_collapse,
@@ -1025,7 +1040,9 @@ def _write_scalars(state, metrics, step, input_data, sigmas):
     for name, value in sigmas.items():
         tf.summary.scalar(name, value, step=step)
     for name, optimizer in (("g", state.g_optimizer), ("d", state.d_optimizer)):
-        tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate.numpy()), step=step)
+        tf.summary.scalar(
+            f"learning_rate/{name}", float(optimizer.learning_rate.numpy()), step=step
+        )
     tf.summary.scalar("updates/skipped_nonfinite", int(state.skipped_updates.numpy()), step=step)
     if input_data.skipped is not None:
         tf.summary.scalar("data/skipped_images", int(input_data.skipped.numpy()), step=step)
@@ -1033,10 +1050,15 @@ def _write_scalars(state, metrics, step, input_data, sigmas):
 
 # --------------------------------------------------------------------------- CLI
 
-flags.DEFINE_multi_string("gin_config", [], "Gin config file(s), applied in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. 'train.total_steps = 10'.")
-flags.DEFINE_string("model_dir", None, "Output directory; a restart with the same one resumes.")
-flags.DEFINE_string("init_from", None, "Checkpoint or model_dir to fine-tune from.")
+
+def define_flags() -> None:
+    """Defines the CLI's flags (only when run as the program, so importing defines none)."""
+    flags.DEFINE_multi_string("gin_config", [], "Gin config file(s), applied in order.")
+    flags.DEFINE_multi_string(
+        "gin_bindings", [], "Extra gin bindings, e.g. 'train.total_steps = 10'."
+    )
+    flags.DEFINE_string("model_dir", None, "Output directory; a restart with the same one resumes.")
+    flags.DEFINE_string("init_from", None, "Checkpoint or model_dir to fine-tune from.")
 
 
 def main(argv):
@@ -1063,4 +1085,5 @@ if __name__ == "__main__":
     # (done when gin configurables are registered) return this module instead
     # of executing it a second time.
     sys.modules.setdefault("tf_biggan.train", sys.modules[__name__])
+    define_flags()
     app.run(main)

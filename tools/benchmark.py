@@ -59,10 +59,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-# Importing the training module defines its --gin_config and --gin_bindings flags, which this
-# tool reuses.
 from tf_biggan import train  # noqa: E402
 
+flags.DEFINE_multi_string("gin_config", [], "Gin config file(s) configuring G and D.")
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
 flags.DEFINE_integer("resolution", 32, "Image size in pixels (32, 64, 128, 256, 512).")
 flags.DEFINE_integer("ch", 64, "Channel width multiplier of G and D.")
 flags.DEFINE_integer("batch_size", 64, "Global batch per D and per G update, and per sample call.")

@@ -3,7 +3,7 @@
 The data set is built with gin exactly as training builds it (`tf_biggan.data.make_dataset`),
 so the reference statistics see the same images, crop and resolution as the model. Random
 flips are switched off: the reference is the data itself, not its augmentation. Bindings of
-other configurables in a training gin file (generator, optimizer, ...) are ignored.
+other configurables in a training gin file (generator, optimizer, ...) are parsed but unused.
 
     python tools/reference_stats.py --gin_config=gin_configs/cifar10.gin \\
         --num_samples=50000 --extractor=tfgan_inception --output=stats/cifar10_train.npz
@@ -41,13 +41,26 @@ def compute_reference_stats(
     """
     import gin
 
-    from tf_biggan import data
+    from tf_biggan import config, data
     from tf_biggan import eval as ev
 
-    gin.parse_config_files_and_bindings(
-        gin_configs, gin_bindings, finalize_config=False, skip_unknown=True
-    )
-    input_data = data.make_dataset(batch_size=batch_size, random_flip=False)
+    config.parse_gin(gin_configs, gin_bindings, finalize=False)
+    # Experiment files bind the data set's size through train's parameters (via the
+    # RESOLUTION / NUM_CLASSES macros); a file may also bind make_dataset's directly.
+    sizes = {}
+    for name in ("resolution", "num_classes"):
+        for key in (f"make_dataset.{name}", f"train.{name}"):
+            try:
+                value = gin.query_parameter(key)
+            except ValueError:
+                continue
+            if isinstance(value, gin.config.ConfigurableReference):  # a %MACRO
+                value = gin.query_parameter("%" + value.scoped_selector.split("/")[0])
+            sizes[name] = value
+            break
+        else:
+            raise ValueError(f"the gin config binds neither make_dataset.{name} nor train.{name}")
+    input_data = data.make_dataset(batch_size=batch_size, random_flip=False, **sizes)
     # The pipeline repeats forever; beyond one epoch the statistics would count images twice.
     if input_data.num_examples is not None and num_samples > input_data.num_examples:
         raise ValueError(

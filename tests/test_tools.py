@@ -1,0 +1,34 @@
+"""The command-line tools' contracts: one JSON line on stdout."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_tool(*args):
+    completed = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 1, completed.stdout
+    return json.loads(lines[0])
+
+
+def test_count_params_prints_the_papers_counts_at_128px():
+    counts = _run_tool("tools/count_params.py", "--gin_config=gin_configs/imagenet128.gin")
+    assert counts == {"generator": 70433988, "discriminator": 87982370}
+
+
+def test_count_params_applies_bindings():
+    counts = _run_tool(
+        "tools/count_params.py",
+        "--gin_config=gin_configs/quickstart.gin",
+        "--gin_bindings=Generator.ch = 8",
+        "--gin_bindings=Discriminator.ch = 8",
+    )
+    small = _run_tool("tools/count_params.py", "--gin_config=gin_configs/quickstart.gin")
+    assert counts["generator"] < small["generator"]
+    assert counts["discriminator"] < small["discriminator"]
