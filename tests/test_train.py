@@ -510,3 +510,26 @@ def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
         best = json.load(f)
     assert best["fid"] == pytest.approx(min(fids), rel=1e-5)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "best")).endswith(f"-{best['step']}")
+
+
+def test_mixed_bfloat16_step_runs_and_keeps_float32_state():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        strategy = tf.distribute.get_strategy()
+        state = _make_state(strategy)
+        step = train.make_train_step(state, strategy, train.StepConfig(batch_size=BATCH))
+        images, labels = _batch(BATCH)
+        metrics = {k: float(v) for k, v in step(images, labels).items()}
+        images = state.ema_generator(*_latents(), training=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert metrics["nonfinite"] == 0.0 and np.isfinite(metrics["loss/d"])
+    assert images.dtype == tf.float32
+    for model in (state.generator, state.discriminator):
+        assert all(v.dtype == "float32" for v in model.variables)
+    layer = state.generator.blocks[0].bn1.batch_norm
+    assert not np.allclose(layer.moving_mean.numpy(), 0.0)
+
+
+def _latents():
+    return tf.random.normal([2, DIM_Z]), tf.one_hot([0, 1], CLASSES)

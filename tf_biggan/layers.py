@@ -53,6 +53,7 @@ class _SpectralNormalized(keras.layers.Layer):
             shape=(1, out_dim),
             initializer=keras.initializers.RandomNormal(stddev=1.0),
             trainable=False,
+            autocast=False,
             aggregation="only_first_replica",
         )
         self.sigma = self.add_weight(
@@ -60,6 +61,7 @@ class _SpectralNormalized(keras.layers.Layer):
             shape=(),
             initializer="ones",
             trainable=False,
+            autocast=False,
             aggregation="only_first_replica",
         )
 
@@ -69,7 +71,9 @@ class _SpectralNormalized(keras.layers.Layer):
         With `training=True` one power iteration runs and `u` and `sigma` are
         updated; otherwise the stored `u` is used and nothing is written.
         """
-        kernel = tf.convert_to_tensor(self.kernel.value)
+        # Inside an enclosing layer's mixed-precision autocast scope the kernel reads as the
+        # compute dtype; the power iteration runs in float32 either way.
+        kernel = tf.cast(self.kernel.value, tf.float32)
         matrix = tf.reshape(kernel, [-1, kernel.shape[-1]])  # [fan_in, out]
         # `u` starts as an unnormalised Gaussian draw; normalising it here keeps the
         # sigma estimate right at inference before the first training call.
@@ -274,6 +278,7 @@ class SyncBatchNorm(keras.layers.Layer):
             shape=(channels,),
             initializer="zeros",
             trainable=False,
+            autocast=False,
             aggregation="mean",
         )
         self.moving_variance = self.add_weight(
@@ -281,6 +286,7 @@ class SyncBatchNorm(keras.layers.Layer):
             shape=(channels,),
             initializer="ones",
             trainable=False,
+            autocast=False,
             aggregation="mean",
         )
 
