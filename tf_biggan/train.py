@@ -332,6 +332,17 @@ def make_train_step(
         by_id = {id(v): g for v, g in zip(kernels, grads, strict=True)}
         return [by_id.get(id(v)) for v in model.trainable_variables]
 
+    def apply_update(context, model, optimizer, grads, ortho_kernels, ortho_beta):
+        """Adds the orthogonal regulariser's gradients and applies the update if finite.
+
+        Returns 1.0 when the update was skipped (a non-finite gradient on any replica).
+        """
+        if ortho_beta > 0:
+            grads = _sum_gradients(grads, ortho_gradients(model, ortho_kernels, ortho_beta))
+        finite = _finite_on_all_replicas(context, grads)
+        apply_if_finite(optimizer, grads, model.trainable_variables, finite)
+        return 1.0 - tf.cast(finite, tf.float32)
+
     def replica_step(images, labels, step):
         context = tf.distribute.get_replica_context()
         replica_id = tf.cast(context.replica_id_in_sync_group, tf.int32)
@@ -356,13 +367,14 @@ def make_train_step(
                 d_loss += loss
                 real_sum += rs
                 fake_sum += fs
-            if config.d_ortho_beta > 0:
-                grads = _sum_gradients(
-                    grads, ortho_gradients(discriminator, d_ortho_kernels, config.d_ortho_beta)
-                )
-            finite = _finite_on_all_replicas(context, grads)
-            nonfinite += 1.0 - tf.cast(finite, tf.float32)
-            apply_if_finite(state.d_optimizer, grads, discriminator.trainable_variables, finite)
+            nonfinite += apply_update(
+                context,
+                discriminator,
+                state.d_optimizer,
+                grads,
+                d_ortho_kernels,
+                config.d_ortho_beta,
+            )
 
         grads = [None] * len(generator.trainable_variables)
         g_loss = 0.0
@@ -370,13 +382,9 @@ def make_train_step(
             g, loss = generator_micro_step(step, micro, replica_id)
             grads = _sum_gradients(grads, g)
             g_loss += loss
-        if config.g_ortho_beta > 0:
-            grads = _sum_gradients(
-                grads, ortho_gradients(generator, g_ortho_kernels, config.g_ortho_beta)
-            )
-        finite = _finite_on_all_replicas(context, grads)
-        nonfinite += 1.0 - tf.cast(finite, tf.float32)
-        apply_if_finite(state.g_optimizer, grads, generator.trainable_variables, finite)
+        nonfinite += apply_update(
+            context, generator, state.g_optimizer, grads, g_ortho_kernels, config.g_ortho_beta
+        )
         per_image_d = 1.0 / (config.d_steps * config.batch_size)
         return {
             # Summed over replicas by the caller: each term is already divided by the global batch.
