@@ -820,7 +820,7 @@ def train(
     if eval_every:
         evaluator, best = _make_evaluator(
             state,
-            model_dir,
+            out_dir,
             checkpoint,
             eval_reference_stats,
             eval_num_samples,
@@ -906,7 +906,7 @@ def train(
                         os.path.join(model_dir, "samples", f"step_{step:08d}.png"), grid
                     )
             if evaluator is not None and step % eval_every == 0:
-                _evaluate_and_keep_best(state, evaluator, best, step, chief)
+                _evaluate_and_keep_best(state, evaluator, best, step)
             out_of_time = max_minutes is not None and time.time() - started > 60 * max_minutes
             if stop.signal or out_of_time:
                 # Saved even in a run of non-finite steps: the weights are those of the
@@ -947,7 +947,7 @@ def train(
 
 def _make_evaluator(
     state,
-    model_dir,
+    out_dir,
     checkpoint,
     reference_stats,
     num_samples,
@@ -972,11 +972,16 @@ def _make_evaluator(
         dim_z=state.generator.dim_z,
         seed=seed + 2,
     )
-    best = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "best"), max_to_keep=1)
+    best = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "best"), max_to_keep=1)
     return evaluator, best
 
 
-def _evaluate_and_keep_best(state, evaluator, best, step, chief):
+def _evaluate_and_keep_best(state, evaluator, best, step):
+    """Evaluates the EMA generator; saves to `best` when FID improves.
+
+    Every worker evaluates the same (mirrored) generator and keeps its own record in its
+    own directory, so all take the same decision and join the same saves.
+    """
     generator = state.ema_generator
 
     def generate(z, y):
@@ -994,9 +999,8 @@ def _evaluate_and_keep_best(state, evaluator, best, step, chief):
             previous = json.load(f)["fid"]
     if previous is None or metrics["fid"] < previous:
         best.save(checkpoint_number=step)
-        if chief:
-            with tf.io.gfile.GFile(best_file, "w") as f:
-                json.dump({"fid": metrics["fid"], "step": step}, f)
+        with tf.io.gfile.GFile(best_file, "w") as f:
+            json.dump({"fid": metrics["fid"], "step": step}, f)
 
 
 def _check_workers_agree(strategy, step) -> None:
