@@ -45,6 +45,7 @@ the training `step`; `assets/class_names.txt` holds one class name a line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -181,18 +182,15 @@ class _Holder:
         self.generator = generator
 
 
+@contextlib.contextmanager
 def _float32_policy():
-    """Context manager: builds layers in float32 whatever the global policy is."""
-
-    class _Policy:
-        def __enter__(self):
-            self.saved = keras.config.dtype_policy()
-            keras.config.set_dtype_policy("float32")
-
-        def __exit__(self, *exc):
-            keras.config.set_dtype_policy(self.saved)
-
-    return _Policy()
+    """Builds layers in float32 whatever the global policy is."""
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(saved)
 
 
 def _folded_copy(generator):
