@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import gin
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -526,7 +527,15 @@ def _find_undecodable(paths: Sequence[str]) -> list[int]:
 
     good = index_ds.map(try_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     good = good.ignore_errors()
-    good_set = {int(i) for i, _ in good.as_numpy_iterator()}
+    # Large folders take minutes (about 400 JPEGs/s on 2 cores): show progress.
+    progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 2000 else None
+    good_set = set()
+    for i, _ in good.as_numpy_iterator():
+        good_set.add(int(i))
+        if progress is not None and len(good_set) % 500 == 0:
+            progress.update(len(good_set))
+    if progress is not None:
+        progress.update(len(paths), finalize=True)
     return [i for i in range(len(paths)) if i not in good_set]
 
 
