@@ -396,7 +396,9 @@ def _write_tiny_saved_model(path, dim_z=4, num_classes=3, resolution=8):
     return module
 
 
-def test_cli_prints_one_json_line(tmp_path):
+def _cli_inputs(tmp_path, num_samples, batch_size):
+    """A tiny SavedModel generator, a saved tiny extractor and reference statistics of the
+    generator's own images; returns their paths `(saved_model, extractor, reference)`."""
     saved_model = str(tmp_path / "generator")
     module = _write_tiny_saved_model(saved_model)
     extractor_path = str(tmp_path / "extractor.keras")
@@ -404,15 +406,27 @@ def test_cli_prints_one_json_line(tmp_path):
     extractor = ev.make_extractor(
         "keras_model", path=extractor_path, feature_layer="features", logits_layer="logits"
     )
-
-    def generate(z, y):
-        return module.default(z, y, tf.constant(1.0))["default"]
-
     ref, _ = ev.compute_generator_stats(
-        generate, extractor, num_samples=60, batch_size=30, num_classes=3, dim_z=4, verbose=0
-    )
+        lambda z, y: module.default(z, y, tf.constant(1.0))["default"],
+        extractor, num_samples=num_samples, batch_size=batch_size, num_classes=3, dim_z=4,
+        verbose=0,
+    )  # fmt: skip
     ref_path = str(tmp_path / "ref.npz")
     ref.save(ref_path)
+    return saved_model, extractor_path, ref_path
+
+
+def _run_for_one_json_line(cmd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+def test_cli_prints_one_json_line(tmp_path):
+    saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=60, batch_size=30)
     cmd = [
         sys.executable, "-m", "tf_biggan.eval", f"--saved_model={saved_model}",
         f"--reference_stats={ref_path}", "--num_samples=60", "--batch_size=30",
@@ -420,12 +434,7 @@ def test_cli_prints_one_json_line(tmp_path):
         "--feature_layer=features", "--logits_layer=logits", "--seed=3", "--kid_subsets=5",
         "--kid_subset_size=50",
     ]  # fmt: skip
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, proc.stdout
-    result = json.loads(lines[0])
+    result = _run_for_one_json_line(cmd)
     assert set(result) == {
         "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
         "num_samples", "truncation", "extractor", "reference_stats",
@@ -485,19 +494,7 @@ def test_render_plot_puts_curve_pixels_at_the_points(tmp_path):
 
 
 def test_truncation_curve_cli(tmp_path):
-    saved_model = str(tmp_path / "generator")
-    module = _write_tiny_saved_model(saved_model)
-    extractor_path = str(tmp_path / "extractor.keras")
-    _tiny_classifier().save(extractor_path)
-    extractor = ev.make_extractor(
-        "keras_model", path=extractor_path, feature_layer="features", logits_layer="logits"
-    )
-    ref, _ = ev.compute_generator_stats(
-        lambda z, y: module.default(z, y, tf.constant(1.0))["default"],
-        extractor, num_samples=40, batch_size=40, num_classes=3, dim_z=4, verbose=0,
-    )  # fmt: skip
-    ref_path = str(tmp_path / "ref.npz")
-    ref.save(ref_path)
+    saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=40, batch_size=40)
     png = str(tmp_path / "plot" / "curve.png")
     cmd = [
         sys.executable, os.path.join(REPO, "tools", "truncation_curve.py"),
@@ -506,12 +503,7 @@ def test_truncation_curve_cli(tmp_path):
         "--extractor=keras_model", f"--extractor_path={extractor_path}",
         "--feature_layer=features", "--logits_layer=logits", f"--output_png={png}",
     ]  # fmt: skip
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, proc.stdout
-    rows = json.loads(lines[0])
+    rows = _run_for_one_json_line(cmd)
     assert [r["truncation"] for r in rows] == [1.0, 0.1]
     # Truncating to |z| <= 0.1 collapses variety: FID against the untruncated reference grows.
     assert rows[1]["fid"] > rows[0]["fid"]
