@@ -333,6 +333,35 @@ def test_checkpointed_iterator_resumes_at_the_next_batch(tmp_path):
     np.testing.assert_array_equal(first[1].numpy(), again[1].numpy())
 
 
+def test_every_iterator_yields_the_same_stream_whatever_others_read():
+    """A reader that went ahead across epochs does not change a later reader's order.
+
+    Training relies on this: the start-up summary reads the training dataset, and the
+    training iterator (and a run resumed from its checkpoint) must not depend on how far the
+    summary's prefetch threads got.
+    """
+    input_data = data.make_dataset(
+        batch_size=4,
+        resolution=8,
+        num_classes=5,
+        source=functools.partial(data.synthetic_source, num_examples=30),
+        shuffle_buffer=16,
+        seed=3,
+    )
+    ahead = iter(input_data.dataset)
+    first = [next(ahead) for _ in range(30)]  # four epochs of 30 examples
+    later = iter(input_data.dataset)
+    for want in first:
+        got = next(later)
+        np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    # Still shuffled (synthetic example i has label i % 5 in source order), epoch by epoch.
+    labels = np.concatenate([b[1].numpy() for b in first])
+    assert not np.array_equal(labels[:30], np.arange(30) % 5)
+    for epoch in range(4):
+        np.testing.assert_array_equal(np.bincount(labels[30 * epoch : 30 * (epoch + 1)]), [6] * 5)
+
+
 def test_cache_gives_the_same_batches(folder):
     root, _ = folder
     common = dict(batch_size=4, resolution=8, num_classes=3, source=_folder_source(root), seed=1)

@@ -278,7 +278,9 @@ def _poison_batches(monkeypatch, is_bad):
             images = tf.where(is_bad(index), tf.fill(tf.shape(images), np.nan), images)
             return images, labels
 
-        return dataclasses.replace(input_data, dataset=input_data.dataset.enumerate().map(poison))
+        return dataclasses.replace(
+            input_data, build=lambda: input_data.build().enumerate().map(poison)
+        )
 
     monkeypatch.setattr(data, "make_dataset", poisoned)
 

@@ -149,24 +149,34 @@ class Source:
 class InputData:
     """A ready training pipeline.
 
-    The stream is a function of the configuration: a pipeline rebuilt from the same
-    arguments yields the same batches, and a checkpointed iterator resumes at the exact next
-    batch. (Two iterators over one `dataset` object differ, as each reshuffles anew.)
+    The stream is a function of the configuration: every `dataset` read from this object,
+    and every pipeline rebuilt from the same arguments, yields the same batches whatever
+    other readers do meanwhile, and a checkpointed iterator resumes at the exact next batch.
 
     Attributes:
-      dataset: yields `(images float32 [B, R, R, 3] in [-1, 1], labels int32 [B])`; repeated
-        forever; incomplete batches dropped.
+      build: returns a new pipeline (see `dataset`).
       num_examples: images in the source (None when unknown).
       class_names: `len(class_names) == num_classes`.
       skipped: int64 counter of corrupt images skipped (None if the source cannot skip).
       examples_per_class: class name -> images in the source, or None when unknown.
     """
 
-    dataset: tf.data.Dataset
+    build: Callable[[], tf.data.Dataset]
     num_examples: int | None
     class_names: tuple[str, ...]
     skipped: tf.Variable | None
     examples_per_class: dict[str, int] | None = None
+
+    @property
+    def dataset(self) -> tf.data.Dataset:
+        """A new pipeline object on each access, yielding `(images float32 [B, R, R, 3] in
+        [-1, 1], labels int32 [B])`, repeated forever, incomplete batches dropped.
+
+        A new object per reader matters: iterators of one `tf.data` object that reshuffles
+        each epoch share its seed generator, so one iterator reading ahead would change the
+        order another one sees.
+        """
+        return self.build()
 
 
 # --------------------------------------------------------------------------------------------
@@ -899,15 +909,17 @@ def make_dataset(
     if model_dir and pipeline_id == 0:
         _write_classes_json(model_dir, src.class_names)
 
-    ds = src.elements
+    elements = src.elements
     if num_pipelines > 1 and not src.presharded:
-        ds = ds.shard(num_pipelines, pipeline_id)
+        elements = elements.shard(num_pipelines, pipeline_id)
 
     if src.num_examples is None:
         # Size unknown (e.g. TFRecords without dataset_info.json): count the first batch's
         # worth of un-decoded elements of this shard, which is cheap, rather than let a tiny
         # set repeat forever unnoticed.
-        available = int(ds.take(batch_size).reduce(np.int64(0), lambda count, _: count + 1))
+        available = int(
+            elements.take(batch_size).reduce(np.int64(0), lambda count, _: count + 1)
+        )
         if available < batch_size:
             raise ValueError(
                 f"the data source yields only {available} examples per input pipeline "
@@ -919,14 +931,6 @@ def make_dataset(
         image, label = src.decode(*element)
         return _crop_resize(image, resolution), tf.cast(label, tf.int32)
 
-    if cache:
-        ds = ds.map(decode_resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.cache()
-    if shuffle_buffer > 0:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat()
-    # The stream position seeds the flip, so flips are reproducible and survive checkpoints.
-    ds = ds.enumerate()
     flip_base = tf.constant(seed, tf.int64) * 1_000_003 + pipeline_id
 
     def preprocess(position, element):
@@ -939,14 +943,29 @@ def make_dataset(
         flip_seed = tf.stack([flip_base, position]) if random_flip else None
         return _finish(image, flip_seed), label
 
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    ds = ds.with_options(options)
+    def build() -> tf.data.Dataset:
+        ds = elements
+        if cache:
+            ds = ds.map(decode_resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.cache()
+        if shuffle_buffer > 0:
+            # Each epoch's order comes from a seed generator shared by all iterators of this
+            # dataset object; `build` makes a new object per reader so that no other reader
+            # (the start-up summary, a benchmark) can shift the training iterator's order.
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.repeat()
+        # The stream position seeds the flip, so flips are reproducible and survive
+        # checkpoints.
+        ds = ds.enumerate()
+        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = True
+        return ds.with_options(options)
+
     return InputData(
-        dataset=ds,
+        build=build,
         num_examples=src.num_examples,
         class_names=src.class_names,
         skipped=src.skipped,
