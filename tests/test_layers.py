@@ -123,8 +123,13 @@ def test_sn_dense_output_and_kernel_gradient_through_sigma():
     assert np.abs(grad - d_s / sigma).max() > 1e-2
 
 
-def test_sn_conv_kernel_gradient_matches_explicit_computation():
-    layer, x = _sn_layer("conv")
+# 1/sigma scales the output when it is smaller than the kernel (3*3*4*5 = 180 elements),
+# else the kernel: [2, 6, 6, 5] outputs take the kernel path, [1, 2, 2, 5] the output path.
+@pytest.mark.parametrize("input_shape", [(2, 6, 6, 4), (1, 2, 2, 4)])
+def test_sn_conv_kernel_gradient_matches_explicit_computation(input_shape):
+    layer, _ = _sn_layer("conv")
+    x = _rng(5).randn(*input_shape).astype(np.float32)
+    layer.bias.assign(np.linspace(-1, 1, 5).astype(np.float32))
     for _ in range(3):
         layer(x, training=True)
     _, _, v = _np_sn(layer.kernel.numpy(), layer.u.numpy())
@@ -132,9 +137,11 @@ def test_sn_conv_kernel_gradient_matches_explicit_computation():
     v = tf.constant(v, tf.float32)
     kernel = tf.Variable(layer.kernel.numpy())
     with tf.GradientTape(persistent=True) as tape:
-        total = tf.reduce_sum(layer(x, training=False))
+        total = tf.reduce_sum(tf.square(layer(x, training=False)))
         sigma = tf.reduce_sum(tf.matmul(v, tf.reshape(kernel, [-1, 5])) * u)
-        explicit = tf.reduce_sum(tf.nn.conv2d(x, kernel / sigma, 1, "SAME") + layer.bias.value)
+        explicit = tf.reduce_sum(
+            tf.square(tf.nn.conv2d(x, kernel / sigma, 1, "SAME") + layer.bias.value)
+        )
     np.testing.assert_allclose(total.numpy(), explicit.numpy(), rtol=1e-4)
     np.testing.assert_allclose(
         tape.gradient(total, layer.kernel).numpy(),
@@ -155,6 +162,17 @@ def test_sn_embedding_rows_are_rows_of_normalized_table():
     out = layer(labels, training=True).numpy()
     table = layer.kernel.numpy() / float(layer.sigma.numpy())
     np.testing.assert_allclose(out, table[labels], rtol=1e-5, atol=1e-6)
+
+
+def test_sn_embedding_under_mixed_bfloat16_picks_rows_above_256():
+    # bfloat16 holds integers exactly only up to 256: labels must never pass through it.
+    layer = layers.SNEmbedding(1000, 4, dtype="mixed_bfloat16")
+    layer.build((None,))
+    labels = np.array([257, 999, 3])
+    out = layer(labels, training=False)
+    assert out.dtype == tf.bfloat16
+    table, _, _ = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    np.testing.assert_allclose(out.numpy().astype(np.float32), table[labels], rtol=1e-2, atol=1e-3)
 
 
 def _cbn(x_shape=(4, 3, 3, 5), c_dim=6):

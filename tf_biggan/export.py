@@ -198,9 +198,9 @@ def _folded_copy(generator):
 
     Each SN kernel is replaced by the normalised kernel the layer computes at
     inference (`training=False`, from its stored `u`), and the layer's
-    `normalized_kernel` returns that kernel as is, so the traced graph holds
-    no power iteration. Outputs equal the original's at `training=False` up to
-    float rounding.
+    `kernel_and_inverse_sigma` returns that kernel with no scale, so the traced
+    graph holds no power iteration. Outputs equal the original's at
+    `training=False` up to float rounding.
     """
     with _float32_policy():
         copy = state_lib.generator_from_config(generator.get_config())
@@ -213,8 +213,8 @@ def _folded_copy(generator):
         # An instance attribute shadows the method, so only this copy changes.
         object.__setattr__(
             layer,
-            "normalized_kernel",
-            lambda training=False, kernel=kernel: tf.convert_to_tensor(kernel.value),
+            "kernel_and_inverse_sigma",
+            lambda training=False, kernel=kernel: (tf.convert_to_tensor(kernel.value), None),
         )
     return copy
 

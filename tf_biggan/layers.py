@@ -30,6 +30,17 @@ def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
     return tf.math.l2_normalize(x, axis=-1, epsilon=SN_EPSILON**2)
 
 
+def _static_size(leading_shape, last: int) -> int | None:
+    """Elements of a tensor of shape `[*leading_shape, last]`, or None if any is unknown."""
+    dims = [*leading_shape, last]
+    if any(d is None for d in dims):
+        return None
+    size = 1
+    for d in dims:
+        size *= int(d)
+    return size
+
+
 class _SpectralNormalized(keras.layers.Layer):
     """Base class: owns `kernel`, the power-iteration vector `u` and `sigma`.
 
@@ -65,8 +76,8 @@ class _SpectralNormalized(keras.layers.Layer):
             aggregation="only_first_replica",
         )
 
-    def normalized_kernel(self, training=False) -> tf.Tensor:
-        """Returns `kernel / sigma` in the variable dtype (float32).
+    def kernel_and_inverse_sigma(self, training=False) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """Returns the float32 kernel and `1 / sigma` (a float32 scalar, or None for 1).
 
         With `training=True` one power iteration runs and `u` and `sigma` are
         updated; otherwise the stored `u` is used and nothing is written.
@@ -86,7 +97,35 @@ class _SpectralNormalized(keras.layers.Layer):
             self.u.assign(u)
             self.sigma.assign(tf.stop_gradient(sigma))
         # The floor only matters for an all-zero kernel, which would otherwise give 0/0.
-        return kernel / tf.maximum(sigma, SN_EPSILON)
+        return kernel, 1.0 / tf.maximum(sigma, SN_EPSILON)
+
+    def normalized_kernel(self, training=False) -> tf.Tensor:
+        """Returns `kernel / sigma` in float32 (see `kernel_and_inverse_sigma`)."""
+        kernel, inverse_sigma = self.kernel_and_inverse_sigma(training)
+        return kernel if inverse_sigma is None else kernel * inverse_sigma
+
+    def _normalized_apply(self, op, inputs, training, output_size: int | None):
+        """`op(inputs, kernel / sigma)` in the compute dtype.
+
+        `1 / sigma` scales whichever is smaller, the kernel or the output: the two are
+        equal by linearity, and scaling the output of a layer whose kernel is larger than
+        its output (the wide, low-resolution layers that hold most of BigGAN's weights)
+        avoids kernel-sized temporaries in the forward and backward passes.
+
+        Args:
+          op: `(inputs, kernel) -> outputs`, linear in `kernel`, without bias.
+          inputs: passed to `op` as they are (callers cast them).
+          output_size: elements of the output when known statically, else None.
+        """
+        kernel, inverse_sigma = self.kernel_and_inverse_sigma(training)
+        if inverse_sigma is None:
+            return op(inputs, self._cast(kernel))
+        if output_size is not None and output_size < kernel.shape.num_elements():
+            outputs = op(inputs, self._cast(kernel))
+            # Scaled in float32: a bfloat16 `1 / sigma` would be off by up to 0.4% for the
+            # whole layer, not per element.
+            return self._cast(tf.cast(outputs, tf.float32) * inverse_sigma)
+        return op(inputs, self._cast(kernel * inverse_sigma))
 
     def top_singular_value(self) -> tf.Tensor:
         """The estimate of the kernel's top singular value at the last training call."""
@@ -132,8 +171,12 @@ class SNDense(_SpectralNormalized):
         self._build_spectral_state()
 
     def call(self, inputs, training=None):
-        kernel = self._cast(self.normalized_kernel(training=bool(training)))
-        outputs = tf.matmul(self._cast(inputs), kernel)
+        outputs = self._normalized_apply(
+            tf.matmul,
+            self._cast(inputs),
+            bool(training),
+            _static_size(inputs.shape[:-1], self.units),
+        )
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
         return outputs
@@ -190,8 +233,13 @@ class SNConv2D(_SpectralNormalized):
         self._build_spectral_state()
 
     def call(self, inputs, training=None):
-        kernel = self._cast(self.normalized_kernel(training=bool(training)))
-        outputs = tf.nn.conv2d(self._cast(inputs), kernel, strides=1, padding=self.padding.upper())
+        def conv(x, kernel):
+            return tf.nn.conv2d(x, kernel, strides=1, padding=self.padding.upper())
+
+        b, h, w, _ = self.compute_output_shape(inputs.shape)
+        outputs = self._normalized_apply(
+            conv, self._cast(inputs), bool(training), _static_size((b, h, w), self.filters)
+        )
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
         return outputs
@@ -232,8 +280,12 @@ class SNEmbedding(_SpectralNormalized):
         self._build_spectral_state()
 
     def call(self, inputs, training=None):
-        table = self._cast(self.normalized_kernel(training=bool(training)))
-        return tf.gather(table, tf.cast(inputs, tf.int32))
+        return self._normalized_apply(
+            lambda labels, table: tf.gather(table, labels),
+            tf.cast(inputs, tf.int32),
+            bool(training),
+            _static_size(inputs.shape, self.output_dim),
+        )
 
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.output_dim)
