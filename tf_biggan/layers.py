@@ -2,9 +2,10 @@
 
 - `SNDense`, `SNConv2D`, `SNEmbedding`: spectrally normalised weights (Miyato et
   al., 2018) as a reparametrisation: `call` uses `W / sigma(W)` where sigma is
-  estimated with one power iteration per training call from a persistent `u`.
-  The kernel itself is never overwritten, so gradients flow through sigma as in
-  the paper.
+  estimated with one power iteration per training call from a persistent `u`
+  (dividing the output by sigma instead when it is smaller than the kernel,
+  which is the same by linearity). The kernel itself is never overwritten, so
+  gradients flow through sigma as in the paper.
 - `SyncBatchNorm` and `ConditionalBatchNorm`: batch norm whose batch statistics
   are reduced over all replicas when a `tf.distribute` strategy runs more than
   one (cross-replica BN, which BigGAN uses in G). The conditional variant is
