@@ -864,7 +864,8 @@ def make_dataset(
       model_dir: if given, `classes.json` (class name -> index) is written there.
       shuffle_buffer: shuffle buffer size; 0 disables shuffling (source order).
       random_flip: random horizontal flips.
-      cache: cache decoded, resized images in memory.
+      cache: cache decoded, resized images in memory (one cache per `dataset` object, so
+        only the training iterator's is kept for the run).
       seed: shuffle / flip seed.
       strict: corrupt images raise instead of being skipped.
 
