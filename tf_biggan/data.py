@@ -918,9 +918,7 @@ def make_dataset(
         # Size unknown (e.g. TFRecords without dataset_info.json): count the first batch's
         # worth of un-decoded elements of this shard, which is cheap, rather than let a tiny
         # set repeat forever unnoticed.
-        available = int(
-            elements.take(batch_size).reduce(np.int64(0), lambda count, _: count + 1)
-        )
+        available = int(elements.take(batch_size).reduce(np.int64(0), lambda count, _: count + 1))
         if available < batch_size:
             raise ValueError(
                 f"the data source yields only {available} examples per input pipeline "
