@@ -19,6 +19,8 @@ iteration and the batch statistics in float32.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -31,15 +33,10 @@ def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
     return tf.math.l2_normalize(x, axis=-1, epsilon=SN_EPSILON**2)
 
 
-def _static_size(leading_shape, last: int) -> int | None:
-    """Elements of a tensor of shape `[*leading_shape, last]`, or None if any is unknown."""
-    dims = [*leading_shape, last]
-    if any(d is None for d in dims):
-        return None
-    size = 1
-    for d in dims:
-        size *= int(d)
-    return size
+def _static_size(shape) -> int | None:
+    """Elements of a tensor of static `shape`, or None if any dimension is unknown."""
+    dims = tuple(shape)
+    return None if any(d is None for d in dims) else math.prod(int(d) for d in dims)
 
 
 class _SpectralNormalized(keras.layers.Layer):
@@ -105,7 +102,7 @@ class _SpectralNormalized(keras.layers.Layer):
         kernel, inverse_sigma = self.kernel_and_inverse_sigma(training)
         return kernel if inverse_sigma is None else kernel * inverse_sigma
 
-    def _normalized_apply(self, op, inputs, training, output_size: int | None):
+    def _normalized_apply(self, op, inputs, training):
         """`op(inputs, kernel / sigma)` in the compute dtype.
 
         `1 / sigma` scales whichever is smaller, the kernel or the output: the two are
@@ -116,9 +113,9 @@ class _SpectralNormalized(keras.layers.Layer):
         Args:
           op: `(inputs, kernel) -> outputs`, linear in `kernel`, without bias.
           inputs: passed to `op` as they are (callers cast them).
-          output_size: elements of the output when known statically, else None.
         """
         kernel, inverse_sigma = self.kernel_and_inverse_sigma(training)
+        output_size = _static_size(self.compute_output_shape(inputs.shape))
         if inverse_sigma is None:
             return op(inputs, self._cast(kernel))
         if output_size is not None and output_size < kernel.shape.num_elements():
@@ -172,12 +169,7 @@ class SNDense(_SpectralNormalized):
         self._build_spectral_state()
 
     def call(self, inputs, training=None):
-        outputs = self._normalized_apply(
-            tf.matmul,
-            self._cast(inputs),
-            bool(training),
-            _static_size(inputs.shape[:-1], self.units),
-        )
+        outputs = self._normalized_apply(tf.matmul, self._cast(inputs), bool(training))
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
         return outputs
@@ -237,10 +229,7 @@ class SNConv2D(_SpectralNormalized):
         def conv(x, kernel):
             return tf.nn.conv2d(x, kernel, strides=1, padding=self.padding.upper())
 
-        b, h, w, _ = self.compute_output_shape(inputs.shape)
-        outputs = self._normalized_apply(
-            conv, self._cast(inputs), bool(training), _static_size((b, h, w), self.filters)
-        )
+        outputs = self._normalized_apply(conv, self._cast(inputs), bool(training))
         if self.bias is not None:
             outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
         return outputs
@@ -285,7 +274,6 @@ class SNEmbedding(_SpectralNormalized):
             lambda labels, table: tf.gather(table, labels),
             tf.cast(inputs, tf.int32),
             bool(training),
-            _static_size(inputs.shape, self.output_dim),
         )
 
     def compute_output_shape(self, input_shape):
