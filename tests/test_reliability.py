@@ -161,6 +161,21 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
         train.restore_latest(checkpoint, fresh)
 
 
+def test_a_checkpoint_of_other_optimizer_settings_stops_the_resume(tmp_path):
+    """Not damage: no fallback to an older checkpoint, and the error says what to do."""
+    old = _tiny_state(lambda: keras.optimizers.Adam(learning_rate=1e-3, beta_1=0.0))
+    manager = tf.train.CheckpointManager(old.checkpoint(), str(tmp_path), max_to_keep=3)
+    manager.save(checkpoint_number=1)
+    manager.save(checkpoint_number=2)
+    new = _tiny_state()
+    checkpoint = new.checkpoint()
+    fresh = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
+    with pytest.raises(state_lib.IncompatibleCheckpointError, match="ckpt-2: g_optimizer"):
+        train.restore_latest(
+            checkpoint, fresh, validate=lambda path: state_lib.check_optimizer_slots(new, path)
+        )
+
+
 def test_an_empty_directory_restores_nothing(tmp_path):
     checkpoint = tf.train.Checkpoint(value=tf.Variable(3.0))
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=1)

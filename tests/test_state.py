@@ -1,6 +1,7 @@
 """Tests for tf_biggan.state: the checkpoint round trip of every variable, restoring the EMA
 generator from a training directory, and fine-tuning initialisation with other classes."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,7 +13,7 @@ RES = 32
 DIM_Z = 32
 
 
-def _state(num_classes=3):
+def _state(num_classes=3, make_optimizer=state_lib.make_optimizer):
     def generator(name):
         return networks.Generator(
             resolution=RES,
@@ -30,8 +31,8 @@ def _state(num_classes=3):
             resolution=RES, ch=8, num_classes=num_classes, attention=0, name="discriminator"
         ),
         ema_generator=generator("ema_generator"),
-        g_optimizer=state_lib.make_optimizer(learning_rate=1e-4),
-        d_optimizer=state_lib.make_optimizer(learning_rate=4e-4),
+        g_optimizer=make_optimizer(learning_rate=1e-4),
+        d_optimizer=make_optimizer(learning_rate=4e-4),
     )
     state.build()
     return state
@@ -168,3 +169,71 @@ def test_initialize_from_other_classes_loads_all_but_the_embeddings(tmp_path):
     # The optimizers and the step start afresh.
     assert int(target.step) == 0
     assert int(target.g_optimizer.iterations) == 0
+
+
+def _adam_steps(optimizer, gradients, initial):
+    """Applies `gradients` (a list of arrays, one per step) to one variable; returns its values."""
+    variable = tf.Variable(initial)
+    optimizer.build([variable])
+    values = []
+    for gradient in gradients:
+        optimizer.apply([tf.constant(gradient)], [variable])
+        values.append(variable.numpy().copy())
+    return values
+
+
+def test_lean_adam_with_beta1_zero_is_adam_with_one_slot():
+    rng = np.random.default_rng(0)
+    # Gradients of very different scales, so the second moment matters.
+    gradients = [(rng.normal(size=(3, 4)) * 10.0 ** rng.integers(-3, 3)).astype(np.float32)]
+    gradients += [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(5)]
+    initial = rng.normal(size=(3, 4)).astype(np.float32)
+    lr, beta_2, eps = 1e-2, 0.999, 1e-6
+    lean = state_lib.LeanAdam(learning_rate=lr, beta_1=0.0, beta_2=beta_2, epsilon=eps)
+    got = _adam_steps(lean, gradients, initial)
+    # One slot (v) per weight next to the iteration count and the learning rate.
+    assert len(lean.variables) == 3
+
+    # Adam with beta_1 = 0 in float64: m_t = g_t, so w -= lr * sqrt(1 - b2^t) g / (sqrt(v) + eps).
+    w, v = initial.astype(np.float64), np.zeros_like(initial, np.float64)
+    for t, (g, value) in enumerate(zip(gradients, got, strict=True), start=1):
+        v = beta_2 * v + (1 - beta_2) * g.astype(np.float64) ** 2
+        w = w - lr * np.sqrt(1 - beta_2**t) * g / (np.sqrt(v) + eps)
+        np.testing.assert_allclose(value, w, rtol=1e-5, atol=1e-7)
+
+    keras_adam = keras.optimizers.Adam(learning_rate=lr, beta_1=0.0, beta_2=beta_2, epsilon=eps)
+    for ours, theirs in zip(got, _adam_steps(keras_adam, gradients, initial), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_lean_adam_with_momentum_is_keras_adam():
+    rng = np.random.default_rng(1)
+    gradients = [rng.normal(size=(5,)).astype(np.float32) for _ in range(4)]
+    initial = rng.normal(size=(5,)).astype(np.float32)
+    lean = state_lib.LeanAdam(learning_rate=1e-2, beta_1=0.5)
+    got = _adam_steps(lean, gradients, initial)
+    assert len(lean.variables) == 4  # m and v
+    expected = _adam_steps(
+        keras.optimizers.Adam(learning_rate=1e-2, beta_1=0.5), gradients, initial
+    )
+    for ours, theirs in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def _keras_adam(learning_rate):
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.0, epsilon=1e-6)
+
+
+def test_checkpoint_with_other_optimizer_slots_is_refused_by_name(tmp_path):
+    # A checkpoint whose Adam kept a first moment (beta_1 != 0, or tf_biggan before 0.2).
+    old = _state(make_optimizer=_keras_adam)
+    path = old.checkpoint().save(str(tmp_path / "ckpt"))
+    with pytest.raises(
+        state_lib.IncompatibleCheckpointError, match="g_optimizer has .*--init_from"
+    ):
+        state_lib.check_optimizer_slots(_state(), path)
+
+    same = _state()
+    same_path = same.checkpoint().save(str(tmp_path / "same"))
+    state_lib.check_optimizer_slots(_state(), same_path)
+    state_lib.check_optimizer_slots(_state(make_optimizer=_keras_adam), path)

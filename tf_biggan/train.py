@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import gin
 import keras
@@ -487,7 +488,11 @@ class _StopRequest:
 # --------------------------------------------------------------------------- recovery
 
 
-def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager):
+def restore_latest(
+    checkpoint: tf.train.Checkpoint,
+    manager: tf.train.CheckpointManager,
+    validate: Callable[[str], None] | None = None,
+):
     """Restores the newest readable checkpoint of `manager`, falling back to older ones.
 
     TensorFlow writes a checkpoint's files first and the `checkpoint` index file last
@@ -495,16 +500,25 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
     previous checkpoint. A newest checkpoint that is listed but damaged afterwards (a
     truncated or deleted file, e.g. on a full disk) is skipped with a warning.
 
+    `validate(path)`, when given, runs before each restore; the
+    `state_lib.IncompatibleCheckpointError` it raises is not damage, so it
+    stops the search and propagates.
+
     Returns:
       The restored checkpoint path, or None when `manager` lists none.
 
     Raises:
       RuntimeError: checkpoints are listed but none of them can be read.
+      state_lib.IncompatibleCheckpointError: from `validate`.
     """
     paths = list(manager.checkpoints)
     for path in reversed(paths):
         try:
+            if validate is not None:
+                validate(path)
             checkpoint.restore(path).assert_existing_objects_matched()
+        except state_lib.IncompatibleCheckpointError:
+            raise
         # A truncated file raises IndexError from the reader, others raise OpErrors.
         except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:
             logging.warning(
@@ -798,7 +812,11 @@ def train(
         if chief
         else tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=keep_checkpoints)
     )
-    resumed_from = restore_latest(checkpoint, resume_manager)
+    resumed_from = restore_latest(
+        checkpoint,
+        resume_manager,
+        validate=lambda path: state_lib.check_optimizer_slots(state, path),
+    )
     if workers > 1:
         _check_workers_agree(dist, state.step)
     if resumed_from:
