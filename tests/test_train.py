@@ -405,6 +405,12 @@ def test_train_writes_outputs_and_resumes(tmp_path):
         assert sorted(os.listdir(os.path.join(model_dir, "samples")))[-1] == "step_00000006.png"
         _, restored, _ = state_lib.restore_ema_generator(model_dir)
         assert restored["step"] == 6
+
+        # Resuming with an Adam that keeps a first moment cannot use these optimizer slots.
+        _parse(TINY + ["train.total_steps = 8", "generator/make_optimizer.beta_1 = 0.5"])
+        with pytest.raises(state_lib.IncompatibleCheckpointError, match="ckpt-6: g_optimizer"):
+            train.train(model_dir)
+        assert _checkpoint_numbers(model_dir) == [2, 4, 6]
     finally:
         gin.clear_config()
 
