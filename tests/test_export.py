@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny_models
 
-from tf_biggan import export, imaging, networks
+from tf_biggan import export, imaging
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -22,15 +23,7 @@ BIN = os.path.dirname(sys.executable)
 
 
 def _tiny_generator(name="generator"):
-    return networks.Generator(
-        resolution=RESOLUTION,
-        ch=8,
-        num_classes=NUM_CLASSES,
-        dim_z=DIM_Z,
-        shared_dim=8,
-        attention=0,
-        name=name,
-    )
+    return tiny_models.generator(NUM_CLASSES, DIM_Z, name)
 
 
 def _trained_state():
@@ -40,14 +33,7 @@ def _trained_state():
     moving statistics and the SN `u` vectors away from their initial values,
     so inference mode differs from a fresh network.
     """
-    state = state_lib.TrainState(
-        _tiny_generator(),
-        networks.Discriminator(resolution=RESOLUTION, ch=8, num_classes=NUM_CLASSES, attention=0),
-        _tiny_generator("ema_generator"),
-        keras.optimizers.Adam(),
-        keras.optimizers.Adam(),
-    )
-    state.build()
+    state = tiny_models.train_state(keras.optimizers.Adam, NUM_CLASSES, DIM_Z)
     ema = state.ema_generator
     rng = np.random.default_rng(0)
     for variable in ema.trainable_variables:

@@ -24,9 +24,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny_models
 
 from tf_biggan import config as config_lib
-from tf_biggan import data, monitor, networks, train
+from tf_biggan import data, monitor, train
 from tf_biggan import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -220,23 +221,7 @@ def test_sigterm_saves_the_current_step_exits_0_and_the_restart_continues(tmp_pa
 
 def _tiny_state(make_optimizer=lambda: state_lib.make_optimizer(learning_rate=1e-3)):
     keras.utils.set_random_seed(1)
-
-    def generator(name):
-        return networks.Generator(
-            resolution=32, ch=8, num_classes=3, dim_z=16, shared_dim=8, attention=0, name=name
-        )
-
-    state = state_lib.TrainState(
-        generator=generator("generator"),
-        discriminator=networks.Discriminator(
-            resolution=32, ch=8, num_classes=3, attention=0, name="discriminator"
-        ),
-        ema_generator=generator("ema_generator"),
-        g_optimizer=make_optimizer(),
-        d_optimizer=make_optimizer(),
-    )
-    state.build()
-    return state
+    return tiny_models.train_state(make_optimizer, dim_z=16)
 
 
 def _batch(seed=0):

@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny_models
 
 from tf_biggan import eval as ev
-from tf_biggan import export, imaging, networks, sample
+from tf_biggan import export, imaging, sample
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -20,15 +21,7 @@ CLASS_NAMES = ["circle", "square", "ring"]
 
 
 def _generator(seed):
-    generator = networks.Generator(
-        resolution=R,
-        ch=8,
-        num_classes=NUM_CLASSES,
-        dim_z=DIM_Z,
-        shared_dim=8,
-        attention=0,
-        name="ema_generator",
-    )
+    generator = tiny_models.generator(NUM_CLASSES, DIM_Z, "ema_generator")
     generator.build_by_call()
     rng = np.random.default_rng(seed)
     for variable in generator.trainable_variables:

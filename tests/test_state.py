@@ -5,37 +5,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny_models
 
-from tf_biggan import networks
 from tf_biggan import state as state_lib
 
-RES = 32
 DIM_Z = 32
 
 
 def _state(num_classes=3, make_optimizer=state_lib.make_optimizer):
-    def generator(name):
-        return networks.Generator(
-            resolution=RES,
-            ch=8,
-            num_classes=num_classes,
-            dim_z=DIM_Z,
-            shared_dim=8,
-            attention=0,
-            name=name,
-        )
-
-    state = state_lib.TrainState(
-        generator=generator("generator"),
-        discriminator=networks.Discriminator(
-            resolution=RES, ch=8, num_classes=num_classes, attention=0, name="discriminator"
-        ),
-        ema_generator=generator("ema_generator"),
-        g_optimizer=make_optimizer(learning_rate=1e-4),
-        d_optimizer=make_optimizer(learning_rate=4e-4),
-    )
-    state.build()
-    return state
+    return tiny_models.train_state(make_optimizer, num_classes, dim_z=DIM_Z)
 
 
 def _all_variables(state):
@@ -220,8 +198,8 @@ def test_lean_adam_with_momentum_is_keras_adam():
         np.testing.assert_array_equal(ours, theirs)
 
 
-def _keras_adam(learning_rate):
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.0, epsilon=1e-6)
+def _keras_adam():
+    return keras.optimizers.Adam(beta_1=0.0, epsilon=1e-6)
 
 
 def test_checkpoint_with_other_optimizer_slots_is_refused_by_name(tmp_path):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny_models
 
 from tf_biggan import config as config_lib
 from tf_biggan import losses, networks, train
@@ -29,18 +30,6 @@ BATCH = 8
 LR = 0.02
 
 
-def _generator(cls=networks.Generator, num_classes=CLASSES, name="generator"):
-    return cls(
-        resolution=RES,
-        ch=8,
-        num_classes=num_classes,
-        dim_z=DIM_Z,
-        shared_dim=8,
-        attention=0,
-        name=name,
-    )
-
-
 def _make_state(strategy, generator_cls=networks.Generator, num_classes=CLASSES, optimizer="sgd"):
     def make_optimizer():
         if optimizer == "sgd":
@@ -48,17 +37,7 @@ def _make_state(strategy, generator_cls=networks.Generator, num_classes=CLASSES,
         return state_lib.make_optimizer(learning_rate=1e-3)
 
     with strategy.scope():
-        state = state_lib.TrainState(
-            generator=_generator(generator_cls, num_classes),
-            discriminator=networks.Discriminator(
-                resolution=RES, ch=8, num_classes=num_classes, attention=0, name="discriminator"
-            ),
-            ema_generator=_generator(generator_cls, num_classes, name="ema_generator"),
-            g_optimizer=make_optimizer(),
-            d_optimizer=make_optimizer(),
-        )
-        state.build()
-    return state
+        return tiny_models.train_state(make_optimizer, num_classes, DIM_Z, generator_cls)
 
 
 def _copy_state(source, target):

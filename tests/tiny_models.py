@@ -1,0 +1,48 @@
+"""Tiny BigGANs for the tests: 32 px, ch 8, no attention, a few classes.
+
+Small enough that a training step takes well under a second on one CPU, with every
+kind of layer of the full model (SN conv/dense/embedding, conditional BN, the
+shared embedding and hierarchical z, D's projection).
+"""
+
+from tf_biggan import networks
+from tf_biggan import state as state_lib
+
+RESOLUTION = 32
+
+
+def generator(num_classes=3, dim_z=32, name="generator", cls=networks.Generator):
+    return cls(
+        resolution=RESOLUTION,
+        ch=8,
+        num_classes=num_classes,
+        dim_z=dim_z,
+        shared_dim=8,
+        attention=0,
+        name=name,
+    )
+
+
+def discriminator(num_classes=3, name="discriminator"):
+    return networks.Discriminator(
+        resolution=RESOLUTION, ch=8, num_classes=num_classes, attention=0, name=name
+    )
+
+
+def train_state(
+    make_optimizer=state_lib.make_optimizer, num_classes=3, dim_z=32, generator_cls=None
+):
+    """A built `TrainState`; `make_optimizer()` is called once for G and once for D.
+
+    Build it inside `strategy.scope()` for a distributed test.
+    """
+    cls = generator_cls or networks.Generator
+    state = state_lib.TrainState(
+        generator=generator(num_classes, dim_z, "generator", cls),
+        discriminator=discriminator(num_classes),
+        ema_generator=generator(num_classes, dim_z, "ema_generator", cls),
+        g_optimizer=make_optimizer(),
+        d_optimizer=make_optimizer(),
+    )
+    state.build()
+    return state
