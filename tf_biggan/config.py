@@ -15,7 +15,7 @@ import gin
 CONFIGURABLE_MODULES = (
     "tf_biggan.networks",
     "tf_biggan.data",
-    "tf_biggan.augment",
+    "tf_biggan.state",
     "tf_biggan.train",
 )
 
@@ -33,11 +33,7 @@ def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
       ValueError: gin's error for an unknown configurable or parameter.
     """
     for module in CONFIGURABLE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
+        importlib.import_module(module)
     for path in config_files:
         if not os.path.exists(path):
             raise FileNotFoundError(f"gin config file not found: {path}")

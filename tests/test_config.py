@@ -1,0 +1,34 @@
+"""Tests for tf_biggan.config: every configurable is registered before a gin file is parsed."""
+
+import os
+import re
+
+import gin
+import pytest
+
+from tf_biggan import config as config_lib
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tf_biggan")
+
+
+def test_every_module_with_a_configurable_is_imported_before_parsing():
+    with_configurables = set()
+    for name in os.listdir(PACKAGE):
+        if name.endswith(".py"):
+            with open(os.path.join(PACKAGE, name), encoding="utf-8") as f:
+                if re.search(r"^@gin\.(configurable|register)", f.read(), re.MULTILINE):
+                    with_configurables.add(f"tf_biggan.{name[:-3]}")
+    assert "tf_biggan.state" in with_configurables  # the scan finds them
+    assert with_configurables <= set(config_lib.CONFIGURABLE_MODULES)
+
+
+def test_a_missing_file_and_an_unknown_parameter_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.gin"):
+        config_lib.parse_gin([str(tmp_path / "nope.gin")])
+    path = tmp_path / "typo.gin"
+    path.write_text("make_optimizer.learnig_rate = 1e-3\n")
+    try:
+        with pytest.raises(ValueError, match="learnig_rate"):
+            config_lib.parse_gin([str(path)], finalize=False)
+    finally:
+        gin.clear_config()
