@@ -362,7 +362,7 @@ def make_train_step(
         # Nothing else orders them (the G step's forward pass reads no variable that D's
         # update writes), and TensorFlow's executor would otherwise run them side by side,
         # holding the activations of both at once: at 128 px the step's peak memory was
-        # 1.2 GB higher for no gain in speed. See docs/performance.md.
+        # about 1 GB higher for no gain in speed. See docs/performance.md.
         done = []
         for update in range(config.d_steps):
             grads = [None] * len(discriminator.trainable_variables)
@@ -377,7 +377,7 @@ def make_train_step(
                         replica_id,
                     )
                 grads = _sum_gradients(grads, g)
-                done = grads
+                done = [t for t in grads if t is not None]
                 d_loss += loss
                 real_sum += rs
                 fake_sum += fs
@@ -397,7 +397,7 @@ def make_train_step(
             with tf.control_dependencies(done):
                 g, loss = generator_micro_step(step, micro, replica_id)
             grads = _sum_gradients(grads, g)
-            done = grads
+            done = [t for t in grads if t is not None]
             g_loss += loss
         nonfinite += apply_update(
             context, generator, state.g_optimizer, grads, g_ortho_kernels, config.g_ortho_beta
