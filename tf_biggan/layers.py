@@ -115,9 +115,9 @@ class _SpectralNormalized(keras.layers.Layer):
           inputs: passed to `op` as they are (callers cast them).
         """
         kernel, inverse_sigma = self.kernel_and_inverse_sigma(training)
-        output_size = _static_size(self.compute_output_shape(inputs.shape))
         if inverse_sigma is None:
             return op(inputs, self._cast(kernel))
+        output_size = _static_size(self.compute_output_shape(inputs.shape))
         if output_size is not None and output_size < kernel.shape.num_elements():
             outputs = op(inputs, self._cast(kernel))
             # Scaled in float32: a bfloat16 `1 / sigma` would be off by up to 0.4% for the

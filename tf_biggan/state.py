@@ -162,8 +162,10 @@ def check_optimizer_slots(state: TrainState, checkpoint_path: str) -> None:
         if not saved:
             continue
         expected = [list(v.shape) for v in optimizer.variables]
-        mismatched = [i for i, shape in saved.items() if i >= len(expected) or shape != expected[i]]
-        if max(saved) + 1 != len(expected) or mismatched:
+        # With equal counts every saved index is in range, so the shapes can be compared.
+        if max(saved) + 1 != len(expected) or any(
+            shape != expected[i] for i, shape in saved.items()
+        ):
             raise IncompatibleCheckpointError(
                 f"{checkpoint_path}: {name} has {max(saved) + 1} variables in the checkpoint "
                 f"but {len(expected)} in this run; it was written with other optimizer "
