@@ -138,6 +138,67 @@ def test_orthogonal_regularizer_gradient_matches_closed_form():
     np.testing.assert_allclose(tape.gradient(r, w).numpy(), 4 * beta * w_np @ off, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [(9, 4), (4, 9), (6, 6), (3, 3, 4, 6), (1, 1, 3, 7)],
+    ids=["tall", "wide", "square", "conv", "wide_conv"],
+)
+def test_orthogonal_regularizer_float64_matches_direct_numpy_form(shape):
+    # Wide kernels go through ||W W^T||^2 - sum_j ||w_j||^4, the others through W^T W.
+    kernel = np.random.default_rng(7).normal(size=shape)
+    got = losses.orthogonal_regularizer([tf.constant(kernel, tf.float64)], beta=0.3)
+    assert got.dtype == tf.float64
+    np.testing.assert_allclose(got.numpy(), _numpy_ortho([kernel], 0.3), rtol=1e-6)
+
+
+def test_orthogonal_regularizer_wide_kernel_gradient_matches_closed_form():
+    rng = np.random.default_rng(8)
+    w_np = rng.normal(size=(5, 12))
+    w = tf.Variable(w_np)  # float64
+    beta = 0.25
+    with tf.GradientTape() as tape:
+        r = losses.orthogonal_regularizer([w], beta=beta)
+    off = w_np.T @ w_np * (1 - np.eye(12))
+    np.testing.assert_allclose(
+        tape.gradient(r, w).numpy(), 4 * beta * w_np @ off, rtol=1e-10, atol=1e-12
+    )
+
+
+def _largest_op_output(fn, spec):
+    """Largest number of elements of any op output in the graph of `fn` (traced, not run)."""
+    graph = tf.function(fn).get_concrete_function(spec).graph
+    largest = 0
+    for op in graph.get_operations():
+        for output in op.outputs:
+            if output.shape.rank is not None and output.shape.is_fully_defined():
+                largest = max(largest, output.shape.num_elements())
+    return largest
+
+
+def test_orthogonal_regularizer_gradient_of_wide_kernel_stays_small():
+    # G's first linear layer at 128 px: the out x out Gram would hold 24576^2 floats (2.4 GB).
+    spec = tf.TensorSpec([20, 24576], tf.float32)
+    limit = 24576 * 24576 // 100
+
+    def gradient(regularizer):
+        def fn(w):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                r = regularizer([w], 1e-4)
+            return tape.gradient(r, w)
+
+        return fn
+
+    def direct_form(kernels, beta):
+        w = kernels[0]
+        gram = tf.matmul(w, w, transpose_a=True)
+        return beta * tf.reduce_sum(tf.square(gram - tf.linalg.diag(tf.linalg.diag_part(gram))))
+
+    assert _largest_op_output(gradient(losses.orthogonal_regularizer), spec) < limit
+    # The check can fail: the direct form builds the [24576, 24576] Gram.
+    assert _largest_op_output(gradient(direct_form), spec) >= 24576 * 24576
+
+
 def test_orthogonal_regularizer_rejects_vectors_and_negative_beta():
     with pytest.raises(ValueError, match="rank >= 2"):
         losses.orthogonal_regularizer([tf.Variable(tf.zeros([5]), name="bias")])

@@ -130,8 +130,8 @@ def nonsaturating_generator_loss(fake_logits) -> tf.Tensor:
     return tf.nn.softplus(-_per_example_logits(fake_logits, "fake_logits"))
 
 
-def _as_matrix(kernel) -> tf.Tensor:
-    """Reshapes a weight to ``[fan_in, out]``: the last axis is the output axis."""
+def _as_matrix(kernel, dtype: tf.DType) -> tf.Tensor:
+    """Reshapes a weight to ``[fan_in, out]`` in ``dtype``: the last axis is the output axis."""
     name = getattr(kernel, "name", "<tensor>")
     kernel = tf.convert_to_tensor(kernel)
     rank = kernel.shape.rank
@@ -141,7 +141,31 @@ def _as_matrix(kernel) -> tf.Tensor:
             f"[kh, kw, in, out]); {name!r} has shape {kernel.shape}. Leave biases and "
             f"normalisation parameters out of the list."
         )
-    return tf.reshape(tf.cast(kernel, tf.float32), [-1, kernel.shape[-1]])
+    return tf.reshape(tf.cast(kernel, dtype), [-1, kernel.shape[-1]])
+
+
+def _off_diagonal_gram_energy(w: tf.Tensor) -> tf.Tensor:
+    """``||W^T W ⊙ (1 - I)||_F^2`` of a ``[fan_in, out]`` matrix, on the smaller Gram matrix."""
+    fan_in, out = w.shape
+    if fan_in is None or out is None or out <= fan_in:
+        # The out x out Gram is the smaller one: sum its off-diagonal entries directly. The
+        # identity below would subtract two nearly equal sums here as W approaches
+        # orthogonal columns (where the regulariser drives it), and lose the small
+        # off-diagonal energy to rounding; the direct sum keeps full relative precision.
+        gram = tf.matmul(w, w, transpose_a=True)  # [out, out]
+        off_diagonal = gram - tf.linalg.diag(tf.linalg.diag_part(gram))
+        return tf.reduce_sum(tf.square(off_diagonal))
+    # Wide W (G's first linear layer is [20, 24576]): an out x out Gram would not fit in
+    # memory. ||W^T W||_F = ||W W^T||_F and diag(W^T W)_j = ||w_j||^2, so the off-diagonal
+    # energy is ||W W^T||_F^2 - sum_j ||w_j||^4 with a fan_in x fan_in Gram; the gradient,
+    # 4 W (W^T W ⊙ (1 - I)) = 4 (W W^T) W - 4 W diag(||w_j||^2), needs nothing bigger than W.
+    # The subtraction stays accurate: ||W W^T||_F^2 >= (sum_j ||w_j||^2)^2 / fan_in, so for
+    # columns of equal norm the subtracted sum is at most fan_in / out of the first term.
+    gram = tf.matmul(w, w, transpose_b=True)  # [fan_in, fan_in]
+    column_norms = tf.reduce_sum(tf.square(w), axis=0)  # [out], ||w_j||^2
+    energy = tf.reduce_sum(tf.square(gram)) - tf.reduce_sum(tf.square(column_norms))
+    # Rounding can leave a tiny negative value where the energy is (nearly) zero.
+    return tf.maximum(energy, 0.0)
 
 
 def orthogonal_regularizer(kernels: Sequence, beta: float = 1e-4) -> tf.Tensor:
@@ -149,33 +173,42 @@ def orthogonal_regularizer(kernels: Sequence, beta: float = 1e-4) -> tf.Tensor:
 
     For each kernel, ``W`` is its ``[fan_in, out]`` matrix (a dense kernel as
     is, a conv kernel ``[kh, kw, in, out]`` reshaped to ``[kh * kw * in, out]``),
-    so the Gram matrix ``W^T W`` is ``out x out`` and compares the filters of
-    different output units, as in the paper. The diagonal (filter norms) is
-    not penalised. The sum over kernels is
+    so the Gram matrix ``W^T W`` is ``out x out`` and compares the filters
+    ``w_j`` (the columns, one per output unit) of different output units, as in
+    the paper. The diagonal (filter norms) is not penalised. The sum over
+    kernels is
 
         R = beta * sum_k ||W_k^T W_k ⊙ (1 - I)||_F^2.
+
+    It is computed on the smaller of the two Gram matrices: ``W^T W`` directly
+    when ``out <= fan_in``, else through the identity
+    ``||W^T W ⊙ (1 - I)||_F^2 = ||W W^T||_F^2 - sum_j ||w_j||^4`` with the
+    ``fan_in x fan_in`` matrix ``W W^T``, so no tensor larger than the kernel
+    or the smaller Gram matrix is formed in the forward or backward pass.
 
     Its gradient is ``4 * beta * W (W^T W ⊙ (1 - I))``, twice the update that
     the PyTorch port applies (see the module docstring).
 
     Args:
-      kernels: the weights to regularise (``tf.Variable``s or tensors), each of
-        rank >= 2 with the output axis last. The caller chooses them (BigGAN
-        leaves out the shared class embedding, biases and BN parameters).
+      kernels: the weights to regularise (``tf.Variable``s, tensors or arrays),
+        each of rank >= 2 with the output axis last. The caller chooses them
+        (BigGAN leaves out the shared class embedding, biases and BN parameters).
       beta: non-negative strength; the paper uses 1e-4.
 
     Returns:
-      float32 scalar ``R >= 0`` (0.0 for an empty list).
+      Scalar ``R >= 0``, float64 if any kernel is float64, else float32
+      (float16 and bfloat16 kernels are cast up); 0.0 for an empty list.
     """
     if beta < 0:
         raise ValueError(f"beta must be non-negative, got {beta}.")
-    total = tf.constant(0.0, tf.float32)
+    kernels = list(kernels)
+    dtype = tf.float32
+    if any(tf.as_dtype(getattr(k, "dtype", tf.float32)) == tf.float64 for k in kernels):
+        dtype = tf.float64
+    total = tf.constant(0.0, dtype)
     for kernel in kernels:
-        w = _as_matrix(kernel)
-        gram = tf.matmul(w, w, transpose_a=True)
-        off_diagonal = gram - tf.linalg.diag(tf.linalg.diag_part(gram))
-        total += tf.reduce_sum(tf.square(off_diagonal))
-    return beta * total
+        total += _off_diagonal_gram_energy(_as_matrix(kernel, dtype))
+    return tf.cast(beta, dtype) * total
 
 
 def r1_penalty(real_image_gradients, gamma: float) -> tf.Tensor:
