@@ -14,13 +14,18 @@ def _np_normalize(x):
 
 
 def _np_sn(kernel, u):
-    """`(kernel / sigma, sigma, v)` for inference: one half-iteration from the stored `u`."""
+    """`(kernel / sigma, sigma, v, u1)`: one power iteration from the stored `u`.
+
+    `v = normalize(u W^T)`, `u1 = normalize(v W)`, `sigma = v W u1^T`: the estimate of a
+    training call, which an inference call computes too (without writing `u1` and sigma).
+    """
     kernel = np.asarray(kernel, np.float64)
     matrix = kernel.reshape(-1, kernel.shape[-1])
     u = _np_normalize(np.asarray(u, np.float64))
     v = _np_normalize(u @ matrix.T)
-    sigma = (v @ matrix @ u.T).item()
-    return kernel / sigma, sigma, v
+    u1 = _np_normalize(v @ matrix)
+    sigma = (v @ matrix @ u1.T).item()
+    return kernel / sigma, sigma, v, u1
 
 
 def _top_sv(kernel):
@@ -46,6 +51,10 @@ def _sn_layer(kind):
         layer = layers.SNDense(6)
         layer.build((None, 10))
         x = rng.randn(3, 10).astype(np.float32)
+    elif kind == "embedding":
+        layer = layers.SNEmbedding(9, 5)
+        layer.build((None,))
+        x = np.array([3, 0, 8, 3])
     else:
         layer = layers.SNConv2D(5, 3)
         layer.build((None, 6, 6, 4))
@@ -80,11 +89,105 @@ def test_power_iteration_runs_only_in_training(kind):
     layer(x, training=True)
     assert np.abs(layer.u.numpy() - u0).max() > 1e-3
     # One iteration from u0: u1 = normalize(v W), sigma1 = v W u1^T.
-    matrix = layer.kernel.numpy().astype(np.float64).reshape(-1, layer.kernel.shape[-1])
-    _, _, v = _np_sn(layer.kernel.numpy(), u0)
-    u1 = _np_normalize(v @ matrix)
+    _, sigma1, _, u1 = _np_sn(layer.kernel.numpy(), u0)
     np.testing.assert_allclose(layer.u.numpy(), u1, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(float(layer.sigma.numpy()), (v @ matrix @ u1.T).item(), rtol=1e-5)
+    np.testing.assert_allclose(float(layer.sigma.numpy()), sigma1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "embedding"])
+def test_inference_sigma_is_the_training_estimate_and_writes_nothing(kind):
+    layer, x = _sn_layer(kind)
+    layer.u.assign(_rng(3).randn(*layer.u.shape).astype(np.float32))  # a stale u
+    u0 = layer.u.numpy().copy()
+    sigma0 = float(layer.sigma.numpy())
+    _, inverse_sigma = layer.kernel_and_inverse_sigma(training=False)
+    inference_out = layer(x, training=False).numpy()
+    inference_kernel = layer.inference_kernel().numpy()
+    np.testing.assert_array_equal(layer.u.numpy(), u0)
+    assert float(layer.sigma.numpy()) == sigma0
+    # A training call from the same u computes (and now writes) the same sigma.
+    training_out = layer(x, training=True).numpy()
+    np.testing.assert_allclose(1.0 / float(inverse_sigma), float(layer.sigma.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(float(layer.sigma.numpy()), _np_sn(layer.kernel, u0)[1], rtol=1e-5)
+    np.testing.assert_allclose(inference_out, training_out, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        inference_kernel, layer.kernel.numpy() / float(layer.sigma.numpy()), rtol=1e-6
+    )
+    assert np.abs(layer.u.numpy() - u0).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "embedding"])
+def test_refine_converges_to_the_top_singular_value(kind):
+    layer, x = _sn_layer(kind)
+    kernel = layer.kernel.numpy()
+    expected = _top_sv(kernel)
+    layer.refine_sigma(iterations=1)
+    assert abs(float(layer.sigma.numpy()) / expected - 1.0) > 1e-4  # one iteration is not enough
+    sigma = layer.refine_sigma(iterations=500)
+    np.testing.assert_allclose(float(sigma), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(layer.top_singular_value()), expected, rtol=1e-4)
+    # Inference starts from the refined u, so it uses the converged sigma too.
+    np.testing.assert_allclose(_top_sv(layer.inference_kernel().numpy()), 1.0, rtol=1e-4)
+    np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "embedding"])
+def test_exact_refine_and_inference_kernel_use_the_svd(kind):
+    layer, _ = _sn_layer(kind)
+    matrix = layer.kernel.numpy().astype(np.float64).reshape(-1, layer.kernel.shape[-1])
+    _, singular_values, right = np.linalg.svd(matrix)
+    u0, sigma0 = layer.u.numpy().copy(), float(layer.sigma.numpy())
+    exact = layer.inference_kernel(exact=True).numpy()
+    np.testing.assert_allclose(exact, layer.kernel.numpy() / singular_values[0], rtol=1e-5)
+    np.testing.assert_array_equal(layer.u.numpy(), u0)  # inference_kernel writes nothing
+    assert float(layer.sigma.numpy()) == sigma0
+    layer.refine_sigma(exact=True)
+    np.testing.assert_allclose(float(layer.sigma.numpy()), singular_values[0], rtol=1e-5)
+    np.testing.assert_allclose(np.abs(layer.u.numpy()[0] @ right[0]), 1.0, rtol=1e-5)
+
+
+def test_refine_spectral_norms_reaches_every_nested_layer():
+    layer = layers.SelfAttention()
+    layer(_rng(4).randn(1, 4, 4, 16).astype(np.float32))
+    rng = _rng(5)
+    for sn in layers.spectral_layers(layer):
+        sn.kernel.assign(rng.randn(*sn.kernel.shape).astype(np.float32))
+    layers.refine_spectral_norms(layer, iterations=500)
+    for sn in layers.spectral_layers(layer):
+        np.testing.assert_allclose(float(sn.sigma.numpy()), _top_sv(sn.kernel), rtol=1e-4)
+
+
+def test_refine_spectral_norms_in_cross_replica_context(strategy):
+    # How the training loop refines the EMA generator: eagerly, outside strategy.run.
+    with strategy.scope():
+        layer = layers.SNConv2D(4, 3)
+        layer.build((None, 4, 4, 3))
+    layer.kernel.assign(_rng(6).randn(3, 3, 3, 4).astype(np.float32))
+    layers.refine_spectral_norms(layer, iterations=500)
+    first, second = _locals(strategy, layer.u)
+    np.testing.assert_array_equal(first, second)
+    for sigma in _locals(strategy, layer.sigma):
+        np.testing.assert_allclose(sigma, _top_sv(layer.kernel.numpy()), rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "embedding"])
+def test_fold_stores_the_exact_inference_kernel_and_drops_the_power_iteration(kind):
+    layer, x = _sn_layer(kind)
+    exact = layer.inference_kernel(exact=True).numpy()
+    layer.fold()
+    assert layer.folded and layer.get_config()["folded"] is True
+    np.testing.assert_allclose(layer.kernel.numpy(), exact, rtol=1e-6)
+    np.testing.assert_allclose(_top_sv(layer.kernel.numpy()), 1.0, rtol=1e-5)
+    assert float(layer.top_singular_value()) == 1.0
+    u = layer.u.numpy().copy()
+    traced = tf.function(lambda inputs: layer(inputs, training=True)).get_concrete_function(x)
+    captured = {id(v) for v in traced.variables}
+    assert id(layer.u.value) not in captured and id(layer.sigma.value) not in captured
+    assert id(layer.kernel.value) in captured
+    expected_out = layer(x, training=True).numpy()
+    np.testing.assert_array_equal(layer.u.numpy(), u)
+    layer.fold()  # a second fold changes nothing
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), expected_out)
 
 
 def test_inference_before_training_uses_a_unit_u():
@@ -93,7 +196,7 @@ def test_inference_before_training_uses_a_unit_u():
     layer.build((None, 32))
     assert abs(np.linalg.norm(layer.u.numpy()) - 1.0) > 0.5
     normalized = layer.normalized_kernel(training=False).numpy()
-    expected, _, _ = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    expected = _np_sn(layer.kernel.numpy(), layer.u.numpy())[0]
     np.testing.assert_allclose(normalized, expected, rtol=1e-4, atol=1e-6)
     # An orthogonal square kernel has all singular values 1, so the estimate is exact.
     np.testing.assert_allclose(_top_sv(normalized), 1.0, rtol=1e-4)
@@ -105,8 +208,7 @@ def test_sn_dense_output_and_kernel_gradient_through_sigma():
     for _ in range(3):
         layer(x, training=True)
     kernel = layer.kernel.numpy().astype(np.float64)
-    normalized, sigma, v = _np_sn(kernel, layer.u.numpy())
-    u = _np_normalize(layer.u.numpy().astype(np.float64))
+    normalized, sigma, v, u = _np_sn(kernel, layer.u.numpy())
     with tf.GradientTape() as tape:
         out = layer(x, training=False)
         total = tf.reduce_sum(out)
@@ -132,8 +234,8 @@ def test_sn_conv_kernel_gradient_matches_explicit_computation(input_shape):
     layer.bias.assign(np.linspace(-1, 1, 5).astype(np.float32))
     for _ in range(3):
         layer(x, training=True)
-    _, _, v = _np_sn(layer.kernel.numpy(), layer.u.numpy())
-    u = tf.constant(_np_normalize(layer.u.numpy().astype(np.float64)), tf.float32)
+    _, _, v, u = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    u = tf.constant(u, tf.float32)
     v = tf.constant(v, tf.float32)
     kernel = tf.Variable(layer.kernel.numpy())
     with tf.GradientTape(persistent=True) as tape:
@@ -157,7 +259,7 @@ def test_sn_embedding_rows_are_rows_of_normalized_table():
     layer.kernel.assign(_rng(2).randn(7, 4).astype(np.float32))
     labels = np.array([3, 0, 6, 3])
     out = layer(labels, training=False).numpy()
-    table, _, _ = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    table = _np_sn(layer.kernel.numpy(), layer.u.numpy())[0]
     np.testing.assert_allclose(out, table[labels], rtol=1e-4, atol=1e-6)
     out = layer(labels, training=True).numpy()
     table = layer.kernel.numpy() / float(layer.sigma.numpy())
@@ -171,7 +273,7 @@ def test_sn_embedding_under_mixed_bfloat16_picks_rows_above_256():
     labels = np.array([257, 999, 3])
     out = layer(labels, training=False)
     assert out.dtype == tf.bfloat16
-    table, _, _ = _np_sn(layer.kernel.numpy(), layer.u.numpy())
+    table = _np_sn(layer.kernel.numpy(), layer.u.numpy())[0]
     np.testing.assert_allclose(out.numpy().astype(np.float32), table[labels], rtol=1e-2, atol=1e-3)
 
 
@@ -222,8 +324,8 @@ def test_conditional_bn_moving_statistics_and_inference():
     out = layer(x, c[:2], training=False).numpy()
     np.testing.assert_array_equal(layer.gain.u.numpy(), u_gain)
     np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
-    gain_kernel, _, _ = _np_sn(layer.gain.kernel.numpy(), layer.gain.u.numpy())
-    bias_kernel, _, _ = _np_sn(layer.bias.kernel.numpy(), layer.bias.u.numpy())
+    gain_kernel = _np_sn(layer.gain.kernel.numpy(), layer.gain.u.numpy())[0]
+    bias_kernel = _np_sn(layer.bias.kernel.numpy(), layer.bias.u.numpy())[0]
     gain = (c[:2] @ gain_kernel)[:, None, None, :]
     bias = (c[:2] @ bias_kernel)[:, None, None, :]
     expected = _np_bn(x, mean, var) * (1 + gain) + bias
@@ -401,6 +503,7 @@ def _round_trip_cases():
         (layers.SNConv2D(3, 1, padding="valid"), (image,)),
         (layers.SNConv2D(4, 3), (image,)),
         (layers.SNEmbedding(6, 3), (np.array([0, 5, 2]),)),
+        (layers.SNDense(4, folded=True), (rng.randn(2, 3).astype(np.float32),)),
         (layers.SyncBatchNorm(momentum=0.8, epsilon=1e-3, affine=True), (image,)),
         (layers.SyncBatchNorm(affine=False), (image,)),
         (layers.ConditionalBatchNorm(momentum=0.7), (image, rng.randn(2, 3).astype(np.float32))),

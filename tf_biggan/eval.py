@@ -947,7 +947,8 @@ def open_generator(model_dir: str | None = None, saved_model: str | None = None)
     """Loads the generator to evaluate from a training directory or an exported SavedModel.
 
     Args:
-        model_dir: Training directory (restored by `tf_biggan.sample.load_generator`).
+        model_dir: Training directory (restored by `tf_biggan.sample.load_generator`, which
+            re-estimates the spectral norms of the EMA generator for its own weights).
         saved_model: SavedModel directory with the `default` signature and
             `assets/config.json`.
 

@@ -35,10 +35,14 @@ this way z and y may have any width, and a wrong width raises
 widths, so serving front ends reject them before the graph runs).
 
 Spectral normalisation is folded: each SN kernel is stored already divided
-by its σ (computed from the trained `u`, as the generator does at
-inference), so the served graph has no power iteration and writes no
-variable. Batch norm uses the moving statistics. The export computes in float32
-even when the generator trained under mixed precision. `assets/config.json` holds
+by its exact top singular value (each SN layer's `fold()`, an SVD of the
+`[fan_in, out]` matrix), so the served graph has no power iteration and
+writes no variable. The exact σ, not the stored power-iteration estimate, is
+used because the EMA generator's `u` is copied from G during training: it is
+G's estimate, not one for the averaged weights. The export therefore equals the
+in-process generator at inference once its σ has converged
+(`layers.refine_spectral_norms`). Batch norm uses the moving statistics. The
+export computes in float32 even when the generator trained under mixed precision. `assets/config.json` holds
 `resolution`, `dim_z`, `num_classes`, `class_names`, the generator config and
 the training `step`; `assets/class_names.txt` holds one class name a line.
 """
@@ -67,8 +71,8 @@ class ExportModule(tf.Module):
     """The served object: a generator copy with folded SN and the two signatures.
 
     Args:
-      generator: a built `networks.Generator` in float32 whose SN kernels are
-        already folded (see `_folded_copy`).
+      generator: a built `networks.Generator` in float32 whose SN layers are
+        folded (see `_folded_copy`).
 
     Only the TensorFlow variables the traced functions read are tracked (and
     so saved), not the Keras model itself: the SavedModel needs no Keras to
@@ -194,28 +198,18 @@ def _float32_policy():
 
 
 def _folded_copy(generator):
-    """A float32 copy of `generator` whose SN layers use constant `W / sigma` kernels.
+    """A float32 copy of `generator` whose SN layers are folded.
 
-    Each SN kernel is replaced by the normalised kernel the layer computes at
-    inference (`training=False`, from its stored `u`), and the layer's
-    `kernel_and_inverse_sigma` returns that kernel with no scale, so the traced
-    graph holds no power iteration. Outputs equal the original's at
-    `training=False` up to float rounding.
+    Each SN layer of the copy stores `kernel / sigma` with the exact sigma of
+    its kernel and uses it as it is (`fold`), so the traced graph holds no
+    power iteration. The original generator is not changed.
     """
     with _float32_policy():
         copy = state_lib.generator_from_config(generator.get_config())
         copy.build_by_call()
     state_lib.copy_variables(generator.variables, copy.variables)
     for layer in layers.spectral_layers(copy):
-        layer.kernel.assign(layer.normalized_kernel(training=False))
-        layer.sigma.assign(1.0)
-        kernel = layer.kernel
-        # An instance attribute shadows the method, so only this copy changes.
-        object.__setattr__(
-            layer,
-            "kernel_and_inverse_sigma",
-            lambda training=False, kernel=kernel: (tf.convert_to_tensor(kernel.value), None),
-        )
+        layer.fold()
     return copy
 
 

@@ -2,10 +2,14 @@
 
 - `SNDense`, `SNConv2D`, `SNEmbedding`: spectrally normalised weights (Miyato et
   al., 2018) as a reparametrisation: `call` uses `W / sigma(W)` where sigma is
-  estimated with one power iteration per training call from a persistent `u`
+  estimated with one power iteration per call from a persistent `u`
   (dividing the output by sigma instead when it is smaller than the kernel,
-  which is the same by linearity). The kernel itself is never overwritten, so
-  gradients flow through sigma as in the paper.
+  which is the same by linearity). Training calls write the new `u` and
+  sigma; inference calls compute the same estimate and write nothing. The
+  kernel itself is never overwritten, so gradients flow through sigma as in
+  the paper. `refine_spectral_norms` re-estimates sigma of a model's current
+  weights (the EMA generator's, whose `u` is G's), and `inference_kernel` /
+  `fold` give the normalised kernel with the exact sigma (for the export).
 - `SyncBatchNorm` and `ConditionalBatchNorm`: batch norm whose batch statistics
   are reduced over all replicas when a `tf.distribute` strategy runs more than
   one (cross-replica BN, which BigGAN uses in G). The conditional variant is
@@ -27,6 +31,9 @@ import tensorflow as tf
 SN_EPSILON = 1e-6
 """Added (as a floor on the norm) when normalising `u` and `v`; the paper's 1e-6."""
 
+REFINE_ITERATIONS = 50
+"""Default power iterations of `refine_spectral_norms` (cheap: two matrix-vector products each)."""
+
 
 def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
     # l2_normalize floors the squared norm; flooring it at eps**2 floors the norm at eps.
@@ -39,19 +46,53 @@ def _static_size(shape) -> int | None:
     return None if any(d is None for d in dims) else math.prod(int(d) for d in dims)
 
 
+def _power_iteration(matrix: tf.Tensor, u: tf.Tensor, iterations: int = 1):
+    """Power iterations for the top singular value of `matrix`, BigGAN's SN estimate.
+
+    Each iteration is `v = normalize(u W^T)`, then `u = normalize(v W)`; the
+    estimate is `sigma = v W u^T`, differentiable in `W` with `u` and `v` held
+    fixed (as in the paper and the PyTorch port).
+
+    Args:
+      matrix: float32 `[fan_in, out]`.
+      u: float32 `[1, out]`, the start; it need not have unit norm.
+      iterations: number of iterations, >= 1.
+
+    Returns:
+      `(u, sigma)`: the unit `[1, out]` vector of the last iteration (no
+      gradient) and the float32 scalar estimate.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    # `u` starts as an unnormalised Gaussian draw; normalising it here keeps the
+    # estimate right at inference before the first training call.
+    u = _l2_normalize(u)
+    for _ in range(iterations):
+        v = tf.stop_gradient(_l2_normalize(tf.matmul(u, matrix, transpose_b=True)))  # [1, fan_in]
+        u = tf.stop_gradient(_l2_normalize(tf.matmul(v, matrix)))  # [1, out]
+    sigma = tf.reshape(tf.matmul(tf.matmul(v, matrix), u, transpose_b=True), [])
+    return u, sigma
+
+
 class _SpectralNormalized(keras.layers.Layer):
     """Base class: owns `kernel`, the power-iteration vector `u` and `sigma`.
 
     Subclasses create `self.kernel` (any rank; the last axis is the output
     axis) in `build` and then call `_build_spectral_state`.
+
+    Args:
+      kernel_initializer: initialiser of the kernel (orthogonal).
+      folded: the kernel is already normalised (see `fold`); `call` uses it as
+        it is, with no power iteration, and never reads `u` or `sigma`.
     """
 
-    def __init__(self, kernel_initializer="orthogonal", **kwargs):
+    def __init__(self, kernel_initializer="orthogonal", folded: bool = False, **kwargs):
         # Variables must stay float32 inside `call` for the power iteration,
         # so autocasting is off and `call` casts explicitly.
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.folded = bool(folded)
 
     def _build_spectral_state(self):
         out_dim = self.kernel.shape[-1]
@@ -74,28 +115,91 @@ class _SpectralNormalized(keras.layers.Layer):
             aggregation="only_first_replica",
         )
 
-    def kernel_and_inverse_sigma(self, training=False) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """Returns the float32 kernel and `1 / sigma` (a float32 scalar, or None for 1).
-
-        With `training=True` one power iteration runs and `u` and `sigma` are
-        updated; otherwise the stored `u` is used and nothing is written.
-        """
+    def _kernel_and_matrix(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The float32 kernel and its `[fan_in, out]` matrix view."""
         # Inside an enclosing layer's mixed-precision autocast scope the kernel reads as the
         # compute dtype; the power iteration runs in float32 either way.
         kernel = tf.cast(self.kernel.value, tf.float32)
-        matrix = tf.reshape(kernel, [-1, kernel.shape[-1]])  # [fan_in, out]
-        # `u` starts as an unnormalised Gaussian draw; normalising it here keeps the
-        # sigma estimate right at inference before the first training call.
-        u = _l2_normalize(tf.convert_to_tensor(self.u.value))
-        v = tf.stop_gradient(_l2_normalize(tf.matmul(u, matrix, transpose_b=True)))  # [1, fan_in]
-        if training:
-            u = tf.stop_gradient(_l2_normalize(tf.matmul(v, matrix)))  # [1, out]
-        sigma = tf.reshape(tf.matmul(tf.matmul(v, matrix), u, transpose_b=True), [])
+        return kernel, tf.reshape(kernel, [-1, kernel.shape[-1]])
+
+    def kernel_and_inverse_sigma(self, training=False) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """Returns the float32 kernel and `1 / sigma` (a float32 scalar, or None for 1).
+
+        One power iteration runs from the stored `u` in training and at
+        inference alike, so inference uses exactly the sigma that a training
+        call from the same `u` computes. With `training=True` the new `u` and
+        sigma are written; otherwise nothing is. A folded layer returns its
+        kernel and None.
+        """
+        if self.folded:
+            return tf.cast(self.kernel.value, tf.float32), None
+        kernel, matrix = self._kernel_and_matrix()
+        u, sigma = _power_iteration(matrix, tf.convert_to_tensor(self.u.value))
         if training:
             self.u.assign(u)
             self.sigma.assign(tf.stop_gradient(sigma))
         # The floor only matters for an all-zero kernel, which would otherwise give 0/0.
         return kernel, 1.0 / tf.maximum(sigma, SN_EPSILON)
+
+    def refine_sigma(self, iterations: int = 1, exact: bool = False) -> tf.Tensor:
+        """Re-estimates sigma of the current kernel and writes `u` and `sigma`.
+
+        The kernel may have changed since `u` was last updated (the EMA
+        generator's weights are averages, while its `u` is copied from G), so
+        the stored estimate may be stale; this brings it up to date. Later
+        calls start from the new `u`.
+
+        Args:
+          iterations: power iterations from the stored `u`, each the one a
+            training call runs (ignored with `exact`).
+          exact: set `u` to the top right singular vector and `sigma` to the
+            top singular value of the `[fan_in, out]` matrix (`tf.linalg.svd`;
+            seconds for the largest kernels of a 128 px model).
+
+        Returns:
+          The new sigma, a float32 scalar.
+        """
+        _, matrix = self._kernel_and_matrix()
+        if exact:
+            singular_values, _, right = tf.linalg.svd(matrix)
+            u, sigma = tf.transpose(right[:, :1]), singular_values[0]
+        else:
+            u, sigma = _power_iteration(matrix, tf.convert_to_tensor(self.u.value), iterations)
+        self.u.assign(u)
+        self.sigma.assign(sigma)
+        return sigma
+
+    def inference_kernel(self, exact: bool = False) -> tf.Tensor:
+        """The normalised float32 kernel `kernel / sigma` for inference; writes nothing.
+
+        Args:
+          exact: divide by the top singular value of the `[fan_in, out]`
+            matrix (`tf.linalg.svd`) instead of the estimate that
+            `call(training=False)` uses.
+
+        Returns:
+          float32 tensor of the kernel's shape, top singular value 1 with `exact`.
+          A folded layer returns its kernel.
+        """
+        if self.folded or not exact:
+            return self.normalized_kernel(training=False)
+        kernel, matrix = self._kernel_and_matrix()
+        sigma = tf.linalg.svd(matrix, compute_uv=False)[0]
+        return kernel / tf.maximum(sigma, SN_EPSILON)
+
+    def fold(self) -> None:
+        """Makes this layer a plain one: kernel := `inference_kernel(exact=True)`.
+
+        For inference-only copies (the export): afterwards `call` uses the
+        kernel as it is, so a traced graph holds no power iteration and reads
+        neither `u` nor `sigma`; `sigma` is set to 1, the folded kernel's top
+        singular value. Folding twice changes nothing.
+        """
+        if self.folded:
+            return
+        self.kernel.assign(self.inference_kernel(exact=True))
+        self.sigma.assign(1.0)
+        self.folded = True
 
     def normalized_kernel(self, training=False) -> tf.Tensor:
         """Returns `kernel / sigma` in float32 (see `kernel_and_inverse_sigma`)."""
@@ -126,7 +230,7 @@ class _SpectralNormalized(keras.layers.Layer):
         return op(inputs, self._cast(kernel * inverse_sigma))
 
     def top_singular_value(self) -> tf.Tensor:
-        """The estimate of the kernel's top singular value at the last training call."""
+        """The stored estimate of the kernel's top singular value (last training call or refine)."""
         return tf.convert_to_tensor(self.sigma.value)
 
     def _cast(self, x):
@@ -136,6 +240,7 @@ class _SpectralNormalized(keras.layers.Layer):
         return {
             **super().get_config(),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "folded": self.folded,
         }
 
 
@@ -414,20 +519,32 @@ class ConditionalBatchNorm(keras.layers.Layer):
     hierarchical-latent generator). The `1 +` centres the gain at one.
 
     Call with `(x [B, H, W, C], c [B, D])`; returns `[B, H, W, C]`.
+
+    Args:
+      momentum, epsilon: of the batch norm.
+      kernel_initializer: initialiser of the gain and bias kernels `[D, C]`.
     """
 
-    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, **kwargs):
+    def __init__(
+        self,
+        momentum: float = 0.9,
+        epsilon: float = 1e-5,
+        kernel_initializer="orthogonal",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.batch_norm = SyncBatchNorm(momentum=momentum, epsilon=epsilon, affine=False, name="bn")
         self.gain = None
         self.bias = None
 
     def build(self, x_shape, c_shape):
         channels = x_shape[-1]
-        self.gain = SNDense(channels, use_bias=False, name="gain")
-        self.bias = SNDense(channels, use_bias=False, name="bias")
+        init = self.kernel_initializer
+        self.gain = SNDense(channels, use_bias=False, kernel_initializer=init, name="gain")
+        self.bias = SNDense(channels, use_bias=False, kernel_initializer=init, name="bias")
         self.gain.build(c_shape)
         self.bias.build(c_shape)
         self.batch_norm.build(x_shape)
@@ -442,7 +559,12 @@ class ConditionalBatchNorm(keras.layers.Layer):
         return x_shape
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
 
 
 class SelfAttention(keras.layers.Layer):
@@ -454,20 +576,29 @@ class SelfAttention(keras.layers.Layer):
     the identity at initialisation.
 
     Input and output `[B, H, W, C]`, with C divisible by 8 and H, W even.
+
+    Args:
+      kernel_initializer: initialiser of the four 1x1 conv kernels.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, kernel_initializer="orthogonal", **kwargs):
         super().__init__(**kwargs)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.theta = self.phi = self.g = self.o = None
 
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels % 8:
             raise ValueError(f"SelfAttention needs channels divisible by 8, got {channels}")
-        self.theta = SNConv2D(channels // 8, 1, use_bias=False, name="theta")
-        self.phi = SNConv2D(channels // 8, 1, use_bias=False, name="phi")
-        self.g = SNConv2D(channels // 2, 1, use_bias=False, name="g")
-        self.o = SNConv2D(channels, 1, use_bias=False, name="o")
+        def conv(filters, name):
+            return SNConv2D(
+                filters, 1, use_bias=False, kernel_initializer=self.kernel_initializer, name=name
+            )
+
+        self.theta = conv(channels // 8, "theta")
+        self.phi = conv(channels // 8, "phi")
+        self.g = conv(channels // 2, "g")
+        self.o = conv(channels, "o")
         self.theta.build(input_shape)
         self.phi.build(input_shape)
         self.g.build(input_shape)
@@ -489,6 +620,35 @@ class SelfAttention(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+def refine_spectral_norms(
+    model: keras.layers.Layer, iterations: int = REFINE_ITERATIONS, exact: bool = False
+) -> None:
+    """Re-estimates sigma of every SN layer of `model` for its current weights.
+
+    Runs each SN layer's `refine_sigma` (folded layers are skipped):
+    `iterations` power iterations from the stored `u`, or the exact SVD,
+    writing `u` and `sigma`. Use it before inference with weights whose `u`
+    was estimated for other weights, e.g. the EMA generator after a restore or
+    before the training loop's samples and evaluations (its `u` and sigma are
+    copies of G's). Runs eagerly or in a `tf.function`, also in a strategy's
+    cross-replica context (every replica gets the same values).
+
+    Args:
+      model: any layer or model; nested SN layers are found by `spectral_layers`.
+      iterations: power iterations per layer (>= 1), ignored with `exact`.
+      exact: use `tf.linalg.svd` (exact, but seconds per large kernel).
+    """
+    for layer in spectral_layers(model):
+        if not layer.folded:
+            layer.refine_sigma(iterations, exact=exact)
 
 
 def spectral_layers(layer: keras.layers.Layer) -> list[_SpectralNormalized]:

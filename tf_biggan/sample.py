@@ -8,7 +8,11 @@ Library and CLI::
 A generator comes from a training `model_dir` (the EMA generator of the
 latest or a given checkpoint) or from an exported SavedModel (a version
 folder, or the export folder, whose largest version is used); both give a
-`LoadedGenerator`.
+`LoadedGenerator`. Both use the exact σ of every spectrally normalised kernel:
+an export stores kernels already divided by it, and the EMA generator restored
+from a `model_dir` gets it from `layers.refine_spectral_norms(..., exact=True)`,
+because its stored `u` and σ are copies of G's (the EMA copies them), not
+estimates for its own averaged weights.
 
 Latents use BigGAN's truncation trick (Brock et al., ICLR 2019, Sec. 3.1)
 through `imaging.truncated_z`: z ~ N(0, I) and each entry beyond the
@@ -135,9 +139,14 @@ def _from_saved_model(path: str) -> LoadedGenerator:
 
 
 def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenerator:
+    from tf_biggan import layers
     from tf_biggan import state as state_lib
 
     network, config, _ = state_lib.restore_ema_generator(model_dir, checkpoint_path)
+    # The EMA generator's u and sigma are G's (the EMA copies them). Power iterations from
+    # there can need hundreds of steps where the top singular values are close; an SVD per
+    # kernel costs seconds once per load and matches the export exactly.
+    layers.refine_spectral_norms(network, exact=True)
 
     @tf.function(
         input_signature=[
@@ -166,7 +175,8 @@ def load_generator(
     """Loads a generator from a training directory or an exported SavedModel.
 
     Args:
-      model_dir: training directory; its EMA generator is restored.
+      model_dir: training directory; its EMA generator is restored and its
+        spectral norms set exactly (`layers.refine_spectral_norms`).
       saved_model: a SavedModel version folder, or an export folder (the
         largest integer version inside is used). It needs the `default`
         signature and `assets/config.json` of `tf_biggan.export`.
