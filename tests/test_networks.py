@@ -23,7 +23,7 @@ PAPER_G = {
 }
 PAPER_D = {
     32: ((4, 4, 4, 4), (True, True, False, False)),
-    64: ((1, 2, 4, 8, 16), (True,) * 5),
+    64: ((1, 2, 4, 8, 16), (True,) * 4 + (False,)),
     128: ((1, 2, 4, 8, 16, 16), (True,) * 5 + (False,)),
     256: ((1, 2, 4, 8, 8, 16, 16), (True,) * 6 + (False,)),
     512: ((1, 1, 2, 4, 8, 8, 16, 16), (True,) * 7 + (False,)),
@@ -31,6 +31,11 @@ PAPER_D = {
 # Default attention resolution and the (height, channels / ch) of the features it sees.
 PAPER_ATTENTION_G = {32: None, 64: (32, 4), 128: (64, 2), 256: (128, 2), 512: (64, 4)}
 PAPER_ATTENTION_D = {32: None, 64: (32, 1), 128: (64, 1), 256: (128, 1), 512: (64, 2)}
+
+
+# D's final feature map before the sum pooling (BigGAN-PyTorch's D_arch): the blocks after
+# the last downsampling keep 4x4 at 64-512 px and 8x8 at 32 px.
+PAPER_D_FINAL_SIZE = {32: 8, 64: 4, 128: 4, 256: 4, 512: 4}
 
 
 def _attention_params(c):
@@ -121,6 +126,38 @@ def test_tiny_parameter_counts_match_hand_formula(resolution):
     # SN u, sigma and BN moving statistics exist but are not trainable.
     non_trainable = {v.path.split("/")[-1] for v in generator.non_trainable_variables}
     assert non_trainable == {"sn_u", "sn_sigma", "moving_mean", "moving_variance"}
+
+
+@pytest.mark.parametrize("resolution", sorted(PAPER_D_FINAL_SIZE))
+def test_discriminator_final_features_have_the_ports_size(resolution):
+    # ch 2 without attention keeps 512 px cheap; the spatial sizes do not depend on ch.
+    ch = 2
+    discriminator = networks.Discriminator(
+        resolution=resolution, ch=ch, num_classes=CLASSES, attention=0
+    )
+    rng = np.random.default_rng(resolution)
+    images = tf.constant(rng.uniform(-1, 1, [1, resolution, resolution, 3]), tf.float32)
+    labels = tf.constant([1])
+    logits = discriminator(images, labels, training=False)
+    features = discriminator.features(images, training=False)
+    size = PAPER_D_FINAL_SIZE[resolution]
+    channels = PAPER_D[resolution][0][-1] * ch
+    assert tuple(features.shape) == (1, size, size, channels)
+    # `call` sum-pools these ReLU'd features into psi and the projection.
+    h = tf.reduce_sum(tf.nn.relu(features), axis=[1, 2])
+    psi = discriminator.linear.normalized_kernel(training=False)
+    embedding = discriminator.embedding.normalized_kernel(training=False)
+    expected = (
+        tf.matmul(h, psi)[:, 0]
+        + discriminator.linear.bias
+        + tf.reduce_sum(tf.gather(embedding, labels) * h, axis=-1)
+    )
+    np.testing.assert_allclose(
+        logits.numpy(),
+        expected.numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 @pytest.fixture

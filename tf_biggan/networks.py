@@ -58,9 +58,11 @@ G_ARCH = {
     512: GeneratorArch(16, (16, 8, 8, 4, 2, 1, 1), (64,), 128),
 }
 
+# D ends at 4x4 before its sum pooling at 64-512 px and at 8x8 at 32 px: the last block(s)
+# keep the resolution (BigGAN-PyTorch's D_arch).
 D_ARCH = {
     32: DiscriminatorArch((4, 4, 4, 4), (True, True, False, False), ()),
-    64: DiscriminatorArch((1, 2, 4, 8, 16), (True,) * 5, (32,)),
+    64: DiscriminatorArch((1, 2, 4, 8, 16), (True,) * 4 + (False,), (32,)),
     128: DiscriminatorArch((1, 2, 4, 8, 16, 16), (True,) * 5 + (False,), (64,)),
     256: DiscriminatorArch((1, 2, 4, 8, 8, 16, 16), (True,) * 6 + (False,), (128,)),
     512: DiscriminatorArch((1, 1, 2, 4, 8, 8, 16, 16), (True,) * 7 + (False,), (64,)),
@@ -107,15 +109,21 @@ class GeneratorBlock(keras.layers.Layer):
     Call with `(x [B, H, W, Cin], c [B, D])`, returns `[B, 2H, 2W, filters]`.
     """
 
-    def __init__(self, filters: int, bn_momentum: float = 0.9, **kwargs):
+    def __init__(
+        self, filters: int, bn_momentum: float = 0.9, kernel_initializer="orthogonal", **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.bn_momentum = float(bn_momentum)
-        self.bn1 = layers.ConditionalBatchNorm(momentum=bn_momentum, name="bn1")
-        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1")
-        self.bn2 = layers.ConditionalBatchNorm(momentum=bn_momentum, name="bn2")
-        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2")
-        self.conv_shortcut = layers.SNConv2D(self.filters, 1, name="conv_shortcut")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        init = self.kernel_initializer
+        self.bn1 = layers.ConditionalBatchNorm(bn_momentum, kernel_initializer=init, name="bn1")
+        self.conv1 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv1")
+        self.bn2 = layers.ConditionalBatchNorm(bn_momentum, kernel_initializer=init, name="bn2")
+        self.conv2 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv2")
+        self.conv_shortcut = layers.SNConv2D(
+            self.filters, 1, kernel_initializer=init, name="conv_shortcut"
+        )
 
     def call(self, x, c, training=None):
         h = tf.nn.relu(self.bn1(x, c, training=training))
@@ -126,7 +134,12 @@ class GeneratorBlock(keras.layers.Layer):
         return h + self.conv_shortcut(_upsample(x), training=training)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "bn_momentum": self.bn_momentum}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "bn_momentum": self.bn_momentum,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
 
 
 class DiscriminatorBlock(keras.layers.Layer):
@@ -139,18 +152,29 @@ class DiscriminatorBlock(keras.layers.Layer):
     Input `[B, H, W, Cin]`, output `[B, H/2, W/2, filters]` (or `[B, H, W, filters]`).
     """
 
-    def __init__(self, filters: int, downsample: bool, preactivation: bool, **kwargs):
+    def __init__(
+        self,
+        filters: int,
+        downsample: bool,
+        preactivation: bool,
+        kernel_initializer="orthogonal",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.downsample = bool(downsample)
         self.preactivation = bool(preactivation)
-        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1")
-        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        init = self.kernel_initializer
+        self.conv1 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv1")
+        self.conv2 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv2")
         self.conv_shortcut = None
 
     def build(self, input_shape):
         if input_shape[-1] != self.filters or self.downsample:
-            self.conv_shortcut = layers.SNConv2D(self.filters, 1, name="conv_shortcut")
+            self.conv_shortcut = layers.SNConv2D(
+                self.filters, 1, kernel_initializer=self.kernel_initializer, name="conv_shortcut"
+            )
 
     def call(self, x, training=None):
         h = tf.nn.relu(x) if self.preactivation else x
@@ -177,6 +201,7 @@ class DiscriminatorBlock(keras.layers.Layer):
             "filters": self.filters,
             "downsample": self.downsample,
             "preactivation": self.preactivation,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 
 
@@ -225,13 +250,19 @@ class Generator(_StagedModel):
       num_classes: number of classes.
       dim_z: latent size; None → the paper's value for the resolution. With
         `hierarchical_z` it must divide evenly into `num_blocks + 1` chunks.
-      shared_dim: size of the shared class embedding (128).
+      shared_dim: size of the shared class embedding (128); 0 → no shared
+        embedding: each conditional BN's gain and bias read the class weights `y`
+        themselves (an SN embedding per layer, the port's setting without
+        `--G_shared`, as in its CIFAR script).
       hierarchical_z: split z into per-block chunks (the first feeds the linear
         layer); otherwise all of z feeds the linear layer and each block's
-        conditioning is the shared embedding alone.
+        conditioning is the class embedding alone.
       attention: resolutions after whose block a self-attention block runs;
         None → the paper's default, 0 or () → none.
       bn_momentum: decay of the BN moving statistics.
+      kernel_initializer: initialiser of every kernel (conv, linear, embeddings), a
+        Keras identifier or config: "orthogonal" (the paper's) or
+        `{"class_name": "RandomNormal", "config": {"stddev": 0.02}}` (the port's N02).
 
     Call with `(z [B, dim_z] float, y [B, num_classes] float class weights)`;
     returns images `[B, resolution, resolution, 3]` in [-1, 1] (float32 output
@@ -248,6 +279,7 @@ class Generator(_StagedModel):
         hierarchical_z: bool = True,
         attention=None,
         bn_momentum: float = 0.9,
+        kernel_initializer="orthogonal",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -257,7 +289,11 @@ class Generator(_StagedModel):
         self.num_classes = int(num_classes)
         self.dim_z = int(dim_z if dim_z is not None else arch.default_dim_z)
         self.shared_dim = int(shared_dim)
+        if self.shared_dim < 0:
+            raise ValueError(f"shared_dim must be >= 0 (0: no shared embedding), got {shared_dim}")
         self.hierarchical_z = bool(hierarchical_z)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        init = self.kernel_initializer
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
         self.bn_momentum = float(bn_momentum)
 
@@ -272,34 +308,37 @@ class Generator(_StagedModel):
         else:
             self.z_chunk_size = self.dim_z
 
-        self.shared_embedding = keras.layers.Dense(
-            self.shared_dim,
-            use_bias=False,
-            kernel_initializer="orthogonal",
-            name="shared_embedding",
-        )
+        self.shared_embedding = None
+        if self.shared_dim:
+            self.shared_embedding = keras.layers.Dense(
+                self.shared_dim, use_bias=False, kernel_initializer=init, name="shared_embedding"
+            )
         input_channels = arch.input_multiplier * self.ch
-        self.linear = layers.SNDense(BOTTOM_WIDTH * BOTTOM_WIDTH * input_channels, name="linear")
+        self.linear = layers.SNDense(
+            BOTTOM_WIDTH * BOTTOM_WIDTH * input_channels, kernel_initializer=init, name="linear"
+        )
         self.input_channels = input_channels
         self._attention_after = {}
         size = BOTTOM_WIDTH
         for index, multiplier in enumerate(arch.block_multipliers):
             size *= 2
-            _add_stage(
-                self, GeneratorBlock(multiplier * self.ch, self.bn_momentum, name=f"block{index}")
+            block = GeneratorBlock(
+                multiplier * self.ch, self.bn_momentum, kernel_initializer=init, name=f"block{index}"
             )
+            _add_stage(self, block)
             if size in self.attention:
                 self._attention_after[index] = _add_stage(
-                    self, layers.SelfAttention(name=f"attention{size}")
+                    self, layers.SelfAttention(kernel_initializer=init, name=f"attention{size}")
                 )
         self._num_blocks = len(arch.block_multipliers)
         self.output_bn = layers.SyncBatchNorm(momentum=self.bn_momentum, name="output_bn")
-        self.output_conv = layers.SNConv2D(3, 3, name="output_conv")
+        self.output_conv = layers.SNConv2D(3, 3, kernel_initializer=init, name="output_conv")
 
     def call(self, z, y, training=None):
         z = tf.convert_to_tensor(z)
         y = tf.convert_to_tensor(y)
-        embedding = self.shared_embedding(tf.cast(y, self.compute_dtype))
+        y = tf.cast(y, self.compute_dtype)
+        embedding = y if self.shared_embedding is None else self.shared_embedding(y)
         if self.hierarchical_z:
             chunks = tf.split(z, len(self.blocks) + 1, axis=-1)
             z_input, block_z = chunks[0], chunks[1:]
@@ -320,6 +359,20 @@ class Generator(_StagedModel):
         h = self.output_conv(h, training=training)
         return tf.cast(tf.tanh(h), tf.float32)
 
+    @property
+    def class_embedding_layers(self) -> list:
+        """The layers whose weights are per class: the shared embedding, or without one the
+        gain and bias maps of every conditional BN (which then read the classes directly).
+        Fine-tuning on another number of classes starts these afresh."""
+        if self.shared_embedding is not None:
+            return [self.shared_embedding]
+        return [
+            linear
+            for block in self.blocks
+            for bn in (block.bn1, block.bn2)
+            for linear in (bn.gain, bn.bias)
+        ]
+
     def build_by_call(self):
         """Creates every weight by running one inference call on a batch of one."""
         z = tf.zeros([1, self.dim_z])
@@ -337,6 +390,7 @@ class Generator(_StagedModel):
             "hierarchical_z": self.hierarchical_z,
             "attention": list(self.attention),
             "bn_momentum": self.bn_momentum,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 
 
@@ -345,7 +399,8 @@ class Discriminator(_StagedModel):
     """BigGAN projection discriminator.
 
     `D(x, y) = psi(h) + <embed(y), h>` with `h` the ReLU'd features of the last
-    block summed over height and width (Miyato & Koyama, 2018).
+    block (`features`, 4x4 at 64-512 px, 8x8 at 32 px) summed over height and
+    width (Miyato & Koyama, 2018).
 
     Args:
       resolution: input size in pixels, one of 32, 64, 128, 256, 512.
@@ -353,16 +408,25 @@ class Discriminator(_StagedModel):
       num_classes: number of classes.
       attention: resolutions after whose block a self-attention block runs;
         None → the paper's default, 0 or () → none.
+      kernel_initializer: initialiser of every kernel (see `Generator`).
 
     Call with `(images [B, R, R, 3] in [-1, 1], labels int [B])`; returns
     logits `[B]` float32.
     """
 
     def __init__(
-        self, resolution: int = 128, ch: int = 96, num_classes: int = 1000, attention=None, **kwargs
+        self,
+        resolution: int = 128,
+        ch: int = 96,
+        num_classes: int = 1000,
+        attention=None,
+        kernel_initializer="orthogonal",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         arch = _arch(D_ARCH, resolution)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        init = self.kernel_initializer
         self.resolution = int(resolution)
         self.ch = int(ch)
         self.num_classes = int(num_classes)
@@ -379,6 +443,7 @@ class Discriminator(_StagedModel):
                     multiplier * self.ch,
                     downsample=down,
                     preactivation=index > 0,
+                    kernel_initializer=init,
                     name=f"block{index}",
                 ),
             )
@@ -387,20 +452,36 @@ class Discriminator(_StagedModel):
             if size in self.attention and size not in placed:
                 placed.add(size)
                 self._attention_after[index] = _add_stage(
-                    self, layers.SelfAttention(name=f"attention{size}")
+                    self, layers.SelfAttention(kernel_initializer=init, name=f"attention{size}")
                 )
         self._num_blocks = len(arch.block_multipliers)
         features = arch.block_multipliers[-1] * self.ch
-        self.linear = layers.SNDense(1, name="linear")
-        self.embedding = layers.SNEmbedding(self.num_classes, features, name="embedding")
+        self.linear = layers.SNDense(1, kernel_initializer=init, name="linear")
+        self.embedding = layers.SNEmbedding(
+            self.num_classes, features, kernel_initializer=init, name="embedding"
+        )
 
-    def call(self, images, labels, training=None):
+    def features(self, images, training=None):
+        """The last residual block's output, before the ReLU and the sum pooling.
+
+        Args:
+          images: `[B, R, R, 3]` in [-1, 1].
+          training: passed to the blocks (SN power iteration, no batch norm in D).
+
+        Returns:
+          `[B, 4, 4, C]` at 64-512 px, `[B, 8, 8, C]` at 32 px, with
+          `C = D_ARCH[resolution].block_multipliers[-1] * ch`, in the compute dtype.
+        """
         h = tf.cast(images, self.compute_dtype)
         attention = self.attention_blocks
         for index, block in enumerate(self.blocks):
             h = block(h, training=training)
             if index in attention:
                 h = attention[index](h, training=training)
+        return h
+
+    def call(self, images, labels, training=None):
+        h = self.features(images, training=training)
         h = tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])  # [B, C]
         logits = tf.squeeze(self.linear(h, training=training), axis=-1)
         projection = tf.reduce_sum(self.embedding(labels, training=training) * h, axis=-1)
@@ -418,6 +499,7 @@ class Discriminator(_StagedModel):
             "ch": self.ch,
             "num_classes": self.num_classes,
             "attention": list(self.attention),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 
 
