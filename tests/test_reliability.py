@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,6 +94,10 @@ def _latest_step(model_dir):
     return None if latest is None else int(latest.rsplit("-", 1)[1])
 
 
+def _restorer(checkpoint):
+    return lambda path: checkpoint.restore(path).assert_existing_objects_matched()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -152,14 +157,14 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     value.assign(-1.0)
     fresh = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
     with caplog.at_level(logging.WARNING):
-        restored = train.restore_latest(checkpoint, fresh)
+        restored = train.restore_latest(_restorer(checkpoint), fresh)
     assert restored == str(tmp_path / "ckpt-1")
     assert float(value) == 1.0
     assert "ckpt-2" in caplog.text and "cannot be read" in caplog.text
 
     os.remove(str(tmp_path / "ckpt-1.index"))
     with pytest.raises(RuntimeError, match="none of the checkpoints"):
-        train.restore_latest(checkpoint, fresh)
+        train.restore_latest(_restorer(checkpoint), fresh)
 
 
 def test_a_checkpoint_of_other_optimizer_settings_stops_the_resume(tmp_path):
@@ -173,14 +178,14 @@ def test_a_checkpoint_of_other_optimizer_settings_stops_the_resume(tmp_path):
     fresh = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=3)
     with pytest.raises(state_lib.IncompatibleCheckpointError, match="ckpt-2: g_optimizer"):
         train.restore_latest(
-            checkpoint, fresh, validate=lambda path: state_lib.check_optimizer_slots(new, path)
+            new.restore, fresh, validate=lambda path: state_lib.check_optimizer_slots(new, path)
         )
 
 
 def test_an_empty_directory_restores_nothing(tmp_path):
     checkpoint = tf.train.Checkpoint(value=tf.Variable(3.0))
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=1)
-    assert train.restore_latest(checkpoint, manager) is None
+    assert train.restore_latest(_restorer(checkpoint), manager) is None
 
 
 # --------------------------------------------------------------------------- SIGTERM
@@ -387,6 +392,181 @@ def test_on_collapse_stop_ends_the_run_without_saving_the_collapsed_state(
     assert tf.train.latest_checkpoint(str(tmp_path)) is None
     with pytest.raises(ValueError, match="on_collapse"):
         train.train(str(tmp_path), on_collapse="panic")
+
+
+def test_on_collapse_restore_goes_back_to_the_last_checkpoint_and_lowers_the_rates(
+    tmp_path, tiny_gin, caplog
+):
+    # A gap threshold below any gap makes every summary (each 3 steps) a collapse. Step 3
+    # restores ckpt-2 and halves both rates; the run then reaches step 3 again and, with no
+    # restore left, stops there.
+    with caplog.at_level(logging.WARNING):
+        result = train.train(
+            str(tmp_path),
+            total_steps=12,
+            summary_every=3,
+            checkpoint_every=2,
+            collapse_gap=-1e9,
+            on_collapse="restore",
+            max_restores=1,
+            lr_decay_on_restore=0.5,
+        )
+    assert result["restores"] == 1 and result["stopped_by_collapse"] and result["step"] == 3
+    assert "step 3: collapse; restored" in caplog.text and "ckpt-2 (step 2)" in caplog.text
+    # Nothing was saved after the restore (ckpt-2 is the last); its rates are the old ones.
+    assert _latest_step(str(tmp_path)) == 2
+
+
+def test_max_minutes_saves_and_stops_after_the_step_that_passes_the_budget(
+    tmp_path, tiny_gin, caplog
+):
+    with caplog.at_level(logging.INFO):
+        result = train.train(str(tmp_path), total_steps=10, max_minutes=0.0)
+    # A budget of 0 is passed by the first step: it is saved and the run stops there.
+    assert result["step"] == 1 and _latest_step(str(tmp_path)) == 1
+    assert "stopping at step 1 (max_minutes reached)" in caplog.text
+    assert not os.path.exists(tmp_path / "export")
+    # A restart with a budget that lasts finishes the run from there.
+    result = train.train(str(tmp_path), total_steps=3, max_minutes=60.0)
+    assert result["start_step"] == 1 and result["step"] == 3
+
+
+def _d_updates(model_dir, before, after):
+    """D's trainable weights and Adam second moments, before and after one step."""
+    read = {
+        step: tf.train.load_checkpoint(os.path.join(model_dir, f"ckpt-{step}"))
+        for step in (before, after)
+    }
+    out = []
+    for name, shape in tf.train.list_variables(os.path.join(model_dir, f"ckpt-{after}")):
+        prefix = "d_optimizer/_trainable_variables/"
+        if not name.startswith(prefix):
+            continue
+        index = int(name[len(prefix) :].split("/")[0])
+        # LeanAdam's variables: iterations, learning rate, then one velocity per weight.
+        slot = f"d_optimizer/_variables/{index + 2}/.ATTRIBUTES/VARIABLE_VALUE"
+        assert list(read[after].get_tensor(slot).shape) == shape
+        out.append(
+            {
+                "w0": read[before].get_tensor(name).astype(np.float64),
+                "w1": read[after].get_tensor(name).astype(np.float64),
+                "v0": read[before].get_tensor(slot).astype(np.float64),
+                "v1": read[after].get_tensor(slot).astype(np.float64),
+            }
+        )
+    return out
+
+
+def test_a_resumed_run_uses_the_configured_learning_rate_beta_2_and_epsilon(
+    tmp_path, tiny_gin, caplog
+):
+    """The config wins over the checkpoint, and the change is logged.
+
+    From the same checkpoint (step 2, deterministic, so every resumed run sees the same
+    batch, z and gradient g), one more step with LeanAdam (β1 = 0):
+    `v' = β2 v + (1 − β2) g²` and `w' = w − lr √(1 − β2³) g / (√v' + ε)`.
+    """
+    base = str(tmp_path / "base")
+    train.train(base, total_steps=2, deterministic=True)
+    runs = {
+        "same": [],
+        "double_lr": [
+            ("generator/make_optimizer.learning_rate", 4e-4),
+            ("discriminator/make_optimizer.learning_rate", 8e-4),
+        ],
+        "adam": [
+            ("discriminator/make_optimizer.beta_2", 0.99),
+            ("discriminator/make_optimizer.epsilon", 1e-3),
+        ],
+    }
+    updates = {}
+    for name, bindings in runs.items():
+        model_dir = str(tmp_path / name)
+        shutil.copytree(base, model_dir)
+        gin.clear_config()
+        config_lib.parse_gin([TINY], [f"{key} = {value}" for key, value in bindings], False)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            train.train(model_dir, total_steps=3, deterministic=True)
+        if name == "double_lr":
+            assert "generator learning rate 0.0002 → 0.0004 from the config" in caplog.text
+            assert "discriminator learning rate 0.0004 → 0.0008 from the config" in caplog.text
+        if name == "same":
+            assert "learning rate" not in caplog.text
+        updates[name] = _d_updates(model_dir, 2, 3)
+
+    lr, t = 4e-4, 3
+    checked = 0
+    for same, double, adam in zip(
+        updates["same"], updates["double_lr"], updates["adam"], strict=True
+    ):
+        np.testing.assert_array_equal(same["w0"], adam["w0"])
+        step_same = same["w1"] - same["w0"]
+        # Twice the rate, twice the update: the same g and v. (atol: float32 rounding of
+        # weights of magnitude ~1; the updates are ~1e-4.)
+        np.testing.assert_allclose(double["w1"] - double["w0"], 2 * step_same, rtol=1e-4, atol=1e-7)
+        # g² from the unchanged run's second moment, then the new β2 and ε in closed form,
+        # where g² is known to float32 precision: v1 − 0.999 v0 cancels where g² ≪ v0.
+        g_squared = (same["v1"] - 0.999 * same["v0"]) / 0.001
+        known = g_squared > 0.01 * same["v0"]
+        np.testing.assert_allclose(
+            adam["v1"][known], 0.99 * adam["v0"][known] + 0.01 * g_squared[known], rtol=1e-3
+        )
+        g = np.sign(-step_same[known]) * np.sqrt(g_squared[known])
+        expected = -lr * np.sqrt(1 - 0.99**t) * g / (np.sqrt(adam["v1"][known]) + 1e-3)
+        np.testing.assert_allclose((adam["w1"] - adam["w0"])[known], expected, rtol=2e-3, atol=1e-7)
+        checked += int(np.sum(np.abs(expected) > 1e-6))
+    assert checked >= 100
+
+
+def test_a_learning_rate_decay_of_a_restore_survives_kill_9_and_restart(
+    tmp_path, tiny_gin, monkeypatch
+):
+    # In process: the 5th-7th calls of the step get NaN images (the data pipeline stays the
+    # plain one, so its checkpointed position restores in a fresh process); the third bad
+    # step restores ckpt-4 and halves the rates, and ckpt-8 is written after it.
+    make_train_step = train.make_train_step
+    calls = []
+
+    def poisoned(state, strategy, config):
+        step = make_train_step(state, strategy, config)
+
+        def run(images, labels):
+            calls.append(None)
+            if 5 <= len(calls) <= 7:
+                images = tf.fill(tf.shape(images), np.nan)
+            return step(images, labels)
+
+        return run
+
+    monkeypatch.setattr(train, "make_train_step", poisoned)
+    model_dir = str(tmp_path)
+    train.train(
+        model_dir,
+        total_steps=8,
+        checkpoint_every=2,
+        max_consecutive_nonfinite=3,
+        lr_decay_on_restore=0.5,
+    )
+    gin.clear_config()
+    # As a user would: the same command again, killed with -9 after a checkpoint, then again.
+    run = _start(model_dir, ["train.total_steps = 100000", "train.checkpoint_every = 2"])
+    deadline = time.time() + 240
+    while (_latest_step(model_dir) or 0) < 10:
+        assert run.poll() is None, "the resumed run ended early"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    killed_at = _latest_step(model_dir)
+    assert _wait(_start(model_dir, [f"train.total_steps = {killed_at + 2}"])) == 0
+    values = _checkpoint_values(os.path.join(model_dir, f"ckpt-{killed_at + 2}"))
+    np.testing.assert_array_equal(
+        values["learning_rate_factors/.ATTRIBUTES/VARIABLE_VALUE"], [0.5, 0.5]
+    )
+    lr = {k.split("/")[0]: float(v) for k, v in values.items() if "_learning_rate" in k}
+    np.testing.assert_allclose(lr["g_optimizer"], 0.5 * 2e-4, rtol=1e-6)
+    np.testing.assert_allclose(lr["d_optimizer"], 0.5 * 4e-4, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- multi-worker

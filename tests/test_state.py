@@ -27,6 +27,7 @@ def _all_variables(state):
             out[f"{name}:{i}"] = v
     out["step"] = state.step
     out["skipped_updates"] = state.skipped_updates
+    out["learning_rate_factors"] = state.learning_rate_factors
     return out
 
 

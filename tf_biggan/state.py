@@ -12,6 +12,7 @@ and the class names, so a checkpoint can be rebuilt without the gin files.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import gin
@@ -21,6 +22,8 @@ import tensorflow as tf
 from tf_biggan import layers, networks
 
 MODEL_CONFIG_FILE = "model_config.json"
+LEARNING_RATE_FACTORS = "learning_rate_factors"
+"""Checkpoint key of `TrainState.learning_rate_factors`."""
 
 
 class LeanAdam(keras.optimizers.Adam):
@@ -103,6 +106,17 @@ class TrainState:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         # Updates skipped because a loss or gradient was not finite.
         self.skipped_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
+        # The learning rates the optimizers were built with (from the config) and the factors
+        # the run applied to them itself (e.g. `lr_decay_on_restore`), G then D. Only the
+        # factors are checkpointed: a resumed run uses the configured rates times the saved
+        # factors, so a lowered rate in the config takes effect and a decay survives a crash.
+        self.base_learning_rates = (
+            _float_learning_rate(g_optimizer),
+            _float_learning_rate(d_optimizer),
+        )
+        self.learning_rate_factors = tf.Variable(
+            [1.0, 1.0], dtype=tf.float32, trainable=False, name="learning_rate_factors"
+        )
 
     def build(self) -> None:
         for model in (self.generator, self.discriminator, self.ema_generator):
@@ -122,18 +136,73 @@ class TrainState:
         self.d_optimizer.build(self.discriminator.trainable_variables)
         copy_variables(self.generator.variables, self.ema_generator.variables)
 
+    @property
+    def optimizers(self) -> dict:
+        """`{"generator": g_optimizer, "discriminator": d_optimizer}`."""
+        return {"generator": self.g_optimizer, "discriminator": self.d_optimizer}
+
     def checkpoint(self, **extra) -> tf.train.Checkpoint:
         """The project's checkpoint layout; `extra` adds objects such as the input iterator."""
-        return tf.train.Checkpoint(
-            generator=self.generator,
-            discriminator=self.discriminator,
-            ema_generator=self.ema_generator,
-            g_optimizer=self.g_optimizer,
-            d_optimizer=self.d_optimizer,
-            step=self.step,
-            skipped_updates=self.skipped_updates,
-            **extra,
-        )
+        return tf.train.Checkpoint(**self._checkpoint_objects(), **extra)
+
+    def _checkpoint_objects(self, with_factors: bool = True) -> dict:
+        objects = {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "ema_generator": self.ema_generator,
+            "g_optimizer": self.g_optimizer,
+            "d_optimizer": self.d_optimizer,
+            "step": self.step,
+            "skipped_updates": self.skipped_updates,
+        }
+        if with_factors:
+            objects[LEARNING_RATE_FACTORS] = self.learning_rate_factors
+        return objects
+
+    def restore(self, path: str, **extra) -> None:
+        """Restores every object of `checkpoint(**extra)` from the checkpoint `path`.
+
+        Checkpoints of tf_biggan 0.2 have no learning-rate factors; they restore with
+        factors of 1. Afterwards the optimizers run at the configured rates times the
+        factors (`apply_learning_rate_factors`).
+
+        Raises:
+          AssertionError: an object of the state has no value in the checkpoint.
+        """
+        saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
+        with_factors = LEARNING_RATE_FACTORS in saved
+        if not with_factors:
+            self.learning_rate_factors.assign([1.0, 1.0])
+        checkpoint = tf.train.Checkpoint(**self._checkpoint_objects(with_factors), **extra)
+        # Partial on the checkpoint's side only: it may hold more (the input iterator).
+        checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
+
+    def apply_learning_rate_factors(self) -> list[tuple[str, float, float]]:
+        """Sets each optimizer's rate to its configured rate times the run's factor.
+
+        Returns:
+          `(network, previous rate, new rate)` for each optimizer whose rate changed.
+        """
+        changes = []
+        factors = self.learning_rate_factors.numpy()
+        for (name, optimizer), base, factor in zip(
+            self.optimizers.items(), self.base_learning_rates, factors, strict=True
+        ):
+            previous = _float_learning_rate(optimizer)
+            rate = float(base * factor)
+            if not math.isclose(previous, rate, rel_tol=1e-6):
+                changes.append((name, previous, rate))
+            optimizer.learning_rate = rate
+        return changes
+
+    def scale_learning_rates(self, factor: float) -> None:
+        """Multiplies both learning rates by `factor`, recorded in the checkpointed factors."""
+        self.learning_rate_factors.assign(self.learning_rate_factors * factor)
+        self.apply_learning_rate_factors()
+
+
+def _float_learning_rate(optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -281,12 +350,12 @@ def initialize_from(state: TrainState, source: str) -> None:
         model.build_by_call()
     status = tf.train.Checkpoint(generator=old_g, discriminator=old_d, ema_generator=old_ema)
     status.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
-    for old, new, embedding in (
-        (old_g, state.generator, state.generator.shared_embedding),
-        (old_ema, state.ema_generator, state.ema_generator.shared_embedding),
-        (old_d, state.discriminator, state.discriminator.embedding),
+    for old, new, class_layers in (
+        (old_g, state.generator, state.generator.class_embedding_layers),
+        (old_ema, state.ema_generator, state.ema_generator.class_embedding_layers),
+        (old_d, state.discriminator, [state.discriminator.embedding]),
     ):
-        skip = {id(v) for v in embedding.variables}
+        skip = {id(v) for layer in class_layers for v in layer.variables}
         for source_var, target_var in zip(old.variables, new.variables, strict=True):
             if id(target_var) not in skip:
                 target_var.assign(source_var)

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tf_biggan import data, imaging, layers, losses, networks
+from tf_biggan import data, imaging, layers, losses, networks, paths
 from tf_biggan import monitor as monitor_lib
 from tf_biggan import state as state_lib
 
@@ -111,8 +111,12 @@ class StepConfig:
       r1_gamma: R1 penalty weight on D's real inputs (0 = off).
       ema_decay: decay of the EMA of G's weights.
       ema_start_step: before this step the EMA is a copy of G.
-      sigma0_clamp: if set, G kernels whose top singular value exceeds it are
-        rescaled to it after each G update (the paper's σ0 clamp ablation).
+      sigma0_clamp: if set, after each G update every SN kernel of G whose top
+        singular value σ0 exceeds this value gets the rank-1 update
+        `W ← W − max(0, σ0 − sigma0_clamp) u0 v0ᵀ` (the paper's σ0 clamp, appendix):
+        σ0 becomes the clamp, the other singular values and all singular vectors stay.
+      sigma0_clamp_ratio: the same clamp with `σ_clamp = ratio · σ1` (σ1 the second
+        singular value, the paper's relative variant); exclusive with `sigma0_clamp`.
       augment_policy: DiffAugment policy applied to D's inputs ("" = off).
       seed: base seed of the stateless z / label sampling.
       jit_compile: compile the per-replica step with XLA.
@@ -128,6 +132,7 @@ class StepConfig:
     ema_decay: float = 0.9999
     ema_start_step: int = 20_000
     sigma0_clamp: float | None = None
+    sigma0_clamp_ratio: float | None = None
     augment_policy: str = ""
     seed: int = 0
     jit_compile: bool = False
@@ -139,6 +144,19 @@ class StepConfig:
         losses.loss_functions(self.loss)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.sigma0_clamp is not None and self.sigma0_clamp_ratio is not None:
+            raise ValueError("set sigma0_clamp (a fixed clamp) or sigma0_clamp_ratio, not both")
+        for name in ("sigma0_clamp", "sigma0_clamp_ratio"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None for off), got {value}")
+        for name in ("g_ortho_beta", "d_ortho_beta", "r1_gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def clamps_sigma0(self) -> bool:
+        return self.sigma0_clamp is not None or self.sigma0_clamp_ratio is not None
 
     @property
     def images_per_step(self) -> int:
@@ -204,7 +222,14 @@ def _regularizable_kernels(model, exclude=()) -> list:
 
 
 def _sum_gradients(total, grads):
-    return [g if t is None else t + g for t, g in zip(total, grads, strict=True)]
+    """Element-wise sum of two gradient lists in which None stands for zero.
+
+    The orthogonal regulariser has no gradient (None) for the variables it does not
+    regularise, and the first micro-batch starts from a list of Nones.
+    """
+    return [
+        g if t is None else t if g is None else t + g for t, g in zip(total, grads, strict=True)
+    ]
 
 
 def _all_finite(tensors) -> tf.Tensor:
@@ -267,8 +292,10 @@ def make_train_step(
     k = config.accumulation_steps
     micro_global = config.batch_size // k
     scale = 1.0 / config.batch_size
+    # The paper leaves the shared class embedding out of the regulariser.
+    shared = generator.shared_embedding
     g_ortho_kernels = _regularizable_kernels(
-        generator, exclude=generator.shared_embedding.trainable_variables
+        generator, exclude=shared.trainable_variables if shared is not None else ()
     )
     d_ortho_kernels = _regularizable_kernels(discriminator)
     ema_pairs = list(zip(generator.variables, state.ema_generator.variables, strict=True))
@@ -299,21 +326,25 @@ def make_train_step(
         fake = tf.stop_gradient(fake)
         real_in = augment_images(real, step, update, micro, replica_id, 0)
         fake_in = augment_images(fake, step, update, micro, replica_id, 1)
+        both = tf.concat([real_in, fake_in], 0)
+        both_labels = tf.concat([real_labels, fake_labels], 0)
         with tf.GradientTape() as tape:
             if config.r1_gamma > 0:
-                with tf.GradientTape() as r1_tape:
-                    r1_tape.watch(real_in)
-                    real_logits = discriminator(real_in, real_labels, training=True)
-                real_grads = r1_tape.gradient(tf.reduce_sum(real_logits), real_in)
-                fake_logits = discriminator(fake_in, fake_labels, training=True)
-                penalty = losses.r1_penalty(real_grads, config.r1_gamma)
+                # Still one D call on reals and fakes (one power iteration per micro-step).
+                # D mixes no examples, so the gradient of the real logits' sum with respect
+                # to the whole batch holds each real image's own gradient in its first half.
+                with tf.GradientTape(watch_accessed_variables=False) as r1_tape:
+                    r1_tape.watch(both)
+                    real_logits, fake_logits = tf.split(
+                        discriminator(both, both_labels, training=True), 2
+                    )
+                    real_sum = tf.reduce_sum(real_logits)
+                input_grads = r1_tape.gradient(real_sum, both)
+                penalty = losses.r1_penalty(tf.split(input_grads, 2)[0], config.r1_gamma)
             else:
-                logits = discriminator(
-                    tf.concat([real_in, fake_in], 0),
-                    tf.concat([real_labels, fake_labels], 0),
-                    training=True,
+                real_logits, fake_logits = tf.split(
+                    discriminator(both, both_labels, training=True), 2
                 )
-                real_logits, fake_logits = tf.split(logits, 2)
                 penalty = 0.0
             loss = tf.reduce_sum(d_loss_fn(real_logits, fake_logits) + penalty) * scale
         grads = tape.gradient(loss, discriminator.trainable_variables)
@@ -432,10 +463,16 @@ def make_train_step(
         for layer in g_spectral:
             if not layer.trainable:
                 continue
-            sigma = tf.convert_to_tensor(layer.sigma.value)
-            factor = tf.minimum(1.0, config.sigma0_clamp / tf.maximum(sigma, 1e-12))
+            kernel = tf.convert_to_tensor(layer.kernel.value)
+            delta = sigma0_clamp_update(
+                tf.reshape(kernel, [-1, kernel.shape[-1]]),
+                sigma_clamp=config.sigma0_clamp,
+                ratio=config.sigma0_clamp_ratio,
+            )
             strategy.extended.update(
-                layer.kernel.value, lambda kernel, f: kernel.assign(kernel * f), args=(factor,)
+                layer.kernel.value,
+                lambda k, d: k.assign_sub(tf.reshape(d, k.shape)),
+                args=(delta,),
             )
 
     @tf.function
@@ -446,7 +483,7 @@ def make_train_step(
             name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
             for name, value in metrics.items()
         }
-        if config.sigma0_clamp:
+        if config.clamps_sigma0:
             clamp_sigma0()
         ema_update(step)
         state.step.assign_add(1)
@@ -454,6 +491,63 @@ def make_train_step(
         return metrics
 
     return train_step
+
+
+def top_singular_triplets(matrix: tf.Tensor, count: int = 2):
+    """The `count` largest singular values of `matrix` and their singular vectors.
+
+    Computed from the eigendecomposition of the smaller Gram matrix (`MᵀM` or `MMᵀ`), so a
+    wide or tall kernel costs a small symmetric eigenproblem rather than a full SVD.
+
+    Args:
+      matrix: float32 `[m, n]`.
+      count: how many (at most `min(m, n)`).
+
+    Returns:
+      `(sigma [count], left [m, count], right [n, count])`, sigma descending, with
+      `matrix ≈ left · diag(sigma) · rightᵀ` on those directions.
+    """
+    m, n = matrix.shape
+    if n <= m:
+        eigenvalues, right = tf.linalg.eigh(tf.matmul(matrix, matrix, transpose_a=True))
+        right = tf.reverse(right[:, -count:], axis=[1])
+        sigma = tf.sqrt(tf.maximum(tf.reverse(eigenvalues[-count:], axis=[0]), 0.0))
+        left = tf.matmul(matrix, right) / tf.maximum(sigma, 1e-12)
+    else:
+        eigenvalues, left = tf.linalg.eigh(tf.matmul(matrix, matrix, transpose_b=True))
+        left = tf.reverse(left[:, -count:], axis=[1])
+        sigma = tf.sqrt(tf.maximum(tf.reverse(eigenvalues[-count:], axis=[0]), 0.0))
+        right = tf.matmul(matrix, left, transpose_a=True) / tf.maximum(sigma, 1e-12)
+    return sigma, left, right
+
+
+def sigma0_clamp_update(
+    matrix: tf.Tensor, sigma_clamp: float | None = None, ratio: float | None = None
+) -> tf.Tensor:
+    """The paper's σ0 clamp as the rank-1 change to subtract from `matrix`.
+
+    `W ← W − max(0, σ0 − σ_clamp) u0 v0ᵀ`, with `σ_clamp` fixed or `ratio · σ1`. Under
+    spectral normalisation scaling W changes nothing; this update lowers only the top
+    singular value, so it reshapes the normalised spectrum (σ0/σ0 stays 1, the others
+    grow relative to it).
+
+    Args:
+      matrix: float32 `[fan_in, out]`, a kernel as the SN layers see it.
+      sigma_clamp: the fixed clamp, or None.
+      ratio: the relative clamp `ratio · sg(σ1)`, or None (exactly one is set).
+
+    Returns:
+      float32 `[fan_in, out]`, zero when σ0 is already at most the clamp.
+    """
+    if (sigma_clamp is None) == (ratio is None):
+        raise ValueError("give exactly one of sigma_clamp and ratio")
+    count = 1 if ratio is None else 2
+    if count > min(matrix.shape):
+        raise ValueError(f"a relative σ0 clamp needs a matrix of rank >= 2, got {matrix.shape}")
+    sigma, left, right = top_singular_triplets(tf.stop_gradient(matrix), count)
+    clamp = sigma_clamp if ratio is None else ratio * sigma[1]
+    excess = tf.maximum(sigma[0] - clamp, 0.0)
+    return excess * tf.matmul(left[:, :1], right[:, :1], transpose_b=True)
 
 
 # --------------------------------------------------------------------------- summaries
@@ -505,11 +599,14 @@ class _StopRequest:
 
 
 def restore_latest(
-    checkpoint: tf.train.Checkpoint,
+    restore: Callable[[str], None],
     manager: tf.train.CheckpointManager,
     validate: Callable[[str], None] | None = None,
 ):
     """Restores the newest readable checkpoint of `manager`, falling back to older ones.
+
+    `restore(path)` restores one checkpoint and raises when it cannot (e.g.
+    `TrainState.restore`, or `lambda p: checkpoint.restore(p).assert_existing_objects_matched()`).
 
     TensorFlow writes a checkpoint's files first and the `checkpoint` index file last
     (atomically, by rename), so a crash during a save leaves the index pointing at the
@@ -532,7 +629,7 @@ def restore_latest(
         try:
             if validate is not None:
                 validate(path)
-            checkpoint.restore(path).assert_existing_objects_matched()
+            restore(path)
         except state_lib.IncompatibleCheckpointError:
             raise
         # A truncated file raises IndexError from the reader, others raise OpErrors.
@@ -571,7 +668,6 @@ class _Recovery:
             )
         self.state = state
         self.manager = manager
-        self.model_checkpoint = state.checkpoint()
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.max_restores = max_restores
         self.lr_decay = lr_decay
@@ -626,9 +722,12 @@ class _Recovery:
             )
         self.restores += 1
         path = self.manager.latest_checkpoint
-        self.model_checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
-        for optimizer in (self.state.g_optimizer, self.state.d_optimizer):
-            optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * self.lr_decay
+        # The decay applies to the factors of the run so far, not to those of the restored
+        # checkpoint, so a second restore of the same checkpoint lowers the rates again.
+        factors = self.state.learning_rate_factors.numpy()
+        self.state.restore(path)
+        self.state.learning_rate_factors.assign(factors)
+        self.state.scale_learning_rates(self.lr_decay)
         logging.warning(
             "step %d: %s; restored %s (step %d), restore %d of %d, learning rates G %.3g D %.3g",
             step,
@@ -664,6 +763,7 @@ def train(
     ema_decay: float = 0.9999,
     ema_start_step: int = 20_000,
     sigma0_clamp: float | None = None,
+    sigma0_clamp_ratio: float | None = None,
     augment_policy: str = "",
     strategy: str = "default",
     tpu_address: str | None = None,
@@ -711,7 +811,10 @@ def train(
       g_ortho_beta, d_ortho_beta: orthogonal regularisation weights (0 = off).
       r1_gamma: R1 penalty weight (0 = off).
       ema_decay, ema_start_step: EMA of G's weights; a copy before the start step.
-      sigma0_clamp: clamp of G's top singular values (None = off).
+      sigma0_clamp: the paper's σ0 clamp of G's kernels at this fixed value (None = off):
+        a rank-1 update that lowers each kernel's top singular value to it.
+      sigma0_clamp_ratio: the relative σ0 clamp, at this multiple of each kernel's second
+        singular value (None = off; exclusive with `sigma0_clamp`).
       augment_policy: DiffAugment policy for D's inputs, e.g. "color,translation,cutout".
       strategy: "default", "mirrored", "multi_worker" or "tpu".
       tpu_address: TPU name or address for `strategy="tpu"`.
@@ -729,7 +832,8 @@ def train(
       max_restores: restores (after non-finite steps or a collapse) after which the
         run gives up with a `FloatingPointError` (non-finite) or stops (collapse).
       lr_decay_on_restore: both learning rates are multiplied by this on each restore
-        (1.0 = unchanged). The lowered rates are saved with later checkpoints.
+        (1.0 = unchanged). The factor is saved with later checkpoints, so it survives a
+        crash; a resumed run uses the configured rates times the saved factors.
       collapse_sigma_ratio, collapse_window: a layer whose top singular value exceeds
         `collapse_sigma_ratio` times the median of its last `collapse_window`
         summaries is reported as a collapse (see `tf_biggan.monitor`).
@@ -750,6 +854,10 @@ def train(
       A dict with the final `step`, the `start_step` this process resumed at, the
       last metrics, the number of `restores` and `stopped_by_collapse`.
     """
+    model_dir = paths.expand(model_dir)
+    init_from = paths.expand(init_from)
+    eval_reference_stats = paths.expand(eval_reference_stats)
+    eval_extractor_path = paths.expand(eval_extractor_path)
     if on_collapse not in monitor_lib.ON_COLLAPSE:
         raise ValueError(
             f"on_collapse must be one of {monitor_lib.ON_COLLAPSE}, got {on_collapse!r}"
@@ -779,6 +887,7 @@ def train(
         ema_decay=ema_decay,
         ema_start_step=ema_start_step,
         sigma0_clamp=sigma0_clamp,
+        sigma0_clamp_ratio=sigma0_clamp_ratio,
         augment_policy=augment_policy,
         seed=seed,
         jit_compile=jit_compile,
@@ -829,7 +938,7 @@ def train(
         else tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=keep_checkpoints)
     )
     resumed_from = restore_latest(
-        checkpoint,
+        lambda path: state.restore(path, iterator=iterator),
         resume_manager,
         validate=lambda path: state_lib.check_optimizer_slots(state, path),
     )
@@ -839,6 +948,7 @@ def train(
         logging.info("resumed from %s at step %d", resumed_from, int(state.step.numpy()))
     elif init_from:
         state_lib.initialize_from(state, init_from)
+    _log_learning_rate_changes(state.apply_learning_rate_factors())
     if chief:
         state_lib.write_model_config(model_dir, state.generator, input_data.class_names)
         with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
@@ -933,6 +1043,8 @@ def train(
                 + ([("img/s", metrics["img/s"])] if "img/s" in metrics else []),
             )
             if step % sample_every == 0 or step == total_steps:
+                # The EMA's `u` is G's; re-estimate σ for the averaged weights first.
+                layers.refine_spectral_norms(state.ema_generator)
                 grid = sample_grid(state.ema_generator, sample_z, sample_labels)
                 if chief:
                     tf.summary.image("images/ema", grid[None], step=step)
@@ -1017,6 +1129,7 @@ def _evaluate_and_keep_best(state, evaluator, best, step):
     own directory, so all take the same decision and join the same saves.
     """
     generator = state.ema_generator
+    layers.refine_spectral_norms(generator)
 
     def generate(z, y):
         return generator(z, y, training=False)
@@ -1063,6 +1176,12 @@ def _worker_position(strategy) -> tuple[int, int]:
     workers = chiefs + len(cluster.get("worker", []))
     index = 0 if resolver.task_type == "chief" else resolver.task_id + chiefs
     return workers, index
+
+
+def _log_learning_rate_changes(changes) -> None:
+    """One line per optimizer whose restored rate the configuration (and factor) replaced."""
+    for name, previous, rate in changes:
+        logging.info("%s learning rate %.4g → %.4g from the config", name, previous, rate)
 
 
 def _scoped_optimizer(scope: str):

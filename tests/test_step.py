@@ -1,0 +1,284 @@
+"""Each option of the train step (`train.make_train_step`) changes the update as its closed
+form says.
+
+Every test runs the real step on a tiny BigGAN with plain SGD, whose update is `-lr * g`, so
+the difference between a step with an option and the same step without it is `-lr` times
+the option's own gradient, computed here independently with numpy or with separate tapes.
+Kernels are first given Gaussian values: at the orthogonal initialisation the orthogonal
+regulariser has no gradient and every singular value is 1.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tiny_models
+
+from tf_biggan import augment, layers, losses, train
+from tf_biggan import state as state_lib
+
+CLASSES = 3
+DIM_Z = 32
+BATCH = 8
+LR = 0.01
+SEED = 5
+
+
+def _state(seed=0):
+    keras.utils.set_random_seed(seed)
+    state = tiny_models.train_state(lambda: keras.optimizers.SGD(learning_rate=LR), CLASSES, DIM_Z)
+    rng = np.random.default_rng(seed)
+    for model in (state.generator, state.discriminator):
+        for v in model.trainable_variables:
+            if len(v.shape) >= 2:
+                v.assign(rng.normal(0.0, 0.3, size=v.shape).astype(np.float32))
+    state_lib.copy_variables(state.generator.variables, state.ema_generator.variables)
+    return state
+
+
+def _twin(state):
+    """A second state holding the same values (networks and SN/BN state)."""
+    other = _state(seed=99)
+    for name in ("generator", "discriminator", "ema_generator"):
+        state_lib.copy_variables(getattr(state, name).variables, getattr(other, name).variables)
+    return other
+
+
+def _batch(n=BATCH, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1.0, 1.0, size=(n, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(0, CLASSES, size=n).astype(np.int32)
+    return tf.constant(images), tf.constant(labels)
+
+
+def _weights(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def _step(state, batch=None, **options):
+    config = train.StepConfig(batch_size=BATCH, seed=SEED, **options)
+    images, labels = batch if batch is not None else _batch(config.images_per_step)
+    return train.make_train_step(state, tf.distribute.get_strategy(), config)(images, labels)
+
+
+def _ortho_gradient(w, beta):
+    """4β W (WᵀW ⊙ (1 − I)) for a kernel of any rank (as its [fan_in, out] matrix), float64."""
+    matrix = w.reshape(-1, w.shape[-1]).astype(np.float64)
+    gram = matrix.T @ matrix
+    np.fill_diagonal(gram, 0.0)
+    return (4.0 * beta * matrix @ gram).reshape(w.shape)
+
+
+def _assert_difference_is(with_option, without, expected, names, rtol=2e-3):
+    """(after_with − before) − (after_without − before) == −LR · expected, variable by variable."""
+    scale = max(float(np.max(np.abs(e))) for e in expected)
+    assert scale > 1e-3, "the option's gradient is too small to test"
+    for a, b, e, name in zip(with_option, without, expected, names, strict=True):
+        np.testing.assert_allclose(a - b, -LR * e, rtol=rtol, atol=1e-3 * LR * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_orthogonal_regularisation_of_g_adds_its_gradient_once_per_update(accumulation_steps):
+    plain = _state()
+    regularised = _twin(plain)
+    beta = 1e-2
+    before = _weights(plain.generator.trainable_variables)
+    _step(plain, accumulation_steps=accumulation_steps)
+    _step(regularised, accumulation_steps=accumulation_steps, g_ortho_beta=beta)
+    # D's update comes first and is the same in both, so G's loss gradient is too.
+    variables = plain.generator.trainable_variables
+    shared = {id(v) for v in plain.generator.shared_embedding.trainable_variables}
+    expected = [
+        _ortho_gradient(w, beta) if len(w.shape) >= 2 and id(v) not in shared else 0 * w
+        for v, w in zip(variables, before, strict=True)
+    ]
+    _assert_difference_is(
+        _weights(regularised.generator.trainable_variables),
+        _weights(variables),
+        expected,
+        [v.path for v in variables],
+    )
+    # The shared class embedding is not regularised (the paper's choice).
+    embedding = plain.generator.shared_embedding.trainable_variables[0]
+    assert any(v is embedding for v in variables)
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_orthogonal_regularisation_of_d_adds_its_gradient_once_per_update(accumulation_steps):
+    plain = _state()
+    regularised = _twin(plain)
+    beta = 1e-2
+    before = _weights(plain.discriminator.trainable_variables)
+    _step(plain, accumulation_steps=accumulation_steps)
+    _step(regularised, accumulation_steps=accumulation_steps, d_ortho_beta=beta)
+    variables = plain.discriminator.trainable_variables
+    expected = [_ortho_gradient(w, beta) if w.ndim >= 2 else 0 * w for w in before]
+    _assert_difference_is(
+        _weights(regularised.discriminator.trainable_variables),
+        _weights(variables),
+        expected,
+        [v.path for v in variables],
+    )
+
+
+def test_r1_adds_the_gradient_of_half_gamma_mean_squared_input_gradient_on_reals():
+    plain = _state()
+    penalised = _twin(plain)
+    reference = _twin(plain)
+    gamma = 10.0
+    images, labels = _batch()
+    _step(plain, (images, labels))
+    _step(penalised, (images, labels), r1_gamma=gamma)
+
+    # By hand: γ/2 · mean_i ‖∇ₓ D(x_i, y_i)‖² on the real batch, differentiated in D's weights
+    # (one training call: the step's D also runs one power iteration from the same u).
+    d = reference.discriminator
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            inner.watch(images)
+            logits_sum = tf.reduce_sum(d(images, labels, training=True))
+        input_grads = inner.gradient(logits_sum, images)
+        per_example = tf.reduce_sum(tf.square(input_grads), axis=[1, 2, 3])
+        penalty = gamma / 2.0 * tf.reduce_mean(per_example)
+    expected = [
+        np.zeros(v.shape, np.float32) if g is None else g.numpy()  # None: no path to ∇ₓD
+        for v, g in zip(
+            d.trainable_variables, outer.gradient(penalty, d.trainable_variables), strict=True
+        )
+    ]
+    np.testing.assert_allclose(
+        losses.r1_penalty(input_grads, gamma).numpy(), gamma / 2 * per_example.numpy(), rtol=1e-6
+    )
+    _assert_difference_is(
+        _weights(penalised.discriminator.trainable_variables),
+        _weights(plain.discriminator.trainable_variables),
+        expected,
+        [v.path for v in d.trainable_variables],
+        rtol=5e-3,
+    )
+
+
+def test_diff_augment_feeds_d_the_augmented_reals_and_fakes_of_the_step_seed():
+    state = _state()
+    reference = _twin(state)
+    policy = "color,translation,cutout"
+    images, labels = _batch()
+    metrics = _step(state, (images, labels), augment_policy=policy)
+
+    # The step's seeds: (seed, step 0, update 0, micro 0, replica 0, 2 for reals / 3 for fakes).
+    z, fake_labels = train.draw_latents(SEED, 0, 0, BATCH, DIM_Z, CLASSES)
+    fake = reference.generator(z, tf.one_hot(fake_labels, CLASSES), training=True)
+    real_in = augment.diff_augment(images, policy, seed=train._fold_in(SEED, 0, 0, 0, 0, 2))
+    fake_in = augment.diff_augment(fake, policy, seed=train._fold_in(SEED, 0, 0, 0, 0, 3))
+    logits = reference.discriminator(
+        tf.concat([real_in, fake_in], 0), tf.concat([labels, fake_labels], 0), training=True
+    ).numpy()
+    np.testing.assert_allclose(float(metrics["d/real"]), logits[:BATCH].mean(), rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["d/fake"]), logits[BATCH:].mean(), rtol=1e-4)
+    # Without augmentation D would have seen other logits: the option did something.
+    plain = reference.discriminator(images, labels, training=False).numpy()
+    assert abs(plain.mean() - logits[:BATCH].mean()) > 1e-3
+
+
+def _svd(kernel):
+    matrix = kernel.reshape(-1, kernel.shape[-1]).astype(np.float64)
+    return np.linalg.svd(matrix, full_matrices=False)
+
+
+@pytest.mark.parametrize("clamp", [{"sigma0_clamp": 1.5}, {"sigma0_clamp_ratio": 1.02}])
+def test_sigma0_clamp_lowers_only_the_top_singular_value(clamp):
+    plain = _state()
+    clamped = _twin(plain)
+    _step(plain)
+    _step(clamped, **clamp)
+    lowered = 0
+    for layer, layer_clamped in zip(
+        layers.spectral_layers(plain.generator),
+        layers.spectral_layers(clamped.generator),
+        strict=True,
+    ):
+        # Without the clamp the G update is the same, so the unclamped kernel is the one the
+        # clamp started from.
+        kernel = layer.kernel.numpy()
+        after = layer_clamped.kernel.numpy().reshape(-1, kernel.shape[-1]).astype(np.float64)
+        u, s, vt = _svd(kernel)
+        target = clamp.get("sigma0_clamp") or clamp["sigma0_clamp_ratio"] * s[1]
+        expected = s.copy()
+        expected[0] = min(s[0], target)
+        lowered += s[0] > target
+        # The singular vectors stay: W' v_i = σ'_i u_i for every i, σ'_0 the clamp.
+        np.testing.assert_allclose(
+            after @ vt.T, u[:, : len(s)] * expected, rtol=1e-3, atol=1e-4 * s[0], err_msg=layer.path
+        )
+        np.testing.assert_allclose(
+            np.linalg.svd(after, compute_uv=False),
+            np.sort(expected)[::-1],
+            rtol=1e-3,
+            err_msg=layer.path,
+        )
+    assert lowered >= 3, "the clamp should act on several layers"
+
+
+def test_sigma0_clamp_options_are_checked():
+    with pytest.raises(ValueError, match="not both"):
+        train.StepConfig(4, sigma0_clamp=1.0, sigma0_clamp_ratio=2.0)
+    with pytest.raises(ValueError, match="sigma0_clamp must be > 0"):
+        train.StepConfig(4, sigma0_clamp=0.0)
+    with pytest.raises(ValueError, match="r1_gamma must be >= 0"):
+        train.StepConfig(4, r1_gamma=-1.0)
+
+
+def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
+    state = _state()
+    reference = _twin(state)
+    images, labels = _batch(2 * BATCH, seed=3)
+    _step(state, (images, labels), d_steps=2)
+
+    # By hand: update u uses real batch u and fakes drawn for (seed, step 0, update u), G in
+    # training mode (one more power iteration each time, as in the step).
+    g, d = reference.generator, reference.discriminator
+    for update in range(2):
+        real = images[update * BATCH : (update + 1) * BATCH]
+        real_labels = labels[update * BATCH : (update + 1) * BATCH]
+        z, fake_labels = train.draw_latents(SEED, 0, update, BATCH, DIM_Z, CLASSES)
+        fake = g(z, tf.one_hot(fake_labels, CLASSES), training=True)
+        with tf.GradientTape() as tape:
+            logits = d(
+                tf.concat([real, fake], 0), tf.concat([real_labels, fake_labels], 0), training=True
+            )
+            real_logits, fake_logits = tf.split(logits, 2)
+            loss = tf.reduce_mean(losses.hinge_discriminator_loss(real_logits, fake_logits))
+        for v, grad in zip(
+            d.trainable_variables, tape.gradient(loss, d.trainable_variables), strict=True
+        ):
+            v.assign_sub(LR * grad)
+    assert int(state.d_optimizer.iterations) == 2 and int(state.g_optimizer.iterations) == 1
+    for v, expected in zip(
+        state.discriminator.trainable_variables, d.trainable_variables, strict=True
+    ):
+        np.testing.assert_allclose(
+            v.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6, err_msg=v.path
+        )
+
+
+def test_ema_is_a_copy_before_its_start_step_and_an_average_from_it():
+    state = _state()
+    config = train.StepConfig(batch_size=BATCH, seed=SEED, ema_decay=0.75, ema_start_step=2)
+    step = train.make_train_step(state, tf.distribute.get_strategy(), config)
+    spectral = state_lib.spectral_state_variables(state.generator)
+    pairs = [
+        (g, e)
+        for g, e in zip(state.generator.variables, state.ema_generator.variables, strict=True)
+        if id(g) not in spectral
+    ]
+    for index in range(3):
+        ema_before = [e.numpy().copy() for _, e in pairs]
+        step(*_batch(seed=index))
+        for (g, e), previous in zip(pairs, ema_before, strict=True):
+            if index < 2:  # steps 0 and 1: before the start step the EMA is G
+                np.testing.assert_array_equal(e.numpy(), g.numpy(), err_msg=g.path)
+            else:  # step 2: the first average
+                np.testing.assert_allclose(
+                    e.numpy(), 0.75 * previous + 0.25 * g.numpy(), rtol=1e-6, atol=1e-7
+                )
+    assert any(not np.array_equal(e.numpy(), g.numpy()) for g, e in pairs)
