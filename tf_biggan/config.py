@@ -19,6 +19,9 @@ CONFIGURABLE_MODULES = (
     "tf_biggan.train",
 )
 
+# Folders already added to gin's search path for `include` (gin keeps a list that only grows).
+_search_folders: set[str] = set()
+
 
 def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
     """Parses gin files and bindings after registering all configurables.
@@ -37,6 +40,12 @@ def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
     for path in config_files:
         if not os.path.exists(path):
             raise FileNotFoundError(f"gin config file not found: {path}")
+        # `include 'base/imagenet.gin'` resolves against the including file's folder too,
+        # so configs work from any working directory.
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in _search_folders:
+            _search_folders.add(folder)
+            gin.add_config_file_search_path(folder)
     gin.parse_config_files_and_bindings(
         list(config_files), list(bindings), finalize_config=finalize
     )

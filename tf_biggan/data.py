@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_biggan import imaging
+from tf_biggan import imaging, paths
 
 __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
@@ -89,6 +89,8 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "gif")
 TFRECORD_IMAGE_KEY = "image/encoded"
 TFRECORD_LABEL_KEY = "image/class/label"
 CLASSES_JSON = "classes.json"
+# Files TFDS needs in `manual_dir` to prepare a data set it cannot download.
+MANUAL_DOWNLOAD_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
 DATASET_INFO_JSON = "dataset_info.json"
 
 SYNTHETIC_SHAPES = ("circle", "square", "triangle", "cross", "ring")
@@ -422,6 +424,7 @@ def idx_source(
       A `Source` whose elements are `(uint8 [H, W], label)` rows.
     """
     del resolution, strict, seed, input_context
+    images_path, labels_path = paths.expand(images_path), paths.expand(labels_path)
     images = _read_idx(images_path, 3)
     labels = _read_idx(labels_path, 1)
     if images.shape[0] != labels.shape[0]:
@@ -480,12 +483,13 @@ def list_image_folder(
       extensions: accepted file extensions (case-insensitive, without dot).
 
     Returns:
-      `(class_names, paths, labels)`.
+      `(class_names, image_paths, labels)`.
 
     Raises:
       FileNotFoundError: `root` does not exist.
       ValueError: `root` has no class subfolders, or a class folder holds no images.
     """
+    root = paths.expand(root)
     if not tf.io.gfile.isdir(root):
         raise FileNotFoundError(f"image folder not found (or not a folder): {root}")
     suffixes = tuple("." + e.lower().lstrip(".") for e in extensions)
@@ -499,7 +503,7 @@ def list_image_folder(
             else ""
         )
         raise ValueError(f"image folder {root} has no class subfolders.{hint}")
-    paths: list[str] = []
+    image_paths: list[str] = []
     labels: list[int] = []
     for index, name in enumerate(classes):
         folder = os.path.join(root, name)
@@ -513,7 +517,7 @@ def list_image_folder(
             raise ValueError(
                 f"class folder {folder} holds no images with extensions {sorted(suffixes)}"
             )
-        paths.extend(files)
+        image_paths.extend(files)
         labels.extend([index] * len(files))
     if len(classes) == 1:
         logging.warning(
@@ -522,13 +526,13 @@ def list_image_folder(
             root,
             classes[0],
         )
-    return tuple(classes), paths, labels
+    return tuple(classes), image_paths, labels
 
 
-def _find_undecodable(paths: Sequence[str]) -> list[int]:
+def _find_undecodable(image_paths: Sequence[str]) -> list[int]:
     """Indices of files that fail to decode, found by one parallel decode pass."""
-    index_ds = tf.data.Dataset.range(len(paths))
-    path_table = tf.constant(list(paths))
+    index_ds = tf.data.Dataset.range(len(image_paths))
+    path_table = tf.constant(list(image_paths))
 
     def try_decode(i):
         image = decode_to_rgb_uint8(tf.io.read_file(path_table[i]))
@@ -538,15 +542,19 @@ def _find_undecodable(paths: Sequence[str]) -> list[int]:
     good = index_ds.map(try_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     good = good.ignore_errors()
     # Large folders take minutes (about 400 JPEGs/s on 2 cores): show progress.
-    progress = keras.utils.Progbar(len(paths), unit_name="image") if len(paths) > 2000 else None
+    progress = (
+        keras.utils.Progbar(len(image_paths), unit_name="image")
+        if len(image_paths) > 2000
+        else None
+    )
     good_set = set()
     for i, _ in good.as_numpy_iterator():
         good_set.add(int(i))
         if progress is not None and len(good_set) % 500 == 0:
             progress.update(len(good_set))
     if progress is not None:
-        progress.update(len(paths), finalize=True)
-    return [i for i in range(len(paths)) if i not in good_set]
+        progress.update(len(image_paths), finalize=True)
+    return [i for i in range(len(image_paths)) if i not in good_set]
 
 
 @gin.configurable
@@ -583,20 +591,21 @@ def image_folder_source(
       A `Source` whose elements are `(path, label)`.
     """
     del resolution, seed, input_context
-    class_names, paths, labels = list_image_folder(root, extensions)
+    root = paths.expand(root)
+    class_names, image_paths, labels = list_image_folder(root, extensions)
     if len(class_names) != num_classes:
         raise ValueError(
             f"image folder {root} has {len(class_names)} class subfolders "
             f"({_preview(class_names)}) but num_classes={num_classes}"
         )
-    bad = _find_undecodable(paths)
+    bad = _find_undecodable(image_paths)
     if bad and strict:
-        listed = ", ".join(paths[i] for i in bad[:5])
+        listed = ", ".join(image_paths[i] for i in bad[:5])
         raise ValueError(f"{len(bad)} corrupt or unreadable image file(s) (strict=True): {listed}")
     for i in bad:
-        logging.warning("skipping corrupt or unreadable image %s", paths[i])
+        logging.warning("skipping corrupt or unreadable image %s", image_paths[i])
     bad_set = set(bad)
-    paths = [p for i, p in enumerate(paths) if i not in bad_set]
+    image_paths = [p for i, p in enumerate(image_paths) if i not in bad_set]
     labels = [lab for i, lab in enumerate(labels) if i not in bad_set]
     counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
     empty = [class_names[k] for k in range(num_classes) if counts[k] == 0]
@@ -609,10 +618,10 @@ def image_folder_source(
 
     return Source(
         elements=tf.data.Dataset.from_tensor_slices(
-            (tf.constant(paths), tf.constant(labels, tf.int32))
+            (tf.constant(image_paths), tf.constant(labels, tf.int32))
         ),
         decode=decode,
-        num_examples=len(paths),
+        num_examples=len(image_paths),
         class_names=class_names,
         examples_per_class={name: int(counts[k]) for k, name in enumerate(class_names)},
         skipped=skipped,
@@ -676,6 +685,7 @@ def tfrecord_source(
       A `Source` whose elements are serialized records.
     """
     del resolution, strict, seed
+    file_pattern = paths.expand(file_pattern)
     files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {file_pattern}")
@@ -776,10 +786,10 @@ def tfds_source(
 
     if not name:
         raise ValueError("tfds_source needs a data set name")
-    if manual_dir is not None and not tf.io.gfile.isdir(manual_dir):
-        raise FileNotFoundError(f"TFDS manual_dir not found: {manual_dir}")
+    data_dir, manual_dir = paths.expand(data_dir), paths.expand(manual_dir)
     builder = tfds.builder(name, data_dir=data_dir)
-    if download:
+    if download and not _tfds_prepared(builder):
+        _check_manual_files(builder, manual_dir)
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
@@ -818,6 +828,43 @@ def tfds_source(
         class_names=class_names,
         examples_per_class=None,
         presharded=input_context is not None,
+    )
+
+
+def _tfds_prepared(builder) -> bool:
+    """True when the builder's data is already prepared in its data folder."""
+    return tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+
+
+def _check_manual_files(builder, manual_dir: str | None) -> None:
+    """Raises before preparing a data set whose manual download is missing.
+
+    TFDS asks for some data sets (ImageNet) to be downloaded by hand into `manual_dir`, and
+    without them fails deep inside the preparation with a message about the folder. This
+    names the files instead. With no `manual_dir`, TFDS's default folder and check apply.
+
+    Raises:
+      FileNotFoundError: `manual_dir` is missing, empty, or lacks a file the data set needs.
+    """
+    if manual_dir is None or not getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        return
+    needed = MANUAL_DOWNLOAD_FILES.get(builder.name, ())
+    exists = tf.io.gfile.isdir(manual_dir)
+    present = set(tf.io.gfile.listdir(manual_dir)) if exists else set()
+    missing = [name for name in needed if name not in present]
+    if present and not missing:
+        return
+    if missing:
+        what = " and ".join(missing)
+    else:
+        instructions = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
+        what = f"its manually downloaded files ({instructions})"
+    folder_state = "does not exist" if not exists else "is empty" if not present else "lacks them"
+    raise FileNotFoundError(
+        f"TFDS {builder.name} is not prepared yet and needs {what} in manual_dir "
+        f"{manual_dir}, which {folder_state}. TFDS cannot download them: get them by hand "
+        "(for ImageNet, from image-net.org after registering), put them there, or bind "
+        "make_dataset.source = @image_folder_source to read a folder of images instead"
     )
 
 
