@@ -1,0 +1,311 @@
+"""Every shipped experiment trains as written.
+
+Each file in `gin_configs/` is parsed as shipped and trains 2 steps through `train.train`,
+the function the CLI runs. Only the data (generated here and bound by gin, except
+Fashion-MNIST, whose Debian files CI installs), the batch size (small, keeping the
+config's gradient accumulation at 2 where it accumulates), the width (ch 8) and the run's
+length change. Every option a config turns on (the orthogonal regulariser, several D
+steps, DiffAugment, the EMA, the mirrored strategy on two logical CPUs, fine-tuning with
+`init_from`) runs on its real code path. Then the headline config runs at full width for
+2 steps, and the headline command, run as a user would without ImageNet, stops with an
+error that names the files it needs.
+"""
+
+import glob
+import math
+import os
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_biggan import config as config_lib
+from tf_biggan import data, networks, train
+from tf_biggan import state as state_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO, "gin_configs")
+SHIPPED = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.gin")))
+IMAGENET = [name for name in SHIPPED if name.startswith("imagenet")]
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+# What each config gets besides the common changes: data bindings, its batch, and whether
+# its accumulation is kept (at 2).
+SMALL_WIDTH = ["Generator.ch = 8", "Discriminator.ch = 8"]
+SHORT_RUN = [
+    "train.total_steps = 2",
+    "train.max_minutes = None",
+    "train.export_at_end = False",
+    "train.checkpoint_every = 1000",
+]
+
+
+def _write_tfrecords(folder, num_classes, extra_per_class=0, classes_extra=20, size=8):
+    """One record per class (labels 0..num_classes-1), plus `extra_per_class` more for
+    the first `classes_extra` classes, as small PNGs whose colour depends on the label."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "train-00000.tfrecord")
+    labels = list(range(num_classes)) + [
+        k for k in range(min(classes_extra, num_classes)) for _ in range(extra_per_class)
+    ]
+    rng = np.random.default_rng(0)
+    with tf.io.TFRecordWriter(path) as writer:
+        for label in labels:
+            pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+            pixels[..., label % 3] = (label * 37) % 256
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        data.TFRECORD_IMAGE_KEY: tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[tf.io.encode_png(pixels).numpy()])
+                        ),
+                        data.TFRECORD_LABEL_KEY: tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=[label])
+                        ),
+                    }
+                )
+            )
+            writer.write(example.SerializeToString())
+    return os.path.join(folder, "*.tfrecord")
+
+
+def _write_image_folder(root, num_classes, per_class=6):
+    rng = np.random.default_rng(1)
+    for k in range(num_classes):
+        os.makedirs(os.path.join(root, f"class_{k}"), exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+            with open(os.path.join(root, f"class_{k}", f"{i}.png"), "wb") as f:
+                f.write(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+@pytest.fixture(scope="module")
+def imagenet_records(tmp_path_factory):
+    """1000 classes, each at least once, with enough of the first 20 for the real-examples
+    grid: a stand-in for ILSVRC2012 read through the TFRecord source."""
+    return _write_tfrecords(str(tmp_path_factory.mktemp("imagenet")), 1000, extra_per_class=7)
+
+
+def _train(config_name, bindings, model_dir, **kwargs):
+    gin.clear_config()
+    config_lib.parse_gin([os.path.join(CONFIG_DIR, config_name)], bindings, finalize=False)
+    try:
+        return train.train(str(model_dir), **kwargs)
+    finally:
+        gin.clear_config()
+
+
+def _assert_trained(result, model_dir, steps=2):
+    assert result["step"] == steps and result["start_step"] == 0
+    for name in ("loss/d", "loss/g", "d/real", "d/fake"):
+        assert math.isfinite(result[name]), (name, result[name])
+    assert result["nonfinite"] == 0.0
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"ckpt-{steps}")
+
+
+def _saved_learning_rates(model_dir):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+    return {
+        name: float(reader.get_tensor(f"{name}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"))
+        for name in ("g_optimizer", "d_optimizer")
+    }
+
+
+def _configured(name):
+    return gin.query_parameter(name)
+
+
+def _shipped_bindings(config_name):
+    """The parsed values this test keeps from the shipped file (read before any override)."""
+    gin.clear_config()
+    config_lib.parse_gin([os.path.join(CONFIG_DIR, config_name)], finalize=False)
+    try:
+        values = {
+            "g_lr": _configured("generator/make_optimizer.learning_rate"),
+            "d_lr": _configured("discriminator/make_optimizer.learning_rate"),
+            "accumulation": _try_query("train.accumulation_steps", 1),
+            "d_steps": _try_query("train.d_steps", 1),
+            "strategy": _try_query("train.strategy", "default"),
+        }
+    finally:
+        gin.clear_config()
+    return values
+
+
+def _try_query(name, default):
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return default
+
+
+def test_every_shipped_config_is_covered_here():
+    assert set(SHIPPED) == {
+        "cifar10.gin",
+        "fashion_mnist.gin",
+        "finetune_folder.gin",
+        "imagenet128.gin",
+        "imagenet128_paper.gin",
+        "imagenet256.gin",
+        "imagenet512.gin",
+        "imagenet64.gin",
+        "quickstart.gin",
+        "tiny_test.gin",
+    }, "a config was added or removed: give it its data bindings in this module"
+
+
+@pytest.mark.parametrize("config_name", ["quickstart.gin", "tiny_test.gin", "cifar10.gin"])
+def test_small_configs_train_two_steps_as_shipped(config_name, tmp_path):
+    shipped = _shipped_bindings(config_name)
+    bindings = SMALL_WIDTH + SHORT_RUN + ["train.batch_size = 4"]
+    if config_name == "cifar10.gin":
+        # CIFAR-10 comes from TFDS, which cannot download here: 10 synthetic classes instead.
+        bindings += [
+            "make_dataset.source = @synthetic_source",
+            "synthetic_source.num_examples = 64",
+        ]
+    result = _train(config_name, bindings, tmp_path)
+    _assert_trained(result, tmp_path)
+    rates = _saved_learning_rates(tmp_path)
+    assert rates["g_optimizer"] == pytest.approx(shipped["g_lr"], rel=1e-6)
+    assert rates["d_optimizer"] == pytest.approx(shipped["d_lr"], rel=1e-6)
+    # d_steps D updates per step: the D optimizer counted them.
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    assert int(reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == (
+        2 * shipped["d_steps"]
+    )
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
+)
+def test_fashion_mnist_config_trains_two_steps_on_the_debian_files(tmp_path):
+    result = _train(
+        "fashion_mnist.gin", SMALL_WIDTH + SHORT_RUN + ["train.batch_size = 4"], tmp_path
+    )
+    _assert_trained(result, tmp_path)
+    with open(tmp_path / "classes.json") as f:
+        assert "Ankle boot" in f.read()
+
+
+def test_finetune_folder_config_starts_from_a_trained_run_with_other_classes(tmp_path):
+    source = tmp_path / "source"
+    _train("quickstart.gin", SMALL_WIDTH + SHORT_RUN + ["train.batch_size = 4"], source)
+    folder = _write_image_folder(str(tmp_path / "images"), num_classes=3)
+    target = tmp_path / "finetune"
+    bindings = (
+        SMALL_WIDTH
+        + SHORT_RUN
+        + [
+            "train.batch_size = 4",
+            f'image_folder_source.root = "{folder}"',
+            "NUM_CLASSES = 3",
+        ]
+    )
+    result = _train("finetune_folder.gin", bindings, target, init_from=str(source))
+    _assert_trained(result, target)
+    # Fine-tuning started from the source run: its weights are the source's, moved by two
+    # Adam steps at lr 5e-5 (at most ~1e-4 per weight), not a fresh initialisation.
+    source_ema, _, _ = state_lib.restore_ema_generator(str(source))
+    tuned_ema, _, _ = state_lib.restore_ema_generator(str(target))
+    source_kernel = source_ema.block0.conv1.kernel.numpy()
+    tuned_kernel = tuned_ema.block0.conv1.kernel.numpy()
+    np.testing.assert_allclose(tuned_kernel, source_kernel, atol=5e-4)
+    assert not np.array_equal(tuned_kernel, source_kernel)
+    assert tuned_ema.num_classes == 3 and source_ema.num_classes == 5
+
+
+@pytest.fixture
+def replicas_used(monkeypatch):
+    """Records the replica count of every strategy `train` creates."""
+    used = []
+    make_strategy = train.make_strategy
+
+    def recording(*args, **kwargs):
+        strategy = make_strategy(*args, **kwargs)
+        used.append(strategy.num_replicas_in_sync)
+        return strategy
+
+    monkeypatch.setattr(train, "make_strategy", recording)
+    return used
+
+
+@pytest.mark.parametrize("config_name", IMAGENET)
+def test_imagenet_configs_train_two_steps_accumulating_on_two_replicas(
+    config_name, imagenet_records, tmp_path, replicas_used
+):
+    shipped = _shipped_bindings(config_name)
+    assert shipped["accumulation"] == 8 and shipped["strategy"] == "mirrored"
+    bindings = (
+        SMALL_WIDTH
+        + SHORT_RUN
+        + [
+            # Batch 4 = 2 accumulated micro-batches x 2 replicas x 1 image.
+            "train.batch_size = 4",
+            "train.accumulation_steps = 2",
+            "make_dataset.source = @tfrecord_source",
+            f'tfrecord_source.file_pattern = "{imagenet_records}"',
+            "make_dataset.shuffle_buffer = 64",
+        ]
+    )
+    result = _train(config_name, bindings, tmp_path)
+    _assert_trained(result, tmp_path)
+    rates = _saved_learning_rates(tmp_path)
+    assert rates["g_optimizer"] == pytest.approx(shipped["g_lr"], rel=1e-6)
+    assert rates["d_optimizer"] == pytest.approx(shipped["d_lr"], rel=1e-6)
+    assert replicas_used == [2]  # MirroredStrategy over the two logical CPUs
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    assert int(reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == (
+        2 * shipped["d_steps"]
+    )
+
+
+def test_imagenet128_at_full_width_trains_two_steps(imagenet_records, tmp_path):
+    gin.clear_config()
+    config_lib.parse_gin([os.path.join(CONFIG_DIR, "imagenet128.gin")], finalize=False)
+    generator, discriminator = networks.Generator(), networks.Discriminator()
+    generator.build_by_call()
+    discriminator.build_by_call()
+    assert networks.count_trainable_parameters(generator) == 70_433_988
+    assert networks.count_trainable_parameters(discriminator) == 87_982_370
+    del generator, discriminator
+    bindings = SHORT_RUN + [
+        "train.batch_size = 4",
+        "train.accumulation_steps = 2",
+        "make_dataset.source = @tfrecord_source",
+        f'tfrecord_source.file_pattern = "{imagenet_records}"',
+        "make_dataset.shuffle_buffer = 64",
+    ]
+    result = _train("imagenet128.gin", bindings, tmp_path)
+    _assert_trained(result, tmp_path)
+
+
+def test_headline_command_without_imagenet_names_the_tar_files(tmp_path):
+    home = tmp_path / "home"
+    (home / "tensorflow_datasets" / "downloads" / "manual").mkdir(parents=True)
+    env = dict(os.environ, HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TFDS_DATA_DIR", None)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tf_biggan.train",
+            "--gin_config=gin_configs/imagenet128.gin",
+            f"--model_dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode != 0
+    # The folder exists under the user's home, so "~" was expanded: it is found empty.
+    manual = home / "tensorflow_datasets" / "downloads" / "manual"
+    assert "FileNotFoundError: TFDS imagenet2012 is not prepared yet" in run.stderr
+    assert "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" in run.stderr
+    assert f"manual_dir {manual}, which is empty" in run.stderr
