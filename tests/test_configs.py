@@ -3,8 +3,8 @@
 Each file in `gin_configs/` is parsed as shipped and trains 2 steps through `train.train`,
 the function the CLI runs. Only the data (generated here and bound by gin, except
 Fashion-MNIST, whose Debian files CI installs), the batch size (small, keeping the
-config's gradient accumulation at 2 where it accumulates), the width (ch 8) and the run's
-length change. Every option a config turns on (the orthogonal regulariser, several D
+config's gradient accumulation at 2 where it accumulates), the width (ch 8), the run's
+length and the size of its sample grid change. Every option a config turns on (the orthogonal regulariser, several D
 steps, DiffAugment, the EMA, the mirrored strategy on two logical CPUs, fine-tuning with
 `init_from`) runs on its real code path. Then the headline config runs at full width for
 2 steps, and the headline command, run as a user would without ImageNet, stops with an
@@ -40,6 +40,9 @@ SHORT_RUN = [
     "train.max_minutes = None",
     "train.export_at_end = False",
     "train.checkpoint_every = 1000",
+    # The grid drawn at the last step: 2 classes x 2 samples instead of up to 10 x 8.
+    "train.max_sample_classes = 2",
+    "train.samples_per_class = 2",
 ]
 
 
@@ -84,10 +87,18 @@ def _write_image_folder(root, num_classes, per_class=6):
 
 
 @pytest.fixture(scope="module")
-def imagenet_records(tmp_path_factory):
-    """1000 classes, each at least once, with enough of the first 20 for the real-examples
-    grid: a stand-in for ILSVRC2012 read through the TFRecord source."""
-    return _write_tfrecords(str(tmp_path_factory.mktemp("imagenet")), 1000, extra_per_class=7)
+def imagenet_bindings(tmp_path_factory):
+    """A stand-in for ILSVRC2012 read through the TFRecord source (1000 classes, each at
+    least once, enough of the first 20 for the real-examples grid) and a batch of 4 as 2
+    accumulated micro-batches x 2 replicas x 1 image."""
+    pattern = _write_tfrecords(str(tmp_path_factory.mktemp("imagenet")), 1000, extra_per_class=7)
+    return SHORT_RUN + [
+        "train.batch_size = 4",
+        "train.accumulation_steps = 2",
+        "make_dataset.source = @tfrecord_source",
+        f'tfrecord_source.file_pattern = "{pattern}"',
+        "make_dataset.shuffle_buffer = 64",
+    ]
 
 
 def _train(config_name, bindings, model_dir, **kwargs):
@@ -99,20 +110,23 @@ def _train(config_name, bindings, model_dir, **kwargs):
         gin.clear_config()
 
 
-def _assert_trained(result, model_dir, steps=2):
+def _assert_trained(result, model_dir, shipped=None, steps=2):
+    """Finite losses after `steps` steps, saved; with `shipped`, the config's learning rates
+    in the checkpoint and its D steps counted by the D optimizer."""
     assert result["step"] == steps and result["start_step"] == 0
     for name in ("loss/d", "loss/g", "d/real", "d/fake"):
         assert math.isfinite(result[name]), (name, result[name])
     assert result["nonfinite"] == 0.0
-    assert tf.train.latest_checkpoint(str(model_dir)).endswith(f"ckpt-{steps}")
-
-
-def _saved_learning_rates(model_dir):
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
-    return {
-        name: float(reader.get_tensor(f"{name}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"))
-        for name in ("g_optimizer", "d_optimizer")
-    }
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    assert latest.endswith(f"ckpt-{steps}")
+    if shipped is None:
+        return
+    reader = tf.train.load_checkpoint(latest)
+    for name, rate in (("g_optimizer", shipped["g_lr"]), ("d_optimizer", shipped["d_lr"])):
+        saved = reader.get_tensor(f"{name}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+        assert float(saved) == pytest.approx(rate, rel=1e-6), name
+    iterations = reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(iterations) == steps * shipped["d_steps"]
 
 
 def _configured(name):
@@ -169,15 +183,7 @@ def test_small_configs_train_two_steps_as_shipped(config_name, tmp_path):
             "synthetic_source.num_examples = 64",
         ]
     result = _train(config_name, bindings, tmp_path)
-    _assert_trained(result, tmp_path)
-    rates = _saved_learning_rates(tmp_path)
-    assert rates["g_optimizer"] == pytest.approx(shipped["g_lr"], rel=1e-6)
-    assert rates["d_optimizer"] == pytest.approx(shipped["d_lr"], rel=1e-6)
-    # d_steps D updates per step: the D optimizer counted them.
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
-    assert int(reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == (
-        2 * shipped["d_steps"]
-    )
+    _assert_trained(result, tmp_path, shipped)
 
 
 @pytest.mark.skipif(
@@ -220,13 +226,18 @@ def test_finetune_folder_config_starts_from_a_trained_run_with_other_classes(tmp
 
 
 @pytest.fixture
-def replicas_used(monkeypatch):
-    """Records the replica count of every strategy `train` creates."""
+def replicas_used(monkeypatch, mirrored_strategy):
+    """Records the replica count of every strategy `train` creates.
+
+    "mirrored" gives the session's MirroredStrategy over the two logical CPUs: several
+    MirroredStrategy objects on the same devices in one process can hand out the same
+    collective keys, and their all-reduces then collide (see conftest.py).
+    """
     used = []
     make_strategy = train.make_strategy
 
-    def recording(*args, **kwargs):
-        strategy = make_strategy(*args, **kwargs)
+    def recording(name, *args, **kwargs):
+        strategy = mirrored_strategy if name == "mirrored" else make_strategy(name, *args, **kwargs)
         used.append(strategy.num_replicas_in_sync)
         return strategy
 
@@ -236,35 +247,16 @@ def replicas_used(monkeypatch):
 
 @pytest.mark.parametrize("config_name", IMAGENET)
 def test_imagenet_configs_train_two_steps_accumulating_on_two_replicas(
-    config_name, imagenet_records, tmp_path, replicas_used
+    config_name, imagenet_bindings, tmp_path, replicas_used
 ):
     shipped = _shipped_bindings(config_name)
     assert shipped["accumulation"] == 8 and shipped["strategy"] == "mirrored"
-    bindings = (
-        SMALL_WIDTH
-        + SHORT_RUN
-        + [
-            # Batch 4 = 2 accumulated micro-batches x 2 replicas x 1 image.
-            "train.batch_size = 4",
-            "train.accumulation_steps = 2",
-            "make_dataset.source = @tfrecord_source",
-            f'tfrecord_source.file_pattern = "{imagenet_records}"',
-            "make_dataset.shuffle_buffer = 64",
-        ]
-    )
-    result = _train(config_name, bindings, tmp_path)
-    _assert_trained(result, tmp_path)
-    rates = _saved_learning_rates(tmp_path)
-    assert rates["g_optimizer"] == pytest.approx(shipped["g_lr"], rel=1e-6)
-    assert rates["d_optimizer"] == pytest.approx(shipped["d_lr"], rel=1e-6)
+    result = _train(config_name, SMALL_WIDTH + imagenet_bindings, tmp_path)
+    _assert_trained(result, tmp_path, shipped)
     assert replicas_used == [2]  # MirroredStrategy over the two logical CPUs
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
-    assert int(reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == (
-        2 * shipped["d_steps"]
-    )
 
 
-def test_imagenet128_at_full_width_trains_two_steps(imagenet_records, tmp_path):
+def test_imagenet128_at_full_width_trains_two_steps(imagenet_bindings, tmp_path, replicas_used):
     gin.clear_config()
     config_lib.parse_gin([os.path.join(CONFIG_DIR, "imagenet128.gin")], finalize=False)
     generator, discriminator = networks.Generator(), networks.Discriminator()
@@ -273,15 +265,9 @@ def test_imagenet128_at_full_width_trains_two_steps(imagenet_records, tmp_path):
     assert networks.count_trainable_parameters(generator) == 70_433_988
     assert networks.count_trainable_parameters(discriminator) == 87_982_370
     del generator, discriminator
-    bindings = SHORT_RUN + [
-        "train.batch_size = 4",
-        "train.accumulation_steps = 2",
-        "make_dataset.source = @tfrecord_source",
-        f'tfrecord_source.file_pattern = "{imagenet_records}"',
-        "make_dataset.shuffle_buffer = 64",
-    ]
-    result = _train("imagenet128.gin", bindings, tmp_path)
-    _assert_trained(result, tmp_path)
+    result = _train("imagenet128.gin", imagenet_bindings, tmp_path)
+    _assert_trained(result, tmp_path, _shipped_bindings("imagenet128.gin"))
+    assert replicas_used == [2]
 
 
 def test_headline_command_without_imagenet_names_the_tar_files(tmp_path):

@@ -216,3 +216,47 @@ def test_checkpoint_with_other_optimizer_slots_is_refused_by_name(tmp_path):
     same_path = same.checkpoint().save(str(tmp_path / "same"))
     state_lib.check_optimizer_slots(_state(), same_path)
     state_lib.check_optimizer_slots(_state(make_optimizer=_keras_adam), path)
+
+
+def test_a_checkpoint_without_learning_rate_factors_restores_with_factors_of_one(tmp_path):
+    # The layout of tf_biggan 0.2: the same objects, no learning_rate_factors.
+    old = _state(make_optimizer=lambda: state_lib.make_optimizer(learning_rate=3e-4))
+    _randomize(old, seed=2)
+    path = tf.train.Checkpoint(
+        generator=old.generator,
+        discriminator=old.discriminator,
+        ema_generator=old.ema_generator,
+        g_optimizer=old.g_optimizer,
+        d_optimizer=old.d_optimizer,
+        step=old.step,
+        skipped_updates=old.skipped_updates,
+    ).save(str(tmp_path / "ckpt"))
+    assert not any(
+        name.startswith(state_lib.LEARNING_RATE_FACTORS)
+        for name, _ in tf.train.list_variables(path)
+    )
+    new = _state(make_optimizer=lambda: state_lib.make_optimizer(learning_rate=1e-4))
+    new.learning_rate_factors.assign([0.5, 0.25])
+    new.restore(path)
+    expected = _numpy(_all_variables(old))
+    for name, value in _numpy(_all_variables(new)).items():
+        if name == "learning_rate_factors":
+            np.testing.assert_array_equal(value, [1.0, 1.0])
+        else:
+            np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    # The checkpoint's rate (randomised) was restored; the configured one then applies.
+    changes = new.apply_learning_rate_factors()
+    assert [(name, rate) for name, _, rate in changes] == [
+        ("generator", pytest.approx(1e-4)),
+        ("discriminator", pytest.approx(1e-4)),
+    ]
+    assert float(new.g_optimizer.learning_rate) == pytest.approx(1e-4)
+
+
+def test_learning_rate_factors_multiply_the_configured_rates():
+    state = _state(make_optimizer=lambda: state_lib.make_optimizer(learning_rate=2e-4))
+    state.scale_learning_rates(0.5)
+    state.scale_learning_rates(0.5)
+    np.testing.assert_array_equal(state.learning_rate_factors.numpy(), [0.25, 0.25])
+    assert float(state.d_optimizer.learning_rate) == pytest.approx(5e-5)
+    assert state.apply_learning_rate_factors() == []  # already applied: nothing changes

@@ -518,3 +518,16 @@ def test_mixed_bfloat16_step_runs_and_keeps_float32_state():
 
 def _latents():
     return tf.random.normal([2, DIM_Z]), tf.one_hot([0, 1], CLASSES)
+
+
+def test_sample_grid_in_small_batches_equals_one_call():
+    generator = tiny_models.generator(num_classes=CLASSES, dim_z=DIM_Z)
+    generator.build_by_call()
+    labels = np.repeat(np.arange(CLASSES), 4).astype(np.int32)
+    z = np.random.default_rng(0).normal(size=(len(labels), DIM_Z)).astype(np.float32)
+    whole = train.sample_grid(generator, z, labels, batch_size=len(labels))
+    chunked = train.sample_grid(generator, z, labels, batch_size=5)
+    # 2 px of padding around 32 px images: rows x 34 + 2 by cols x 34 + 2.
+    assert whole.shape == (CLASSES * 34 + 2, 4 * 34 + 2, 3)
+    np.testing.assert_allclose(chunked.astype(int), whole.astype(int), atol=1)
+    assert len(np.unique(whole)) > 10

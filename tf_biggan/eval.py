@@ -45,6 +45,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_biggan import paths
 from tf_biggan.imaging import truncated_z
 
 __all__ = [
@@ -210,6 +211,7 @@ class StreamingStats:
         The loaded object can keep accumulating: the scatter matrix is rebuilt as
         `sigma * (count - 1)`.
         """
+        path = paths.expand(path)
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"Statistics file not found: {path}")
         with tf.io.gfile.GFile(path, "rb") as f:

@@ -58,7 +58,7 @@ import uuid
 import keras
 import tensorflow as tf
 
-from tf_biggan import imaging, layers
+from tf_biggan import imaging, layers, paths
 from tf_biggan import state as state_lib
 
 __all__ = ["ExportModule", "export_from_state", "export_generator", "next_version"]
@@ -228,7 +228,8 @@ def next_version(export_dir: str) -> int:
 def export_generator(generator, export_dir: str, class_names=None, version=None, step=None) -> str:
     """Writes `generator` as the SavedModel `export_dir/<version>/`.
 
-    The model is saved to a hidden temporary folder in `export_dir` and then
+    `~` and `$VARIABLES` in `export_dir` are expanded. The model is saved to a hidden
+    temporary folder in `export_dir` and then
     renamed, so TF Serving, which polls `export_dir`, never loads a
     half-written version.
 
@@ -246,6 +247,7 @@ def export_generator(generator, export_dir: str, class_names=None, version=None,
       ValueError: a wrong number of class names or a bad version.
       FileExistsError: the version folder exists already.
     """
+    export_dir = paths.expand(export_dir)
     class_names = [str(name) for name in class_names] if class_names else []
     if class_names and len(class_names) != generator.num_classes:
         raise ValueError(

@@ -23,6 +23,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tf_biggan import paths
+
 __all__ = [
     "image_grid",
     "interpolate",
@@ -191,10 +193,11 @@ def write_png(path: str, image) -> None:
     """Writes one image as PNG, creating parent folders; works for gs:// paths.
 
     Args:
-      path: destination file name.
+      path: destination file name (`~` and `$VARIABLES` expanded).
       image: ``[H, W, C]`` with C in {1, 3, 4}; uint8, or float in ``[-1, 1]``
         (converted with ``to_uint8``).
     """
+    path = paths.expand(path)
     image = tf.convert_to_tensor(image)
     if image.dtype.is_floating:
         image = to_uint8(image)

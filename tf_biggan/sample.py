@@ -35,7 +35,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tf_biggan import imaging
+from tf_biggan import imaging, paths
 
 __all__ = [
     "LoadedGenerator",
@@ -188,8 +188,8 @@ def load_generator(
     if bool(model_dir) == bool(saved_model):
         raise ValueError("give exactly one of model_dir and saved_model")
     if saved_model:
-        return _from_saved_model(saved_model)
-    return _from_model_dir(model_dir, checkpoint_path)
+        return _from_saved_model(paths.expand(saved_model))
+    return _from_model_dir(paths.expand(model_dir), paths.expand(checkpoint_path))
 
 
 def parse_classes(gen: LoadedGenerator, classes) -> list[int]:

@@ -19,7 +19,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from tf_biggan import layers, networks
+from tf_biggan import layers, networks, paths
 
 MODEL_CONFIG_FILE = "model_config.json"
 LEARNING_RATE_FACTORS = "learning_rate_factors"
@@ -302,6 +302,7 @@ def restore_ema_generator(model_dir: str, checkpoint_path: str | None = None):
     Raises:
       FileNotFoundError: no config or no checkpoint in `model_dir`.
     """
+    model_dir, checkpoint_path = paths.expand(model_dir), paths.expand(checkpoint_path)
     config = read_model_config(model_dir)
     checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
     if checkpoint_path is None:
@@ -328,6 +329,7 @@ def initialize_from(state: TrainState, source: str) -> None:
     embedding, D's projection embedding) keep their fresh initialisation and
     every other weight is loaded. The optimizers and the step start afresh.
     """
+    source = paths.expand(source)
     model_dir = source if tf.io.gfile.isdir(source) else os.path.dirname(source)
     checkpoint_path = tf.train.latest_checkpoint(source) if tf.io.gfile.isdir(source) else source
     if checkpoint_path is None:

@@ -40,6 +40,8 @@ from tf_biggan import monitor as monitor_lib
 from tf_biggan import state as state_lib
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+SAMPLE_BATCH_SIZE = 8
+"""Images per generator call when drawing the sample grids."""
 
 
 # --------------------------------------------------------------------------- strategy
@@ -562,9 +564,21 @@ def spectral_norm_summaries(state: state_lib.TrainState) -> dict[str, float]:
     return out
 
 
-def sample_grid(generator, z, labels) -> np.ndarray:
-    """A uint8 grid of `generator` samples, one row per class (`labels` sorted by class)."""
-    images = generator(z, tf.one_hot(labels, generator.num_classes), training=False)
+def sample_grid(generator, z, labels, batch_size: int = SAMPLE_BATCH_SIZE) -> np.ndarray:
+    """A uint8 grid of `generator` samples, one row per class (`labels` sorted by class).
+
+    The samples are generated `batch_size` at a time: self-attention at high resolution
+    holds a `[batch, HW, HW/4]` matrix (268 MB per image at 128 px), so a whole grid of 80
+    images at once would need 21 GB at 256 px.
+    """
+    onehot = tf.one_hot(labels, generator.num_classes)
+    images = tf.concat(
+        [
+            generator(z[i : i + batch_size], onehot[i : i + batch_size], training=False)
+            for i in range(0, len(labels), batch_size)
+        ],
+        axis=0,
+    )
     classes = len(np.unique(labels))
     return imaging.image_grid(images, rows=classes, cols=len(labels) // classes).numpy()
 
