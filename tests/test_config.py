@@ -1,5 +1,6 @@
 """Tests for tf_biggan.config: every configurable is registered before a gin file is parsed."""
 
+import logging
 import os
 import re
 
@@ -8,7 +9,8 @@ import pytest
 
 from tf_biggan import config as config_lib
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tf_biggan")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(REPO, "tf_biggan")
 
 
 def test_every_module_with_a_configurable_is_imported_before_parsing():
@@ -32,3 +34,18 @@ def test_a_missing_file_and_an_unknown_parameter_are_named(tmp_path):
             config_lib.parse_gin([str(path)], finalize=False)
     finally:
         gin.clear_config()
+
+
+def test_an_include_beside_the_config_parses_without_an_error_logged(caplog):
+    # gin probes an include as a package resource first and logs "Path not found" at ERROR
+    # before it finds the file in the search path; the probe is not an error for our users.
+    gin.clear_config()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            config_lib.parse_gin(
+                [os.path.join(REPO, "gin_configs", "imagenet128.gin")], finalize=False
+            )
+        assert gin.query_parameter("train.accumulation_steps") == 8  # From base/imagenet.gin.
+    finally:
+        gin.clear_config()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

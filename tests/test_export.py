@@ -404,3 +404,20 @@ def test_keras3_model_wrapping_the_saved_model(exported):
     np.testing.assert_allclose(
         model.predict([z, y], verbose=0), state.ema_generator(z, y, training=False), atol=1e-4
     )
+
+
+def test_export_leaves_the_logging_levels_as_it_found_them(tmp_path):
+    # SavedModel saving sets an unset absl level to WARNING; INFO lines of whatever ran next
+    # (a resumed training run in the same process) were lost.
+    import logging
+
+    absl_logger = logging.getLogger("absl")
+    before = absl_logger.level
+    absl_logger.setLevel(logging.NOTSET)
+    try:
+        generator = _tiny_generator()
+        generator.build_by_call()
+        export.export_generator(generator, str(tmp_path / "export"))
+        assert absl_logger.level == logging.NOTSET
+    finally:
+        absl_logger.setLevel(before)

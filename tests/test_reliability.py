@@ -420,7 +420,7 @@ def test_on_collapse_restore_goes_back_to_the_last_checkpoint_and_lowers_the_rat
 def test_max_minutes_saves_and_stops_after_the_step_that_passes_the_budget(
     tmp_path, tiny_gin, caplog
 ):
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         result = train.train(str(tmp_path), total_steps=10, max_minutes=0.0)
     # A budget of 0 is passed by the first step: it is saved and the run stops there.
     assert result["step"] == 1 and _latest_step(str(tmp_path)) == 1
@@ -486,7 +486,7 @@ def test_a_resumed_run_uses_the_configured_learning_rate_beta_2_and_epsilon(
         gin.clear_config()
         config_lib.parse_gin([TINY], [f"{key} = {value}" for key, value in bindings], False)
         caplog.clear()
-        with caplog.at_level(logging.INFO):
+        with caplog.at_level(logging.INFO, logger="absl"):
             train.train(model_dir, total_steps=3, deterministic=True)
         if name == "double_lr":
             assert "generator learning rate 0.0002 → 0.0004 from the config" in caplog.text

@@ -7,7 +7,9 @@ gin's error naming it instead of being skipped.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 
 import gin
@@ -46,6 +48,28 @@ def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
         if folder not in _search_folders:
             _search_folders.add(folder)
             gin.add_config_file_search_path(folder)
-    gin.parse_config_files_and_bindings(
-        list(config_files), list(bindings), finalize_config=finalize
-    )
+    with _quiet_include_probes():
+        gin.parse_config_files_and_bindings(
+            list(config_files), list(bindings), finalize_config=finalize
+        )
+
+
+class _IncludeProbeFilter(logging.Filter):
+    """Drops gin's "Path not found" errors: gin logs one for every include it does not find
+    as a package resource before it looks in the search path, where it finds it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.filename == "resource_reader.py"
+            and record.getMessage().startswith("Path not found")
+        )
+
+
+@contextlib.contextmanager
+def _quiet_include_probes():
+    root, probe_filter = logging.getLogger(), _IncludeProbeFilter()
+    root.addFilter(probe_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(probe_filter)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import uuid
@@ -265,14 +266,15 @@ def export_generator(generator, export_dir: str, class_names=None, version=None,
     module = ExportModule(_folded_copy(generator))
     temp = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex}")
     try:
-        tf.saved_model.save(
-            module,
-            temp,
-            signatures={
-                "default": module.default.get_concrete_function(),
-                "serving_default": module.serve.get_concrete_function(),
-            },
-        )
+        with _logging_levels_kept():
+            tf.saved_model.save(
+                module,
+                temp,
+                signatures={
+                    "default": module.default.get_concrete_function(),
+                    "serving_default": module.serve.get_concrete_function(),
+                },
+            )
         config = {
             "resolution": generator.resolution,
             "dim_z": generator.dim_z,
@@ -293,6 +295,23 @@ def export_generator(generator, export_dir: str, class_names=None, version=None,
         if tf.io.gfile.exists(temp):
             tf.io.gfile.rmtree(temp)
     return final
+
+
+@contextlib.contextmanager
+def _logging_levels_kept():
+    """Restores the `absl` and `tensorflow` loggers' levels on exit.
+
+    `tf.saved_model.save` silences logging while it looks for functions and then sets the
+    level it read back explicitly: an unset (inherited) level becomes WARNING, which hid the
+    INFO lines of whatever ran next in the process (a resumed training run, say).
+    """
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]
+    levels = [logger.level for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def export_from_state(state, export_dir: str, class_names=None) -> str:
