@@ -1,15 +1,16 @@
 """Every shipped experiment trains as written.
 
-Each file in `gin_configs/` is parsed as shipped and trains 2 steps through `train.train`,
-the function the CLI runs. Only the data (generated here and bound by gin, except
-Fashion-MNIST, whose Debian files CI installs), the batch size (small, keeping the
-config's gradient accumulation at 2 where it accumulates), the width (ch 8), the run's
-length and the size of its sample grid change, and the ImageNet configs at ch 8 run on
-one device. Every option a config turns on (the orthogonal regulariser, several D steps,
-DiffAugment, the EMA, fine-tuning with `init_from`) runs on its real code path. Then the
-headline config runs as shipped at full width for 2 steps, on its mirrored strategy over
-two logical CPUs, and the headline command, run as a user would without ImageNet, stops
-with an error that names the files it needs.
+Each file in `gin_configs/` is parsed as shipped and trains 2 steps: the small ones through
+`train.train`, the function the CLI runs, the ImageNet ones through the CLI itself, each in a
+process of its own. Only the data (generated here and bound by gin, except Fashion-MNIST,
+whose Debian files CI installs), the batch size (small, keeping the config's gradient
+accumulation at 2 where it accumulates), the width (ch 8), the run's length and the size of
+its sample grid change, and the ImageNet configs at ch 8 run on one device. Every option a
+config turns on (the orthogonal regulariser, several D steps, DiffAugment, the EMA,
+fine-tuning with `init_from`) runs on its real code path. Then the headline config runs as
+shipped at full width for 2 steps, on its mirrored strategy over two logical CPUs, and the
+headline command, run as a user would without ImageNet, stops with an error that names the
+files it needs.
 """
 
 import glob
@@ -24,7 +25,7 @@ import pytest
 import tensorflow as tf
 
 from tf_biggan import config as config_lib
-from tf_biggan import data, networks, train
+from tf_biggan import data, train
 from tf_biggan import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,52 +227,77 @@ def test_finetune_folder_config_starts_from_a_trained_run_with_other_classes(tmp
     assert tuned_ema.num_classes == 3 and source_ema.num_classes == 5
 
 
-@pytest.fixture
-def replicas_used(monkeypatch, mirrored_strategy):
-    """Records the replica count of every strategy `train` creates.
+# The training CLI in a process of its own whose CPU is split into two logical devices, so
+# that a config's mirrored strategy has two replicas. A process of its own because TensorFlow
+# keeps the graph of every traced step that holds a `tf.cond` for the life of the process: a
+# 1000-class step is hundreds of MB, the full-width one several GB. Grappler is off as in
+# conftest.py.
+_CLI_ON_TWO_CPUS = """
+import tensorflow as tf
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from absl import app
+from tf_biggan import train
+train.define_flags()
+app.run(train.main)
+"""
 
-    "mirrored" gives the session's MirroredStrategy over the two logical CPUs: several
-    MirroredStrategy objects on the same devices in one process can hand out the same
-    collective keys, and their all-reduces then collide (see conftest.py).
-    """
-    used = []
-    make_strategy = train.make_strategy
 
-    def recording(name, *args, **kwargs):
-        strategy = mirrored_strategy if name == "mirrored" else make_strategy(name, *args, **kwargs)
-        used.append(strategy.num_replicas_in_sync)
-        return strategy
+def _train_with_the_cli(config_name, bindings, model_dir):
+    """Runs the training CLI on `config_name` with `bindings`; returns its log (stderr)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _CLI_ON_TWO_CPUS, f"--gin_config=gin_configs/{config_name}",
+         f"--model_dir={model_dir}"] + [f"--gin_bindings={b}" for b in bindings],
+        cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+        text=True, timeout=1200,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "finished at step 2" in run.stderr
+    return run.stderr
 
-    monkeypatch.setattr(train, "make_strategy", recording)
-    return used
+
+def _assert_checkpoint(model_dir, shipped, steps=2):
+    """The run's last checkpoint: `steps` steps, no skipped update, finite weights, the
+    config's learning rates, and its D steps counted by the D optimizer."""
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    assert latest.endswith(f"ckpt-{steps}")
+    reader = tf.train.load_checkpoint(latest)
+    assert reader.get_tensor("skipped_updates/.ATTRIBUTES/VARIABLE_VALUE") == 0
+    for name in reader.get_variable_to_shape_map():
+        if name.startswith(("generator/", "discriminator/")):
+            assert np.all(np.isfinite(reader.get_tensor(name))), name
+    for name, rate in (("g_optimizer", shipped["g_lr"]), ("d_optimizer", shipped["d_lr"])):
+        saved = reader.get_tensor(f"{name}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+        assert float(saved) == pytest.approx(rate, rel=1e-6), name
+    iterations = reader.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(iterations) == steps * shipped["d_steps"]
+    return reader
 
 
 @pytest.mark.parametrize("config_name", IMAGENET)
-def test_imagenet_configs_train_two_steps_accumulating(
-    config_name, imagenet_bindings, tmp_path, replicas_used
-):
+def test_imagenet_configs_train_two_steps_accumulating(config_name, imagenet_bindings, tmp_path):
     shipped = _shipped_bindings(config_name)
     assert shipped["accumulation"] == 8 and shipped["strategy"] == "mirrored"
     # On one device: a step traced for two replicas takes twice as long to build, and the
     # mirrored path of these configs is the one of the full-width run below, which keeps it.
     bindings = SMALL_WIDTH + imagenet_bindings + ['train.strategy = "default"']
-    result = _train(config_name, bindings, tmp_path)
-    _assert_trained(result, tmp_path, shipped)
-    assert replicas_used == [1]
+    log = _train_with_the_cli(config_name, bindings, tmp_path)
+    assert "strategy default: 1 replica(s) in sync on 1 worker(s); batch 4 = 2 micro" in log
+    _assert_checkpoint(tmp_path, shipped)
 
 
-def test_imagenet128_at_full_width_trains_two_steps(imagenet_bindings, tmp_path, replicas_used):
-    gin.clear_config()
-    config_lib.parse_gin([os.path.join(CONFIG_DIR, "imagenet128.gin")], finalize=False)
-    generator, discriminator = networks.Generator(), networks.Discriminator()
-    generator.build_by_call()
-    discriminator.build_by_call()
-    assert networks.count_trainable_parameters(generator) == 70_433_988
-    assert networks.count_trainable_parameters(discriminator) == 87_982_370
-    del generator, discriminator
-    result = _train("imagenet128.gin", imagenet_bindings, tmp_path)
-    _assert_trained(result, tmp_path, _shipped_bindings("imagenet128.gin"))
-    assert replicas_used == [2]
+def test_imagenet128_at_full_width_trains_two_steps(imagenet_bindings, tmp_path):
+    log = _train_with_the_cli("imagenet128.gin", imagenet_bindings, tmp_path)
+    # 4 images = 2 accumulated micro-batches on the config's two mirrored replicas.
+    assert "strategy mirrored: 2 replica(s) in sync on 1 worker(s); batch 4 = 2 micro" in log
+    reader = _assert_checkpoint(tmp_path, _shipped_bindings("imagenet128.gin"))
+    # Full width: the paper's 128 px G (70,433,988 weights; tools/count_params.py checks the
+    # count): its first block's conv is 16*96 -> 16*96 channels, its last 1*96 -> 1*96.
+    shapes = reader.get_variable_to_shape_map()
+    block0 = shapes["ema_generator/block0/conv1/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert block0 == [3, 3, 1536, 1536]
+    assert shapes["ema_generator/block4/conv2/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [3, 3, 96, 96]
 
 
 def test_headline_command_without_imagenet_names_the_tar_files(tmp_path):

@@ -56,6 +56,11 @@ def make_strategy(name: str, tpu_address: str | None = None) -> tf.distribute.St
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        if not tf.config.list_logical_devices("GPU"):
+            # MirroredStrategy() takes only CPU:0 when there is no GPU; take every logical CPU
+            # (one, unless the process split its CPU into several, as the tests do).
+            cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+            return tf.distribute.MirroredStrategy(cpus)
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
@@ -906,7 +911,7 @@ def train(
         seed=seed,
         jit_compile=jit_compile,
     )
-    replica_batch_size(config, dist)
+    per_replica = replica_batch_size(config, dist)
     chief = is_chief(dist)
     out_dir = worker_dir(model_dir, dist)
     tf.io.gfile.makedirs(out_dir)
@@ -919,6 +924,17 @@ def train(
     )
     if config.images_per_step % workers:
         raise ValueError(f"d_steps x batch_size must be divisible by the {workers} workers")
+    logging.info(
+        "strategy %s: %d replica(s) in sync on %d worker(s); batch %d = %d micro-batch(es) "
+        "x %d replica(s) x %d image(s)",
+        strategy,
+        dist.num_replicas_in_sync,
+        workers,
+        batch_size,
+        accumulation_steps,
+        dist.num_replicas_in_sync,
+        per_replica,
+    )
     input_data = data.make_dataset(
         batch_size=config.images_per_step // workers,
         resolution=resolution,
@@ -1150,9 +1166,12 @@ def _evaluate_and_keep_best(state, evaluator, best, step):
 
     metrics = evaluator(generate)
     logging.info("step %d evaluation: %s", step, metrics)
-    for name in ("fid", "inception_score_mean", "kid_mean"):
+    for name in ("fid", "inception_score_mean", "kid_mean", "class_accuracy"):
         if metrics.get(name) is not None:
             tf.summary.scalar(f"eval/{name}", metrics[name], step=step)
+    for k, value in enumerate(metrics.get("per_class_accuracy") or ()):
+        if value is not None:
+            tf.summary.scalar(f"eval/class_accuracy/{k}", value, step=step)
     best_file = os.path.join(best.directory, "best_fid.json")
     previous = None
     if tf.io.gfile.exists(best_file):
