@@ -321,8 +321,11 @@ def test_evaluate_and_periodic_evaluator(tmp_path):
     )
     assert set(same) == {
         "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
-        "num_samples", "truncation", "extractor", "reference_stats",
+        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
+        "reference_stats",
     }  # fmt: skip
+    # The classifier has 5 classes, the generator 3: no class accuracy.
+    assert same["class_accuracy"] is None and same["per_class_accuracy"] is None
     assert same["reference_stats"] == path and same["num_samples"] == 200
     assert 0 <= same["fid"] < far["fid"]
     assert far["kid_mean"] > same["kid_mean"]
@@ -331,6 +334,51 @@ def test_evaluate_and_periodic_evaluator(tmp_path):
         extractor, path, num_samples=200, batch_size=50, num_classes=3, dim_z=6, seed=1
     )
     assert periodic(real)["fid"] == pytest.approx(same["fid"], rel=1e-6)
+
+
+class _ChannelGenerator:
+    """Class k lights channel k of a 4×4 image, except that class 2 comes out as class 1."""
+
+    def __call__(self, z, y_onehot):
+        labels = np.argmax(y_onehot.numpy(), axis=1)
+        shown = np.where(labels == 2, 1, labels)
+        images = np.full([len(labels), 4, 4, 3], -1.0, np.float32)
+        images[np.arange(len(labels)), :, :, shown] = 1.0
+        return tf.constant(images + 0.01 * z.numpy()[:, :1, None, None])
+
+
+def _channel_classifier():
+    """Logits = the per-channel means: the lit channel wins."""
+    inputs = keras.Input([4, 4, 3])
+    features = keras.layers.GlobalAveragePooling2D(name="features")(inputs)
+    logits = keras.layers.Dense(3, use_bias=False, kernel_initializer="identity", name="logits")
+    return keras.Model(inputs, logits(features), name="channels")
+
+
+def test_class_accuracy_counts_samples_classified_as_their_conditioning_class(tmp_path):
+    extractor = ev.make_extractor(
+        "keras_model", path=_channel_classifier(), feature_layer="features", logits_layer="logits"
+    )
+    ref, _ = ev.compute_generator_stats(
+        _ChannelGenerator(), extractor, num_samples=30, batch_size=7, num_classes=3, dim_z=2,
+        verbose=0,
+    )  # fmt: skip
+    metrics = ev.evaluate(
+        _ChannelGenerator(), extractor, ref, num_samples=30, batch_size=7, num_classes=3,
+        dim_z=2, seed=1, kid_subset_size=10, verbose=0,
+    )  # fmt: skip
+    # Ten images per class; every image of class 2 is taken for class 1.
+    assert metrics["class_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["per_class_accuracy"] == [1.0, 1.0, 0.0]
+
+
+def test_class_accuracy_closed_form_and_checks():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
+    result = ev.class_accuracy(probs, np.array([0, 1, 1, 1, 0]))
+    assert result == {"class_accuracy": 0.6, "per_class_accuracy": [0.5, 2 / 3]}
+    assert ev.class_accuracy(probs[:2], np.array([0, 0]))["per_class_accuracy"] == [0.5, None]
+    with pytest.raises(ValueError, match="labels"):
+        ev.class_accuracy(probs, np.array([0, 1]))
 
 
 def test_evaluate_rejects_reference_from_another_extractor(tmp_path):
@@ -437,8 +485,11 @@ def test_cli_prints_one_json_line(tmp_path):
     result = _run_for_one_json_line(cmd)
     assert set(result) == {
         "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
-        "num_samples", "truncation", "extractor", "reference_stats",
+        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
+        "reference_stats",
     }  # fmt: skip
+    # The classifier has 5 classes, the generator 3: no class accuracy.
+    assert result["class_accuracy"] is None and result["per_class_accuracy"] is None
     assert result["num_samples"] == 60
     assert result["truncation"] == 1.5
     assert result["extractor"] == "keras_model:tiny/features"

@@ -484,6 +484,7 @@ def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
                 "train.eval_extractor = 'keras_model'",
                 f"train.eval_extractor_path = '{extractor_path}'",
                 "train.eval_feature_layer = 'features'",
+                "train.eval_logits_layer = 'logits'",
             ]
         )
         train.train(model_dir)
@@ -491,6 +492,14 @@ def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
         gin.clear_config()
     fids = _scalar_values(model_dir, "eval/fid")
     assert len(fids) == 2 and all(np.isfinite(fids))
+    # The extractor classifies the 3 classes: the class accuracy of the 16 samples (6, 5 and 5
+    # of classes 0, 1, 2) is logged with each class's, and is their weighted mean.
+    accuracy = _scalar_values(model_dir, "eval/class_accuracy")
+    per_class = [_scalar_values(model_dir, f"eval/class_accuracy/{k}") for k in range(3)]
+    assert len(accuracy) == 2 and all(len(values) == 2 for values in per_class)
+    for i in range(2):
+        weighted = (6 * per_class[0][i] + 5 * per_class[1][i] + 5 * per_class[2][i]) / 16
+        assert accuracy[i] == pytest.approx(weighted, abs=1e-6)
     with open(os.path.join(model_dir, "best", "best_fid.json")) as f:
         best = json.load(f)
     assert best["fid"] == pytest.approx(min(fids), rel=1e-5)

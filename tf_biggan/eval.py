@@ -646,6 +646,36 @@ def _progbar(target: int, verbose: int):
     return keras.utils.Progbar(target, verbose=verbose, unit_name="image")
 
 
+def generated_labels(num_samples: int, num_classes: int) -> np.ndarray:
+    """The conditioning labels of an evaluation's samples: the classes in turn, `i % K`."""
+    return np.arange(num_samples) % num_classes
+
+
+def class_accuracy(probs, labels) -> dict:
+    """How often a classifier finds generated images in their conditioning class.
+
+    Args:
+        probs: `[N, K]` class probabilities (or logits: only the argmax is used).
+        labels: int `[N]`, the classes the images were generated for.
+
+    Returns:
+        `{"class_accuracy": float, "per_class_accuracy": [K floats]}`: the fraction of all
+        images whose argmax is their label, and the same fraction within each class (None for
+        a class with no images).
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise ValueError(
+            f"Expected probs [N, K] and labels [N], got {probs.shape}, {labels.shape}."
+        )
+    correct = np.argmax(probs, axis=1) == labels
+    per_class = [
+        float(np.mean(correct[labels == k])) if np.any(labels == k) else None
+        for k in range(probs.shape[1])
+    ]
+    return {"class_accuracy": float(np.mean(correct)), "per_class_accuracy": per_class}
+
+
 def compute_generator_stats(
     generate_fn: Callable,
     extractor: FeatureExtractor,
@@ -693,7 +723,7 @@ def compute_generator_stats(
     while done < num_samples:
         b = min(batch_size, num_samples - done)
         z = truncated_z(b, dim_z, truncation, seed=seed * 1_000_003 + batch_index)
-        labels = (done + np.arange(b)) % num_classes
+        labels = generated_labels(num_samples, num_classes)[done : done + b]
         y_onehot = np.eye(num_classes, dtype=np.float32)[labels]
         images = generate_fn(tf.constant(z), tf.constant(y_onehot))
         out = extractor(images)
@@ -799,9 +829,11 @@ def evaluate(
 
     Returns:
         `{"fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
-        "num_samples", "truncation", "extractor", "reference_stats"}`. The IS fields are None
-        when the extractor has no logits, the KID fields when the reference holds no feature
-        sample.
+        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
+        "reference_stats"}`. The IS fields are None when the extractor has no logits, the KID
+        fields when the reference holds no feature sample. The accuracy fields (see
+        `class_accuracy`) are set when the extractor is a classifier of the generator's own
+        classes (its logits have `num_classes` entries), e.g. `tools/fmnist_classifier.py`.
     """
     if isinstance(reference_stats, StreamingStats):
         reference, reference_name = reference_stats, None
@@ -821,8 +853,11 @@ def evaluate(
     _check_compatible(reference, generated, reference_name or "(in memory)")
     fid = frechet_distance(generated.mean, generated.cov, reference.mean, reference.cov)
     is_mean = is_std = None
+    accuracy = {"class_accuracy": None, "per_class_accuracy": None}
     if probs is not None:
         is_mean, is_std = inception_score(probs, splits=min(is_splits, num_samples))
+        if probs.shape[1] == num_classes:
+            accuracy = class_accuracy(probs, generated_labels(num_samples, num_classes))
     kid_mean = kid_std = None
     ref_features = reference.features
     if ref_features.shape[0] >= 2:
@@ -839,6 +874,7 @@ def evaluate(
         "inception_score_std": is_std,
         "kid_mean": kid_mean,
         "kid_std": kid_std,
+        **accuracy,
         "num_samples": int(num_samples),
         "truncation": None if truncation is None else float(truncation),
         "extractor": extractor.name,

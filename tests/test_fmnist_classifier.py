@@ -1,0 +1,71 @@
+"""tools/fmnist_classifier.py: the judge of Fashion-MNIST runs, at a small size."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_biggan import data
+from tf_biggan import eval as ev
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(DATA_DIR), reason="needs the Debian package dataset-fashion-mnist"
+)
+
+
+def _tool():
+    path = os.path.join(REPO, "tools", "fmnist_classifier.py")
+    spec = importlib.util.spec_from_file_location("fmnist_classifier", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_classifier_sees_real_images_as_the_extractor_will_show_them(tmp_path):
+    tool = _tool()
+    images, labels = tool.load_split(DATA_DIR, "test")
+    assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [1000] * 10
+    pipeline = tool.as_training_sees_them(images[:6], resolution=32)
+    assert pipeline.shape == (6, 32, 32, 3)
+    # Exactly the training pipeline's preprocessing of each image.
+    for image, seen in zip(images[:6], pipeline, strict=True):
+        rgb = tf.image.grayscale_to_rgb(tf.constant(image[..., None]))
+        np.testing.assert_array_equal(seen, data.preprocess_image(rgb, 32).numpy())
+    model = tool.build_classifier(width=4)
+    path = str(tmp_path / "classifier.keras")
+    model.save(path)
+    extractor = ev.make_extractor(
+        "keras_model", path, feature_layer=tool.FEATURE_LAYER, logits_layer=tool.LOGITS_LAYER
+    )
+    # What the classifier is trained on is exactly what the extractor feeds it.
+    import keras
+
+    features = keras.Model(model.inputs, model.get_layer(tool.FEATURE_LAYER).output)
+    expected = features(tool.as_the_extractor_sees_them(pipeline), training=False).numpy()
+    np.testing.assert_allclose(extractor(pipeline)["pool"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_trains_a_classifier_that_finds_the_classes_and_writes_test_statistics(tmp_path):
+    # One epoch at width 8 on the full training set: a real, if small, classifier.
+    output, stats = str(tmp_path / "c.keras"), str(tmp_path / "test.npz")
+    completed = subprocess.run(
+        [sys.executable, "tools/fmnist_classifier.py", f"--output={output}",
+         f"--stats_output={stats}", "--epochs=1", "--width=8"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    record = json.loads(completed.stdout.strip())
+    assert record["output"] == output and record["stats_output"] == stats
+    assert record["test_accuracy"] >= 0.8, record
+    assert abs(record["test_accuracy_original"] - record["test_accuracy"]) < 0.05, record
+    reference = ev.StreamingStats.load(stats)
+    assert reference.count == 10_000 and reference.dim == 128
+    assert reference.extractor == "keras_model:fmnist_classifier/features"
