@@ -267,3 +267,27 @@ def test_ema_is_a_copy_before_its_start_step_and_an_average_from_it():
                     e.numpy(), 0.75 * previous + 0.25 * g.numpy(), rtol=1e-6, atol=1e-7
                 )
     assert any(not np.array_equal(e.numpy(), g.numpy()) for g, e in pairs)
+
+
+def test_ema_warmup_ramps_the_decay_up_from_the_start_step():
+    # decay_n = min(ema_decay, (1 + n) / (10 + n)) at the n-th update from the start step:
+    # 0.1 at the start step, 2/11 at the next, where the plain EMA would use 0.9 at once.
+    state = _state()
+    config = train.StepConfig(
+        batch_size=BATCH, seed=SEED, ema_decay=0.9, ema_start_step=1, ema_warmup=True
+    )
+    step = train.make_train_step(state, tf.distribute.get_strategy(), config)
+    spectral = state_lib.spectral_state_variables(state.generator)
+    pairs = [
+        (g, e)
+        for g, e in zip(state.generator.variables, state.ema_generator.variables, strict=True)
+        if id(g) not in spectral
+    ]
+    for index, decay in enumerate([0.0, 0.1, 2 / 11]):
+        ema_before = [e.numpy().copy() for _, e in pairs]
+        step(*_batch(seed=index))
+        for (g, e), previous in zip(pairs, ema_before, strict=True):
+            np.testing.assert_allclose(
+                e.numpy(), decay * previous + (1 - decay) * g.numpy(), rtol=1e-5, atol=1e-7,
+                err_msg=g.path,
+            )  # fmt: skip

@@ -118,6 +118,10 @@ class StepConfig:
       r1_gamma: R1 penalty weight on D's real inputs (0 = off).
       ema_decay: decay of the EMA of G's weights.
       ema_start_step: before this step the EMA is a copy of G.
+      ema_warmup: from the start step, decay with `min(ema_decay, (1 + n) / (10 + n))` at
+        the n-th update after it (the `num_updates` rule of TensorFlow's
+        ExponentialMovingAverage), so that the average covers about the last n/10 steps
+        rather than going back to the weights of the start step; off as in the paper.
       sigma0_clamp: if set, after each G update every SN kernel of G whose top
         singular value σ0 exceeds this value gets the rank-1 update
         `W ← W − max(0, σ0 − sigma0_clamp) u0 v0ᵀ` (the paper's σ0 clamp, appendix):
@@ -138,6 +142,7 @@ class StepConfig:
     r1_gamma: float = 0.0
     ema_decay: float = 0.9999
     ema_start_step: int = 20_000
+    ema_warmup: bool = False
     sigma0_clamp: float | None = None
     sigma0_clamp_ratio: float | None = None
     augment_policy: str = ""
@@ -453,7 +458,11 @@ def make_train_step(
     replica_fn = tf.function(replica_step, jit_compile=True) if config.jit_compile else replica_step
 
     def ema_update(step):
-        decay = tf.where(step >= config.ema_start_step, config.ema_decay, 0.0)
+        decay = tf.constant(config.ema_decay, tf.float32)
+        if config.ema_warmup:
+            updates = tf.cast(step - config.ema_start_step, tf.float32)
+            decay = tf.minimum(decay, (1.0 + updates) / (10.0 + updates))
+        decay = tf.where(step >= config.ema_start_step, decay, 0.0)
         for source, target in ema_pairs:
             if id(source) in spectral_ids:
                 strategy.extended.update(
@@ -781,6 +790,7 @@ def train(
     r1_gamma: float = 0.0,
     ema_decay: float = 0.9999,
     ema_start_step: int = 20_000,
+    ema_warmup: bool = False,
     sigma0_clamp: float | None = None,
     sigma0_clamp_ratio: float | None = None,
     augment_policy: str = "",
@@ -829,7 +839,8 @@ def train(
       loss: "hinge" (the paper's) or "nonsaturating".
       g_ortho_beta, d_ortho_beta: orthogonal regularisation weights (0 = off).
       r1_gamma: R1 penalty weight (0 = off).
-      ema_decay, ema_start_step: EMA of G's weights; a copy before the start step.
+      ema_decay, ema_start_step, ema_warmup: EMA of G's weights; a copy before the start
+        step; with `ema_warmup` the decay ramps up from the start step (see `StepConfig`).
       sigma0_clamp: the paper's σ0 clamp of G's kernels at this fixed value (None = off):
         a rank-1 update that lowers each kernel's top singular value to it.
       sigma0_clamp_ratio: the relative σ0 clamp, at this multiple of each kernel's second
@@ -905,6 +916,7 @@ def train(
         r1_gamma=r1_gamma,
         ema_decay=ema_decay,
         ema_start_step=ema_start_step,
+        ema_warmup=ema_warmup,
         sigma0_clamp=sigma0_clamp,
         sigma0_clamp_ratio=sigma0_clamp_ratio,
         augment_policy=augment_policy,
