@@ -246,16 +246,21 @@ def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
         )
 
 
-def test_ema_is_a_copy_before_its_start_step_and_an_average_from_it():
-    state = _state()
-    config = train.StepConfig(batch_size=BATCH, seed=SEED, ema_decay=0.75, ema_start_step=2)
-    step = train.make_train_step(state, tf.distribute.get_strategy(), config)
+def _averaged_pairs(state):
+    """(G variable, EMA variable) pairs that the EMA averages (SN state is copied instead)."""
     spectral = state_lib.spectral_state_variables(state.generator)
-    pairs = [
+    return [
         (g, e)
         for g, e in zip(state.generator.variables, state.ema_generator.variables, strict=True)
         if id(g) not in spectral
     ]
+
+
+def test_ema_is_a_copy_before_its_start_step_and_an_average_from_it():
+    state = _state()
+    config = train.StepConfig(batch_size=BATCH, seed=SEED, ema_decay=0.75, ema_start_step=2)
+    step = train.make_train_step(state, tf.distribute.get_strategy(), config)
+    pairs = _averaged_pairs(state)
     for index in range(3):
         ema_before = [e.numpy().copy() for _, e in pairs]
         step(*_batch(seed=index))
@@ -277,12 +282,7 @@ def test_ema_warmup_ramps_the_decay_up_from_the_start_step():
         batch_size=BATCH, seed=SEED, ema_decay=0.9, ema_start_step=1, ema_warmup=True
     )
     step = train.make_train_step(state, tf.distribute.get_strategy(), config)
-    spectral = state_lib.spectral_state_variables(state.generator)
-    pairs = [
-        (g, e)
-        for g, e in zip(state.generator.variables, state.ema_generator.variables, strict=True)
-        if id(g) not in spectral
-    ]
+    pairs = _averaged_pairs(state)
     for index, decay in enumerate([0.0, 0.1, 2 / 11]):
         ema_before = [e.numpy().copy() for _, e in pairs]
         step(*_batch(seed=index))
