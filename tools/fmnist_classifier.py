@@ -153,10 +153,12 @@ def accuracy(model, x, y, batch_size: int = 1000) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
-def reference_stats(model_path: str, test_images: np.ndarray, resolution: int, seed: int = 0):
-    """Feature statistics of the test images in the saved classifier, through `tf_biggan.eval`.
+def reference_stats(model_path: str, images: np.ndarray, seed: int = 0):
+    """Feature statistics of real images in the saved classifier, through `tf_biggan.eval`.
 
-    The images take the path of generated images at `resolution` (see the module docstring).
+    Args:
+      images: float32 `[N, R, R, 3]` from `as_training_sees_them`, which the extractor then
+        treats as it treats generated images (see the module docstring).
     """
     import tensorflow as tf
 
@@ -165,7 +167,6 @@ def reference_stats(model_path: str, test_images: np.ndarray, resolution: int, s
     extractor = ev.make_extractor(
         "keras_model", model_path, feature_layer=FEATURE_LAYER, logits_layer=LOGITS_LAYER
     )
-    images = as_training_sees_them(test_images, resolution)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images)))).batch(500)
     return ev.compute_dataset_stats(
         dataset, extractor, num_samples=len(images), seed=seed, verbose=0
@@ -185,7 +186,8 @@ def main(argv):
         train_images, train_labels = load_split(f.data_dir, "train")
         test_images, test_labels = load_split(f.data_dir, "test")
         x_train = as_the_extractor_sees_them(as_training_sees_them(train_images, f.resolution))
-        x_test = as_the_extractor_sees_them(as_training_sees_them(test_images, f.resolution))
+        test_pipeline = as_training_sees_them(test_images, f.resolution)
+        x_test = as_the_extractor_sees_them(test_pipeline)
         model = train_classifier(x_train, train_labels, f.epochs, f.batch_size, f.width, f.seed)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         model.save(output)
@@ -199,7 +201,7 @@ def main(argv):
             "logits_layer": LOGITS_LAYER,
         }
         if f.stats_output:
-            stats = reference_stats(output, test_images, f.resolution, f.seed)
+            stats = reference_stats(output, test_pipeline, f.seed)
             stats.save(paths.expand(f.stats_output))
             record["stats_output"] = paths.expand(f.stats_output)
     print(ev.json_line(record), flush=True)
