@@ -332,6 +332,32 @@ def test_conditional_bn_moving_statistics_and_inference():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_batch_norm_moving_statistics_skip_a_non_finite_batch():
+    # The train step skips an update whose forward pass overflowed, but that pass has
+    # already run; averaged in, its statistics would make every later inference NaN.
+    layer = _cbn()
+    rng = _rng(8)
+    c = rng.randn(4, 6).astype(np.float32)
+    layer(rng.randn(4, 3, 3, 5).astype(np.float32), c, training=True)
+    bn = layer.batch_norm
+    mean, var = bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy()
+    overflowed = rng.randn(4, 3, 3, 5).astype(np.float32)
+    overflowed[1, 2, 0, 3] = np.inf
+    assert not np.all(np.isfinite(layer(overflowed, c, training=True).numpy()))
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), mean)
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), var)
+    # The next finite batch moves them by the usual formula.
+    x = (rng.randn(4, 3, 3, 5) * 2 + 1).astype(np.float32)
+    layer(x, c, training=True)
+    np.testing.assert_allclose(
+        bn.moving_mean.numpy(), 0.9 * mean + 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), 0.9 * var + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6
+    )
+    assert np.all(np.isfinite(layer(x, c, training=False).numpy()))
+
+
 def test_sync_batch_norm_affine_and_inference():
     layer = layers.SyncBatchNorm()
     layer.build((4, 2, 2, 3))

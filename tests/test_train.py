@@ -332,6 +332,42 @@ def test_non_finite_batch_skips_the_discriminator_update_only(run):
             assert np.all(np.isfinite(v.numpy())), v.path
 
 
+def test_a_step_whose_generator_overflows_keeps_inference_finite():
+    """G's forward pass is not finite for one step (an infinite class embedding).
+
+    Both updates are skipped, and the BN moving statistics, which that forward pass had
+    already updated, stay finite in G and in its EMA: G still draws finite images.
+    """
+    strategy = tf.distribute.get_strategy()
+    state = _make_state(strategy, optimizer="adam")
+    config = train.StepConfig(batch_size=BATCH, ema_start_step=100, seed=RUN_SEED)
+    train_step = train.make_train_step(state, strategy, config)
+    images, labels = _batch(BATCH, seed=21)
+    train_step(images, labels)
+    embedding = state.generator.shared_embedding.kernel
+    kept = embedding.numpy()
+    embedding.assign(np.full_like(kept, np.inf))
+    overflowed = {k: float(v) for k, v in train_step(images, labels).items()}
+    embedding.assign(kept)
+    assert overflowed["nonfinite"] == 2.0 and int(state.skipped_updates) == 2
+    metrics = {k: float(v) for k, v in train_step(images, labels).items()}
+    assert metrics["nonfinite"] == 0.0 and int(state.skipped_updates) == 2
+    # (The EMA's own embedding averaged the injected infinity in, so only its statistics
+    # are checked.)
+    statistics = [
+        v
+        for model in (state.generator, state.ema_generator)
+        for v in model.variables
+        if "moving_" in v.path
+    ]
+    assert len(statistics) == 2 * 2 * 7
+    for v in statistics + state.generator.variables:
+        assert np.all(np.isfinite(v.numpy())), v.path
+    z, fake_labels = train.draw_latents(RUN_SEED, 9, 0, BATCH, DIM_Z, CLASSES)
+    drawn = state.generator(z, tf.one_hot(fake_labels, CLASSES), training=False).numpy()
+    assert np.all(np.isfinite(drawn)) and np.abs(drawn).max() > 0
+
+
 # --------------------------------------------------------------------------- the loop
 
 

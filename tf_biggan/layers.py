@@ -488,9 +488,24 @@ class SyncBatchNorm(keras.layers.Layer):
         return outputs, mean, variance
 
     def _update_moving_statistics(self, mean, variance):
+        """Moves the statistics towards the batch's, unless the batch's are not finite.
+
+        A step whose forward pass overflows is skipped by the train step, but the forward
+        pass has already run; one non-finite batch averaged in would make the moving
+        statistics NaN for good, and with them every later inference output of G, its EMA
+        and every checkpoint after it. Such a batch leaves the statistics as they were.
+        """
+        moving_mean = tf.convert_to_tensor(self.moving_mean.value)
+        moving_variance = tf.convert_to_tensor(self.moving_variance.value)
+        finite = tf.logical_and(
+            tf.reduce_all(tf.math.is_finite(mean)), tf.reduce_all(tf.math.is_finite(variance))
+        )
+        # The batch values are replaced, not the decay zeroed: (moving - NaN) * 0 is NaN.
+        mean = tf.where(finite, mean, moving_mean)
+        variance = tf.where(finite, variance, moving_variance)
         decay = 1.0 - self.momentum
-        self.moving_mean.assign_sub((self.moving_mean.value - mean) * decay)
-        self.moving_variance.assign_sub((self.moving_variance.value - variance) * decay)
+        self.moving_mean.assign_sub((moving_mean - mean) * decay)
+        self.moving_variance.assign_sub((moving_variance - variance) * decay)
 
     def call(self, inputs, training=None):
         outputs = self.normalize(inputs, training=training)
