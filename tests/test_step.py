@@ -11,6 +11,7 @@ regulariser has no gradient and every singular value is 1.
 import keras
 import numpy as np
 import pytest
+import scipy.special
 import tensorflow as tf
 import tiny_models
 
@@ -291,3 +292,22 @@ def test_ema_warmup_ramps_the_decay_up_from_the_start_step():
                 e.numpy(), decay * previous + (1 - decay) * g.numpy(), rtol=1e-5, atol=1e-7,
                 err_msg=g.path,
             )  # fmt: skip
+
+
+def test_latents_are_finite_normal_quantiles_of_their_bits():
+    # The uniform is (bits + 0.5) / 2^24 as float32 rounds it (from 2^23 up, + 0.5 rounds
+    # to an even integer); the top code rounds to 1, where the inverse CDF is +inf, and is
+    # capped just below 1.
+    bits = np.array([0, 1, 1 << 22, (1 << 23) - 1, 1 << 23, (1 << 24) - 3, (1 << 24) - 1])
+    z = train.normal_from_bits(tf.constant(bits, tf.int32)).numpy()
+    assert np.all(np.isfinite(z)) and np.abs(z).max() < 5.5
+    uniform = (bits.astype(np.float32) + np.float32(0.5)).astype(np.float64) / (1 << 24)
+    assert uniform[-1] == 1.0
+    uniform[-1] = 1 - 2.0**-24
+    np.testing.assert_allclose(z, scipy.special.ndtri(uniform), rtol=1e-5, atol=2e-5)
+    assert z[-1] > z[-2] > 5.1 and z[0] < -5.4
+    # draw_latents uses it: a batch's z has the moments of a standard normal.
+    drawn, labels = train.draw_latents(3, 5, 0, 512, 64, 10)
+    assert abs(float(tf.reduce_mean(drawn))) < 0.01
+    assert abs(float(tf.math.reduce_std(drawn)) - 1.0) < 0.01
+    assert sorted(set(labels.numpy().tolist())) == list(range(10))
