@@ -212,8 +212,8 @@ def normal_from_bits(bits: tf.Tensor) -> tf.Tensor:
 
     `ndtri((bits + 0.5) / 2^24)`, computed in float32. There `2^24 - 1 + 0.5` rounds to
     `2^24`, which would make the top code `ndtri(1) = +inf`: one value in 16.8 million,
-    about once in a 20-minute Fashion-MNIST run and every 34 steps at batch 2,048 with
-    `dim_z` 120, each a skipped step. The uniform is capped at the largest float32 below
+    0.7 times in an average 20-minute Fashion-MNIST run (2,700 steps of two 32 x 64 draws)
+    and every 34 steps at batch 2,048 with `dim_z` 120, each a skipped step. The uniform is capped at the largest float32 below
     1 instead, so |z| < 5.5 always.
     """
     uniform = (tf.cast(bits, tf.float32) + 0.5) * (1.0 / (1 << 24))
