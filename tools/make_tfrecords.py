@@ -3,12 +3,10 @@
     python tools/make_tfrecords.py --input_dir=/data/flowers --output_dir=/data/flowers_tfr \\
         --num_shards=16
 
-Writes `train-SSSSS-of-NNNNN.tfrecord` files of `tf.train.Example` records with the features
-read by `tf_biggan.data.tfrecord_source`:
-  "image/encoded"      bytes, the original file contents (JPEG/PNG/BMP/GIF);
-  "image/class/label"  int64, the class index (sorted subfolder names);
-  "image/filename"     bytes, the path relative to `input_dir`;
-and beside them `classes.json` (class name -> index) and `dataset_info.json` (number of
+Writes `train-SSSSS-of-NNNNN.tfrecord` files of `tf.train.Example` records in the format
+that `tf_biggan.data.tfrecord` defines and `tfrecord_source` reads: the original file
+contents (JPEG/PNG/BMP/GIF), the class index (sorted subfolder names) and the path relative
+to `input_dir`; and beside them `classes.json` (class name -> index) and `dataset_info.json` (number of
 examples, examples per class). Every image is decoded once while converting; corrupt files
 are skipped and listed (or abort the conversion with `--strict`). The example order is
 shuffled with `--seed` across shards so that reading the shards in turn mixes classes;
@@ -25,18 +23,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tf_biggan import data
-
-
-def _example(contents: bytes, label: int, filename: str) -> tf.train.Example:
-    feature = {
-        data.TFRECORD_IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[contents])),
-        data.TFRECORD_LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "image/filename": tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[filename.encode("utf-8")])
-        ),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+from tf_biggan.data.decode import decode_to_rgb_uint8
+from tf_biggan.data.folder import IMAGE_EXTENSIONS, list_image_folder
+from tf_biggan.data.source import write_classes_json
+from tf_biggan.data.tfrecord import DATASET_INFO_JSON, make_example
 
 
 def convert_folder(
@@ -45,7 +35,7 @@ def convert_folder(
     num_shards: int,
     seed: int = 0,
     strict: bool = False,
-    extensions: Sequence[str] = data.IMAGE_EXTENSIONS,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
     verbose: bool = True,
 ) -> dict:
     """Writes the TFRecord shards, classes.json and dataset_info.json.
@@ -66,7 +56,7 @@ def convert_folder(
 
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    class_names, paths, labels = data.list_image_folder(input_dir, extensions)
+    class_names, paths, labels = list_image_folder(input_dir, extensions)
     order = np.arange(len(paths))
     if seed >= 0:
         order = np.random.default_rng(seed).permutation(len(paths))
@@ -88,7 +78,7 @@ def convert_folder(
                 with tf.io.gfile.GFile(path, "rb") as f:
                     contents = f.read()
                 try:
-                    data.decode_to_rgb_uint8(tf.constant(contents))
+                    decode_to_rgb_uint8(tf.constant(contents))
                 except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
                     if strict:
                         raise ValueError(f"corrupt image file {path}: {e.message}") from e
@@ -96,20 +86,19 @@ def convert_folder(
                     skipped.append(path)
                 else:
                     rel = os.path.relpath(path, input_dir)
-                    writer.write(_example(contents, label, rel).SerializeToString())
+                    writer.write(make_example(contents, label, rel).SerializeToString())
                     counts[label] += 1
                 done += 1
                 if progbar is not None:
                     progbar.update(done)
-    with tf.io.gfile.GFile(os.path.join(output_dir, data.CLASSES_JSON), "w") as f:
-        json.dump({name: k for k, name in enumerate(class_names)}, f, indent=1)
+    write_classes_json(output_dir, class_names)
     info = {
         "num_examples": int(counts.sum()),
         "examples_per_class": {name: int(counts[k]) for k, name in enumerate(class_names)},
         "skipped": skipped,
         "files": [os.path.basename(p) for p in shard_paths],
     }
-    with tf.io.gfile.GFile(os.path.join(output_dir, data.DATASET_INFO_JSON), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(output_dir, DATASET_INFO_JSON), "w") as f:
         json.dump(info, f, indent=1)
     logging.info(
         "wrote %d examples of %d classes to %d shards in %s (%d corrupt files skipped)",
