@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_biggan import data
-from tf_biggan import eval as ev
+from tf_biggan import data, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -43,7 +42,7 @@ def test_the_classifier_sees_real_images_as_the_extractor_will_show_them(tmp_pat
     model = tool.build_classifier(width=4)
     path = str(tmp_path / "classifier.keras")
     model.save(path)
-    extractor = ev.make_extractor(
+    extractor = metrics.make_extractor(
         "keras_model", path, feature_layer=tool.FEATURE_LAYER, logits_layer=tool.LOGITS_LAYER
     )
     # What the classifier is trained on is exactly what the extractor feeds it.
@@ -66,6 +65,6 @@ def test_cli_trains_a_classifier_that_finds_the_classes_and_writes_test_statisti
     assert record["output"] == output and record["stats_output"] == stats
     assert record["test_accuracy"] >= 0.8, record
     assert abs(record["test_accuracy_original"] - record["test_accuracy"]) < 0.05, record
-    reference = ev.StreamingStats.load(stats)
+    reference = metrics.StreamingStats.load(stats)
     assert reference.count == 10_000 and reference.dim == 128
     assert reference.extractor == "keras_model:fmnist_classifier/features"

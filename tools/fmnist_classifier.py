@@ -2,7 +2,7 @@
 
 Inception features mean little for 28×28 greyscale clothes. This classifier (four 3×3 convs and
 two dense layers, 92% test accuracy after 8.5 minutes on 2 CPU cores) gives
-`tf_biggan.eval` a feature layer for FID and logits for the class accuracy of the samples: the
+`tf_biggan.metrics` a feature layer for FID and logits for the class accuracy of the samples: the
 fraction of images generated for class k that it classifies as k.
 
     python tools/fmnist_classifier.py --output=stats/fmnist_classifier.keras \\
@@ -154,7 +154,7 @@ def accuracy(model, x, y, batch_size: int = 1000) -> float:
 
 
 def reference_stats(model_path: str, images: np.ndarray, seed: int = 0):
-    """Feature statistics of real images in the saved classifier, through `tf_biggan.eval`.
+    """Feature statistics of real images in the saved classifier, through `tf_biggan.metrics`.
 
     Args:
       images: float32 `[N, R, R, 3]` from `as_training_sees_them`, which the extractor then
@@ -162,13 +162,13 @@ def reference_stats(model_path: str, images: np.ndarray, seed: int = 0):
     """
     import tensorflow as tf
 
-    from tf_biggan import eval as ev
+    from tf_biggan import metrics
 
-    extractor = ev.make_extractor(
+    extractor = metrics.make_extractor(
         "keras_model", model_path, feature_layer=FEATURE_LAYER, logits_layer=LOGITS_LAYER
     )
     dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images)))).batch(500)
-    return ev.compute_dataset_stats(
+    return metrics.compute_dataset_stats(
         dataset, extractor, num_samples=len(images), seed=seed, verbose=0
     )
 
@@ -177,8 +177,7 @@ def main(argv):
     del argv
     import keras
 
-    from tf_biggan import eval as ev
-    from tf_biggan import paths
+    from tf_biggan import metrics, paths
 
     f = flags.FLAGS
     output = paths.expand(f.output)
@@ -204,7 +203,7 @@ def main(argv):
             stats = reference_stats(output, test_pipeline, f.seed)
             stats.save(paths.expand(f.stats_output))
             record["stats_output"] = paths.expand(f.stats_output)
-    print(ev.json_line(record), flush=True)
+    print(metrics.json_line(record), flush=True)
 
 
 def _define_flags():

@@ -1,7 +1,9 @@
 """Computes the feature statistics of a data set once and saves them as `.npz`.
 
 The data set is built with gin exactly as training builds it (`tf_biggan.data.make_dataset`),
-so the reference statistics see the same images, crop and resolution as the model. Random
+at the resolution and class count of the configured `Generator` (the networks' configuration
+is their one source of truth), so the reference statistics see the same images, crop and
+resolution as the model. Random
 flips are switched off: the reference is the data itself, not its augmentation. Bindings of
 other configurables in a training gin file (generator, optimizer, ...) are parsed but unused.
 
@@ -29,37 +31,23 @@ def compute_reference_stats(
         gin_bindings: gin binding strings (list of str).
         num_samples: Number of images.
         batch_size: Images per extractor call.
-        extractor: A `tf_biggan.eval.FeatureExtractor`.
+        extractor: A `tf_biggan.metrics.FeatureExtractor`.
         max_kid_features: Raw features kept for KID.
         seed: Seed of the KID reservoir.
 
     Returns:
-        A `tf_biggan.eval.StreamingStats`.
+        A `tf_biggan.metrics.StreamingStats`.
 
     Raises:
         ValueError: more samples requested than the data set holds.
     """
-    import gin
-
-    from tf_biggan import config, data
-    from tf_biggan import eval as ev
+    from tf_biggan import config, data, metrics, networks
 
     config.parse_gin(gin_configs, gin_bindings, finalize=False)
-    # Experiment files bind the data set's size through train's parameters (via the
-    # RESOLUTION / NUM_CLASSES macros); a file may also bind make_dataset's directly.
-    sizes = {}
-    for name in ("resolution", "num_classes"):
-        for key in (f"make_dataset.{name}", f"train.{name}"):
-            try:
-                value = gin.query_parameter(key)
-            except ValueError:
-                continue
-            if isinstance(value, gin.config.ConfigurableReference):  # a %MACRO
-                value = gin.query_parameter("%" + value.scoped_selector.split("/")[0])
-            sizes[name] = value
-            break
-        else:
-            raise ValueError(f"the gin config binds neither make_dataset.{name} nor train.{name}")
+    # The generator's configuration is the one source of truth for the data set's resolution
+    # and class count; an unbuilt generator creates no weights.
+    generator = networks.Generator()
+    sizes = {"resolution": generator.resolution, "num_classes": generator.num_classes}
     input_data = data.make_dataset(batch_size=batch_size, random_flip=False, **sizes)
     # The pipeline repeats forever; beyond one epoch the statistics would count images twice.
     if input_data.num_examples is not None and num_samples > input_data.num_examples:
@@ -67,7 +55,7 @@ def compute_reference_stats(
             f"num_samples={num_samples} exceeds the {input_data.num_examples} images of the "
             "data set; use at most that many."
         )
-    return ev.compute_dataset_stats(
+    return metrics.compute_dataset_stats(
         input_data.dataset,
         extractor,
         num_samples=num_samples,
@@ -78,11 +66,11 @@ def compute_reference_stats(
 
 def main(argv):
     del argv
-    from tf_biggan import eval as ev
+    from tf_biggan import metrics
 
     f = flags.FLAGS
     with contextlib.redirect_stdout(sys.stderr):
-        extractor = ev.extractor_from_flags(f)
+        extractor = metrics.extractor_from_flags(f)
         stats = compute_reference_stats(
             f.gin_config,
             f.gin_bindings,
@@ -100,11 +88,11 @@ def main(argv):
         "kid_features": int(stats.features.shape[0]),
         "extractor": extractor.name,
     }
-    print(ev.json_line(record), flush=True)
+    print(metrics.json_line(record), flush=True)
 
 
 def _define_flags():
-    from tf_biggan import eval as ev
+    from tf_biggan import metrics
 
     flags.DEFINE_multi_string("gin_config", [], "gin files configuring make_dataset.")
     flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
@@ -113,7 +101,7 @@ def _define_flags():
     flags.DEFINE_integer("max_kid_features", 10_000, "Raw features kept for KID.")
     flags.DEFINE_integer("seed", 0, "Seed of the KID feature sample.")
     flags.DEFINE_string("output", None, "Output .npz path.")
-    ev.define_extractor_flags(flags)
+    metrics.define_extractor_flags(flags)
     flags.mark_flag_as_required("output")
 
 

@@ -3,7 +3,7 @@
 Brock et al. (2019, Fig. 2 and 17) plot IS against FID as the truncation threshold on |z|
 shrinks: IS rises (fidelity) while FID eventually worsens (variety). This tool evaluates a
 generator at each threshold with the same extractor, reference statistics, sample count and
-seed, prints the table as one JSON line (a list of `tf_biggan.eval.evaluate` records) and
+seed, prints the table as one JSON line (a list of `tf_biggan.metrics.evaluate` records) and
 draws the curve into a PNG: IS on x, FID on y, one marker per threshold labelled with it
 (truncation on x when the extractor has no logits).
 
@@ -162,21 +162,21 @@ def truncation_curve(
 
     Args:
         generator: Object with `generate`, `num_classes`, `dim_z` (see
-            `tf_biggan.eval.open_generator`).
-        extractor: A `tf_biggan.eval.FeatureExtractor`.
+            `tf_biggan.metrics.open_generator`).
+        extractor: A `tf_biggan.metrics.FeatureExtractor`.
         reference_stats: `.npz` path of the reference statistics.
         truncations: Thresholds (float, or None for no truncation).
-        num_samples, batch_size, seed: As in `tf_biggan.eval.evaluate`.
+        num_samples, batch_size, seed: As in `tf_biggan.metrics.evaluate`.
 
     Returns:
-        A list of `tf_biggan.eval.evaluate` records, one per threshold, in the given order.
+        A list of `tf_biggan.metrics.evaluate` records, one per threshold, in the given order.
     """
-    from tf_biggan import eval as ev
+    from tf_biggan import metrics
 
-    reference = ev.StreamingStats.load(reference_stats)
+    reference = metrics.StreamingStats.load(reference_stats)
     rows = []
     for truncation in truncations:
-        record = ev.evaluate(
+        record = metrics.evaluate(
             generator.generate,
             extractor,
             reference,
@@ -208,14 +208,13 @@ def plot_rows(rows):
 
 def main(argv):
     del argv
-    from tf_biggan import eval as ev
-    from tf_biggan import imaging
+    from tf_biggan import imaging, metrics
 
     f = flags.FLAGS
     truncations = [None if t.lower() == "none" else float(t) for t in f.truncations]
     with contextlib.redirect_stdout(sys.stderr):
-        generator = ev.open_generator(f.model_dir, f.saved_model)
-        extractor = ev.extractor_from_flags(f)
+        generator = metrics.open_generator(f.model_dir, f.saved_model)
+        extractor = metrics.extractor_from_flags(f)
         rows = truncation_curve(
             generator,
             extractor,
@@ -227,11 +226,11 @@ def main(argv):
         )
         if f.output_png:
             imaging.write_png(f.output_png, plot_rows(rows))
-    print(ev.json_line(rows), flush=True)
+    print(metrics.json_line(rows), flush=True)
 
 
 def _define_flags():
-    from tf_biggan import eval as ev
+    from tf_biggan import metrics
 
     flags.DEFINE_string("model_dir", None, "Training directory.")
     flags.DEFINE_string("saved_model", None, "Exported SavedModel directory.")
@@ -245,7 +244,7 @@ def _define_flags():
     flags.DEFINE_integer("batch_size", 50, "Images per generator call.")
     flags.DEFINE_integer("seed", 0, "Seed of the latents (the same at every threshold).")
     flags.DEFINE_string("output_png", "truncation_curve.png", "Plot path; empty: no plot.")
-    ev.define_extractor_flags(flags)
+    metrics.define_extractor_flags(flags)
     flags.mark_flag_as_required("reference_stats")
 
 

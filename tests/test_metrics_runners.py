@@ -1,0 +1,220 @@
+"""Tests for tf_biggan.metrics.runners: generator / data set statistics and `evaluate`."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_metrics_extractors import tiny_classifier
+from test_metrics_statistics import polynomial_mmd2_of_shifted_gaussians
+
+from tf_biggan.metrics import extractors, runners, statistics
+
+
+class _LinearGenerator:
+    """images = tanh(z A + y B) reshaped to [B, 16, 16, 3]; a shift moves the distribution."""
+
+    def __init__(self, dim_z, num_classes, shift=0.0, seed=0):
+        rng = np.random.default_rng(seed)
+        self.a = tf.constant(rng.standard_normal([dim_z, 16 * 16 * 3]) * 0.5, tf.float32)
+        self.b = tf.constant(rng.standard_normal([num_classes, 16 * 16 * 3]) * 0.5, tf.float32)
+        self.shift = shift
+        self.seen_labels = []
+        self.max_abs_z = 0.0
+
+    def __call__(self, z, y_onehot):
+        self.seen_labels.extend(np.argmax(y_onehot.numpy(), axis=1).tolist())
+        self.max_abs_z = max(self.max_abs_z, float(tf.reduce_max(tf.abs(z))))
+        x = tf.tanh(z @ self.a + y_onehot @ self.b + self.shift)
+        return tf.reshape(x, [-1, 16, 16, 3])
+
+
+def _tiny_extractor(logits_layer="logits"):
+    return extractors.make_extractor(
+        "keras_model", path=tiny_classifier(), feature_layer="features", logits_layer=logits_layer
+    )
+
+
+def test_compute_generator_stats_cycles_labels_and_counts():
+    gen = _LinearGenerator(dim_z=6, num_classes=3)
+    stats, probs = runners.compute_generator_stats(
+        gen,
+        _tiny_extractor(),
+        num_samples=23,
+        batch_size=10,
+        num_classes=3,
+        dim_z=6,
+        truncation=0.4,
+        verbose=0,
+    )
+    assert 0.3 < gen.max_abs_z <= 0.4
+    assert stats.count == 23
+    assert gen.seen_labels == [i % 3 for i in range(23)]
+    assert probs.shape == (23, 5)
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+
+
+def test_evaluate_and_periodic_evaluator_report_the_metrics_of_their_samples(tmp_path):
+    extractor = _tiny_extractor()
+    real = _LinearGenerator(dim_z=6, num_classes=3, seed=1)
+    ref, _ = runners.compute_generator_stats(
+        real, extractor, num_samples=200, batch_size=50, num_classes=3, dim_z=6, seed=7, verbose=0
+    )
+    path = str(tmp_path / "ref.npz")
+    ref.save(path)
+    kwargs = dict(num_samples=200, batch_size=50, num_classes=3, dim_z=6, verbose=0)
+    same = runners.evaluate(real, extractor, path, seed=1, kid_subset_size=100, **kwargs)
+    assert set(same) == {
+        "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
+        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
+        "reference_stats",
+    }  # fmt: skip
+    # The classifier has 5 classes, the generator 3: no class accuracy.
+    assert same["class_accuracy"] is None and same["per_class_accuracy"] is None
+    assert same["reference_stats"] == path and same["num_samples"] == 200
+    assert same["truncation"] is None and same["extractor"] == "keras_model:tiny/features"
+    # The numbers are the metrics of the samples compute_generator_stats draws for this seed.
+    generated, probs = runners.compute_generator_stats(real, extractor, seed=1, **kwargs)
+    loaded = statistics.StreamingStats.load(path)
+    fid = statistics.frechet_distance(generated.mean, generated.cov, loaded.mean, loaded.cov)
+    assert same["fid"] == pytest.approx(fid, rel=1e-12)
+    is_mean, is_std = statistics.inception_score(probs, splits=10)
+    assert (same["inception_score_mean"], same["inception_score_std"]) == pytest.approx(
+        (is_mean, is_std), rel=1e-12
+    )
+    kid = statistics.kernel_inception_distance(
+        generated.features, loaded.features, 100, 100, seed=1
+    )
+    assert (same["kid_mean"], same["kid_std"]) == pytest.approx(kid, rel=1e-12)
+    periodic = runners.PeriodicEvaluator(
+        extractor, path, num_samples=200, batch_size=50, num_classes=3, dim_z=6, seed=1
+    )
+    assert periodic(real)["fid"] == pytest.approx(same["fid"], rel=1e-6)
+
+
+class _GaussianGenerator:
+    """Images are z (+ shift) laid out as [B, 2, 2, 3]: flattened, the features are z itself."""
+
+    def __init__(self, shift=0.0):
+        self.shift = shift
+
+    def __call__(self, z, y_onehot):
+        return tf.reshape(z + self.shift, [-1, 2, 2, 3])
+
+
+def _flatten_extractor():
+    inputs = keras.Input([2, 2, 3])
+    features = keras.layers.Flatten(name="features")(inputs)
+    model = keras.Model(inputs, features, name="identity")
+    return extractors.make_extractor("keras_model", path=model, feature_layer="features")
+
+
+def test_evaluate_of_a_generator_that_is_the_data_is_within_sampling_error():
+    # Reference: n draws of N(0, I_D); generator: n more draws, and the same shifted by s.
+    # Two independent samples of one Gaussian give E[FID] ~= 2D/n (means) + D(D+1)/(2n)
+    # (covariances; to second order in the sampling error); a shift of s adds D s², with a
+    # cross term of standard deviation sqrt(8 s² D / n).
+    dim, n, shift = 12, 2000, 0.5
+    reference = statistics.StreamingStats(dim, max_kid_features=n, extractor=None)
+    reference.update(np.random.default_rng(0).standard_normal([n, dim]))
+    extractor = _flatten_extractor()
+    kwargs = dict(
+        num_samples=n, batch_size=500, num_classes=3, dim_z=dim, seed=1, kid_subsets=10, verbose=0
+    )
+    same = runners.evaluate(_GaussianGenerator(), extractor, reference, **kwargs)
+    far = runners.evaluate(_GaussianGenerator(shift), extractor, reference, **kwargs)
+    sampling = 2 * dim / n + dim * (dim + 1) / (2 * n)
+    assert sampling / 2 < same["fid"] < 2 * sampling
+    assert far["fid"] == pytest.approx(
+        dim * shift**2 + sampling, abs=4 * math.sqrt(8 * shift**2 * dim / n)
+    )
+    # KID: unbiased, so near 0 for the data itself and near the population MMD² when shifted.
+    assert abs(same["kid_mean"]) < 0.01
+    assert far["kid_mean"] == pytest.approx(
+        polynomial_mmd2_of_shifted_gaussians(dim, shift), rel=0.1
+    )
+    # No logits: no Inception Score; an in-memory reference has no path.
+    assert same["inception_score_mean"] is None and same["inception_score_std"] is None
+    assert same["reference_stats"] is None
+
+
+class _ChannelGenerator:
+    """Class k lights channel k of a 4×4 image, except that class 2 comes out as class 1."""
+
+    def __call__(self, z, y_onehot):
+        labels = np.argmax(y_onehot.numpy(), axis=1)
+        shown = np.where(labels == 2, 1, labels)
+        images = np.full([len(labels), 4, 4, 3], -1.0, np.float32)
+        images[np.arange(len(labels)), :, :, shown] = 1.0
+        return tf.constant(images + 0.01 * z.numpy()[:, :1, None, None])
+
+
+def _channel_classifier():
+    """Logits = the per-channel means: the lit channel wins."""
+    inputs = keras.Input([4, 4, 3])
+    features = keras.layers.GlobalAveragePooling2D(name="features")(inputs)
+    logits = keras.layers.Dense(3, use_bias=False, kernel_initializer="identity", name="logits")
+    return keras.Model(inputs, logits(features), name="channels")
+
+
+def test_class_accuracy_and_inception_score_of_a_generator_that_confuses_two_classes():
+    extractor = extractors.make_extractor(
+        "keras_model", path=_channel_classifier(), feature_layer="features", logits_layer="logits"
+    )
+    ref, _ = runners.compute_generator_stats(
+        _ChannelGenerator(), extractor, num_samples=30, batch_size=7, num_classes=3, dim_z=2,
+        verbose=0,
+    )  # fmt: skip
+    metrics = runners.evaluate(
+        _ChannelGenerator(), extractor, ref, num_samples=30, batch_size=7, num_classes=3,
+        dim_z=2, seed=1, kid_subset_size=10, verbose=0,
+    )  # fmt: skip
+    # Ten images per class; every image of class 2 is taken for class 1.
+    assert metrics["class_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["per_class_accuracy"] == [1.0, 1.0, 0.0]
+    # The noise shifts all channels alike, so the logits are exactly [1, -1, -1] (class 0)
+    # or [-1, 1, -1] (classes 1, 2). Each of the 10 splits holds one of each class, so every
+    # split's score is exp of the mean KL between these two rows and their 1:2 mixture.
+    p0, p1 = statistics.softmax([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]])
+    marginal = (p0 + 2 * p1) / 3
+    kl0, kl1 = (np.sum(p * np.log(p / marginal)) for p in (p0, p1))
+    assert metrics["inception_score_mean"] == pytest.approx(np.exp((kl0 + 2 * kl1) / 3), rel=1e-6)
+    assert metrics["inception_score_std"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_evaluate_rejects_reference_from_another_extractor(tmp_path):
+    stats = statistics.StreamingStats(4, extractor="tfgan_inception")
+    stats.update(np.random.default_rng(0).standard_normal([10, 4]))
+    stats.save(str(tmp_path / "ref.npz"))
+    with pytest.raises(ValueError, match="tfgan_inception"):
+        runners.evaluate(
+            _LinearGenerator(6, 3), _tiny_extractor(None), str(tmp_path / "ref.npz"),
+            num_samples=4, batch_size=4, num_classes=3, dim_z=6, verbose=0,
+        )  # fmt: skip
+
+
+def test_compute_dataset_stats_trims_to_num_samples():
+    extractor = _tiny_extractor(None)
+    images = np.random.default_rng(11).uniform(-1, 1, [40, 16, 16, 3]).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(40, np.int32))).batch(16)
+    stats = runners.compute_dataset_stats(ds, extractor, num_samples=37, verbose=0)
+    expected = extractor(images[:37])["pool"].astype(np.float64)
+    assert stats.count == 37
+    np.testing.assert_allclose(stats.mean, expected.mean(0), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="ended after 40"):
+        runners.compute_dataset_stats(ds, extractor, num_samples=41, verbose=0)
+
+
+def test_open_generator_needs_exactly_one_source():
+    with pytest.raises(ValueError, match="exactly one"):
+        runners.open_generator()
+    with pytest.raises(ValueError, match="exactly one"):
+        runners.open_generator(model_dir="a", saved_model="b")
+
+
+def test_json_line_is_one_line_of_strict_json():
+    record = {"fid": float("nan"), "rows": [1.5, float("inf"), {"kid": -float("inf")}], "n": 3}
+    line = runners.json_line(record)
+    assert "\n" not in line
+    assert line == '{"fid": null, "rows": [1.5, null, {"kid": null}], "n": 3}'

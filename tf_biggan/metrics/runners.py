@@ -1,0 +1,356 @@
+"""Running generators and data sets through a feature extractor, and evaluating generators.
+
+* `compute_generator_stats` and `compute_dataset_stats`: feature statistics of generated or
+  real images (`tf_biggan.metrics.statistics.StreamingStats`).
+* `evaluate`: FID, Inception Score, KID and class accuracy of a generator against reference
+  statistics; `PeriodicEvaluator` runs it from the training loop every N steps.
+* `open_generator`: the generator to evaluate, from a training directory or a SavedModel.
+* `json_line`: the one line of strict JSON the evaluation CLIs print.
+
+Every result records the extractor, the sample count and the truncation it was measured with:
+the metrics move with all three.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_biggan.imaging import truncated_z
+from tf_biggan.metrics.extractors import FeatureExtractor
+from tf_biggan.metrics.statistics import (
+    StreamingStats,
+    class_accuracy,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    softmax,
+)
+
+__all__ = [
+    "generated_labels",
+    "compute_generator_stats",
+    "compute_dataset_stats",
+    "evaluate",
+    "PeriodicEvaluator",
+    "open_generator",
+    "json_line",
+]
+
+
+def _progbar(target: int, verbose: int):
+    return keras.utils.Progbar(target, verbose=verbose, unit_name="image")
+
+
+def generated_labels(num_samples: int, num_classes: int) -> np.ndarray:
+    """The conditioning labels of an evaluation's samples: the classes in turn, `i % K`."""
+    return np.arange(num_samples) % num_classes
+
+
+def compute_generator_stats(
+    generate_fn: Callable,
+    extractor: FeatureExtractor,
+    num_samples: int,
+    batch_size: int,
+    num_classes: int,
+    dim_z: int,
+    truncation: float | None = None,
+    seed: int = 0,
+    max_kid_features: int = 10_000,
+    verbose: int = 1,
+) -> tuple[StreamingStats, np.ndarray | None]:
+    """Generates `num_samples` images and accumulates their feature statistics.
+
+    Labels cycle over the classes (so every class gets `num_samples / num_classes` images up to
+    one), z comes from `tf_biggan.imaging.truncated_z` with a per-batch seed derived from `seed`.
+
+    Args:
+        generate_fn: `(z float32 [B, dim_z], y_onehot float32 [B, K]) -> images [B, H, W, 3]`
+            in [-1, 1].
+        extractor: A `FeatureExtractor`.
+        num_samples: Number of images.
+        batch_size: Images per generator call (the last batch may be smaller).
+        num_classes: K.
+        dim_z: Latent size.
+        truncation: Truncation threshold or None.
+        seed: Seed of the latents and of the KID reservoir.
+        max_kid_features: Raw features kept for KID.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        `(stats, probs)`: the pool-feature `StreamingStats` and the class probabilities
+        float64 `[num_samples, K']` (None if the extractor has no logits).
+    """
+    if num_samples < 2 or batch_size < 1 or num_classes < 1:
+        raise ValueError(
+            f"Bad sizes: num_samples={num_samples}, batch_size={batch_size}, "
+            f"num_classes={num_classes}."
+        )
+    stats = None
+    probs = []
+    progbar = _progbar(num_samples, verbose)
+    done = 0
+    batch_index = 0
+    while done < num_samples:
+        b = min(batch_size, num_samples - done)
+        z = truncated_z(b, dim_z, truncation, seed=seed * 1_000_003 + batch_index)
+        labels = generated_labels(num_samples, num_classes)[done : done + b]
+        y_onehot = np.eye(num_classes, dtype=np.float32)[labels]
+        images = generate_fn(tf.constant(z), tf.constant(y_onehot))
+        out = extractor(images)
+        if stats is None:
+            stats = StreamingStats(
+                out["pool"].shape[1], max_kid_features, seed=seed, extractor=extractor.name
+            )
+        stats.update(out["pool"])
+        if out["logits"] is not None:
+            probs.append(softmax(out["logits"]))
+        done += b
+        batch_index += 1
+        progbar.update(done)
+    return stats, (np.concatenate(probs) if probs else None)
+
+
+def compute_dataset_stats(
+    dataset,
+    extractor: FeatureExtractor,
+    num_samples: int,
+    max_kid_features: int = 10_000,
+    seed: int = 0,
+    verbose: int = 1,
+) -> StreamingStats:
+    """Feature statistics of the first `num_samples` images of a data set.
+
+    Args:
+        dataset: Iterable of `(images float32 [B, H, W, 3] in [-1, 1], labels)` batches, e.g.
+            `make_dataset(...).dataset`.
+        extractor: A `FeatureExtractor`.
+        num_samples: Number of images to use; the data set must hold at least this many.
+        max_kid_features: Raw features kept for KID.
+        seed: Seed of the KID reservoir.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        A `StreamingStats` with `count == num_samples`.
+    """
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2, got {num_samples}.")
+    stats = None
+    progbar = _progbar(num_samples, verbose)
+    for images, _ in dataset:
+        remaining = num_samples - (stats.count if stats is not None else 0)
+        images = images[:remaining]
+        grey = images.shape[-1] == 1
+        if grey:
+            images = tf.image.grayscale_to_rgb(images)
+        out = extractor(images)
+        if stats is None:
+            stats = StreamingStats(
+                out["pool"].shape[1], max_kid_features, seed=seed, extractor=extractor.name
+            )
+        stats.update(out["pool"])
+        progbar.update(stats.count)
+        if stats.count >= num_samples:
+            return stats
+    raise ValueError(
+        f"The data set ended after {0 if stats is None else stats.count} images; "
+        f"{num_samples} were requested."
+    )
+
+
+def _check_compatible(reference: StreamingStats, generated: StreamingStats, where: str) -> None:
+    if reference.dim != generated.dim:
+        raise ValueError(
+            f"Reference statistics {where} have dimension {reference.dim}, but the extractor "
+            f"{generated.extractor!r} gives {generated.dim}."
+        )
+    if reference.extractor is not None and reference.extractor != generated.extractor:
+        raise ValueError(
+            f"Reference statistics {where} were computed with {reference.extractor!r}, not "
+            f"with {generated.extractor!r}; metrics across extractors are not comparable."
+        )
+
+
+def _load_reference(reference_stats) -> tuple[StreamingStats, str | None]:
+    """The reference statistics and their path (None for an object given in memory)."""
+    if isinstance(reference_stats, StreamingStats):
+        return reference_stats, None
+    return StreamingStats.load(reference_stats), str(reference_stats)
+
+
+def evaluate(
+    generate_fn: Callable,
+    extractor: FeatureExtractor,
+    reference_stats: str | StreamingStats,
+    num_samples: int,
+    batch_size: int,
+    num_classes: int,
+    dim_z: int,
+    truncation: float | None = None,
+    seed: int = 0,
+    is_splits: int = 10,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    verbose: int = 1,
+) -> dict:
+    """FID, Inception Score and KID of a generator against reference statistics.
+
+    Args:
+        generate_fn: See `compute_generator_stats`.
+        extractor: A `FeatureExtractor`; must be the one the reference was computed with.
+        reference_stats: Path of an `.npz` written by `StreamingStats.save`, or the object.
+        num_samples, batch_size, num_classes, dim_z, truncation, seed: See
+            `compute_generator_stats`.
+        is_splits: Inception Score splits.
+        kid_subsets, kid_subset_size: See `kernel_inception_distance`.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        `{"fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
+        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
+        "reference_stats"}`. The IS fields are None when the extractor has no logits, the KID
+        fields when the reference holds no feature sample. The accuracy fields (see
+        `class_accuracy`) are set when the extractor is a classifier of the generator's own
+        classes (its logits have `num_classes` entries), e.g. `tools/fmnist_classifier.py`.
+    """
+    reference, reference_name = _load_reference(reference_stats)
+    generated, probs = compute_generator_stats(
+        generate_fn,
+        extractor,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        dim_z=dim_z,
+        truncation=truncation,
+        seed=seed,
+        verbose=verbose,
+    )
+    _check_compatible(reference, generated, reference_name or "(in memory)")
+    fid = frechet_distance(generated.mean, generated.cov, reference.mean, reference.cov)
+    is_mean = is_std = None
+    accuracy = {"class_accuracy": None, "per_class_accuracy": None}
+    if probs is not None:
+        is_mean, is_std = inception_score(probs, splits=min(is_splits, num_samples))
+        if probs.shape[1] == num_classes:
+            accuracy = class_accuracy(probs, generated_labels(num_samples, num_classes))
+    kid_mean = kid_std = None
+    if reference.features.shape[0] >= 2:
+        kid_mean, kid_std = kernel_inception_distance(
+            generated.features, reference.features, kid_subsets, kid_subset_size, seed=seed
+        )
+    return {
+        "fid": fid,
+        "inception_score_mean": is_mean,
+        "inception_score_std": is_std,
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        **accuracy,
+        "num_samples": int(num_samples),
+        "truncation": None if truncation is None else float(truncation),
+        "extractor": extractor.name,
+        "reference_stats": reference_name,
+    }
+
+
+class PeriodicEvaluator:
+    """Evaluation run from the training loop every N steps.
+
+    Loads the reference statistics once; each call generates `num_samples` images with the
+    same seed, so successive results differ only through the generator.
+
+    Args:
+        extractor: A `FeatureExtractor`.
+        reference_stats_path: `.npz` written by `StreamingStats.save` with the same extractor.
+        num_samples: Images per evaluation.
+        batch_size: Images per generator call.
+        num_classes: K.
+        dim_z: Latent size.
+        truncation: Truncation threshold or None.
+        seed: Seed of the latents.
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        reference_stats_path: str,
+        num_samples: int,
+        batch_size: int,
+        num_classes: int,
+        dim_z: int,
+        truncation: float | None = None,
+        seed: int = 0,
+    ):
+        self.extractor = extractor
+        self.reference_stats_path = reference_stats_path
+        self.reference = StreamingStats.load(reference_stats_path)
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.num_classes = num_classes
+        self.dim_z = dim_z
+        self.truncation = truncation
+        self.seed = seed
+
+    def __call__(self, generate_fn: Callable) -> dict:
+        """Evaluates `generate_fn`; returns the dict of `evaluate` (with this reference path)."""
+        metrics = evaluate(
+            generate_fn,
+            self.extractor,
+            self.reference,
+            num_samples=self.num_samples,
+            batch_size=self.batch_size,
+            num_classes=self.num_classes,
+            dim_z=self.dim_z,
+            truncation=self.truncation,
+            seed=self.seed,
+            verbose=0,
+        )
+        metrics["reference_stats"] = self.reference_stats_path
+        return metrics
+
+
+def json_line(record) -> str:
+    """One line of strict JSON (NaN/Inf become null), as the evaluation CLIs print.
+
+    Args:
+        record: JSON-serialisable dicts, lists and scalars, e.g. an `evaluate` record.
+
+    Returns:
+        The JSON text, without a newline.
+    """
+
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(record), allow_nan=False)
+
+
+def open_generator(model_dir: str | None = None, saved_model: str | None = None):
+    """Loads the generator to evaluate from a training directory or an exported SavedModel.
+
+    Args:
+        model_dir: Training directory (restored by `tf_biggan.sample.load_generator`, which
+            re-estimates the spectral norms of the EMA generator for its own weights).
+        saved_model: SavedModel directory with the `default` signature and
+            `assets/config.json`.
+
+    Returns:
+        An object with `generate(z, y_onehot)`, `dim_z`, `num_classes`, `resolution` and
+        `class_names`.
+    """
+    if bool(model_dir) == bool(saved_model):
+        raise ValueError("Give exactly one of model_dir and saved_model.")
+    # Imported here: loading a generator needs the networks, computing metrics does not.
+    from tf_biggan.sample import load_generator
+
+    return load_generator(model_dir=model_dir, saved_model=saved_model)
