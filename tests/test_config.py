@@ -14,13 +14,17 @@ PACKAGE = os.path.join(REPO, "tf_biggan")
 
 
 def test_every_module_with_a_configurable_is_imported_before_parsing():
+    # A module of a subpackage (tf_biggan/data/) counts as imported with its package.
     with_configurables = set()
-    for name in os.listdir(PACKAGE):
-        if name.endswith(".py"):
-            with open(os.path.join(PACKAGE, name), encoding="utf-8") as f:
+    for folder, _, names in os.walk(PACKAGE):
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
                 if re.search(r"^@gin\.(configurable|register)", f.read(), re.MULTILINE):
-                    with_configurables.add(f"tf_biggan.{name[:-3]}")
-    assert "tf_biggan.state" in with_configurables  # the scan finds them
+                    parts = os.path.relpath(os.path.join(folder, name[:-3]), REPO).split(os.sep)
+                    with_configurables.add(".".join(parts[:2]))
+    assert {"tf_biggan.state", "tf_biggan.data", "tf_biggan.step"} <= with_configurables
     assert with_configurables <= set(config_lib.CONFIGURABLE_MODULES)
 
 
@@ -31,6 +35,24 @@ def test_a_missing_file_and_an_unknown_parameter_are_named(tmp_path):
     path.write_text("make_optimizer.learnig_rate = 1e-3\n")
     try:
         with pytest.raises(ValueError, match="learnig_rate"):
+            config_lib.parse_gin([str(path)], finalize=False)
+    finally:
+        gin.clear_config()
+    # `train` takes any name and hands it to the dataclass that declares it: a typo is
+    # caught when the file is parsed, with the nearest names.
+    path.write_text("train.totl_steps = 3\n")
+    try:
+        with pytest.raises(ValueError, match="'totl_steps'; did you mean total_steps"):
+            config_lib.parse_gin([str(path)], finalize=False)
+    finally:
+        gin.clear_config()
+
+
+def test_a_setting_bound_under_train_and_under_its_dataclass_is_an_error(tmp_path):
+    path = tmp_path / "twice.gin"
+    path.write_text("train.d_steps = 2\nStepConfig.d_steps = 3\n")
+    try:
+        with pytest.raises(ValueError, match="train.d_steps and StepConfig.d_steps"):
             config_lib.parse_gin([str(path)], finalize=False)
     finally:
         gin.clear_config()

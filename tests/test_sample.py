@@ -9,8 +9,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import eval as ev
-from tf_biggan import export, imaging, layers, sample
+from tf_biggan import export, imaging, layers, metrics, sample
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -86,7 +85,7 @@ def test_saved_model_loader_picks_largest_version(setup, gen):
     np.testing.assert_allclose(gen.generate(z, y), expected, atol=1e-4)
     version_one = sample.load_generator(saved_model=os.path.join(export_dir, "1"))
     assert np.abs(version_one.generate(z, y).numpy() - expected).max() > 1e-2
-    opened = ev.open_generator(saved_model=export_dir)
+    opened = metrics.open_generator(saved_model=export_dir)
     np.testing.assert_allclose(opened.generate(z, y), expected, atol=1e-4)
     with pytest.raises(ValueError, match=f"\\[B, {DIM_Z}\\]"):
         gen.generate(z[:, :-1], y)

@@ -1,4 +1,4 @@
-"""Each option of the train step (`train.make_train_step`) changes the update as its closed
+"""Each option of the train step (`tf_biggan.step.make_train_step`) changes the update as its closed
 form says.
 
 Every test runs the real step on a tiny BigGAN with plain SGD, whose update is `-lr * g`, so
@@ -15,8 +15,9 @@ import scipy.special
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import augment, layers, losses, train
+from tf_biggan import augment, layers, losses
 from tf_biggan import state as state_lib
+from tf_biggan import step as step_lib
 
 CLASSES = 3
 DIM_Z = 32
@@ -57,9 +58,9 @@ def _weights(variables):
 
 
 def _step(state, batch=None, **options):
-    config = train.StepConfig(batch_size=BATCH, seed=SEED, **options)
+    config = step_lib.StepConfig(batch_size=BATCH, seed=SEED, **options)
     images, labels = batch if batch is not None else _batch(config.images_per_step)
-    return train.make_train_step(state, tf.distribute.get_strategy(), config)(images, labels)
+    return step_lib.make_train_step(state, tf.distribute.get_strategy(), config)(images, labels)
 
 
 def _ortho_gradient(w, beta):
@@ -152,10 +153,10 @@ def test_diff_augment_feeds_d_the_augmented_reals_and_fakes_of_the_step_seed():
     metrics = _step(state, (images, labels), augment_policy=policy)
 
     # The step's seeds: (seed, step 0, update 0, micro 0, replica 0, 2 for reals / 3 for fakes).
-    z, fake_labels = train.draw_latents(SEED, 0, 0, BATCH, DIM_Z, CLASSES)
+    z, fake_labels = step_lib.draw_latents(SEED, 0, 0, BATCH, DIM_Z, CLASSES)
     fake = reference.generator(z, tf.one_hot(fake_labels, CLASSES), training=True)
-    real_in = augment.diff_augment(images, policy, seed=train._fold_in(SEED, 0, 0, 0, 0, 2))
-    fake_in = augment.diff_augment(fake, policy, seed=train._fold_in(SEED, 0, 0, 0, 0, 3))
+    real_in = augment.diff_augment(images, policy, seed=step_lib.fold_in(SEED, 0, 0, 0, 0, 2))
+    fake_in = augment.diff_augment(fake, policy, seed=step_lib.fold_in(SEED, 0, 0, 0, 0, 3))
     logits = reference.discriminator(
         tf.concat([real_in, fake_in], 0), tf.concat([labels, fake_labels], 0), training=True
     ).numpy()
@@ -207,11 +208,11 @@ def test_sigma0_clamp_lowers_only_the_top_singular_value(clamp):
 
 def test_sigma0_clamp_options_are_checked():
     with pytest.raises(ValueError, match="not both"):
-        train.StepConfig(4, sigma0_clamp=1.0, sigma0_clamp_ratio=2.0)
+        step_lib.StepConfig(4, sigma0_clamp=1.0, sigma0_clamp_ratio=2.0)
     with pytest.raises(ValueError, match="sigma0_clamp must be > 0"):
-        train.StepConfig(4, sigma0_clamp=0.0)
+        step_lib.StepConfig(4, sigma0_clamp=0.0)
     with pytest.raises(ValueError, match="r1_gamma must be >= 0"):
-        train.StepConfig(4, r1_gamma=-1.0)
+        step_lib.StepConfig(4, r1_gamma=-1.0)
 
 
 def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
@@ -226,7 +227,7 @@ def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
     for update in range(2):
         real = images[update * BATCH : (update + 1) * BATCH]
         real_labels = labels[update * BATCH : (update + 1) * BATCH]
-        z, fake_labels = train.draw_latents(SEED, 0, update, BATCH, DIM_Z, CLASSES)
+        z, fake_labels = step_lib.draw_latents(SEED, 0, update, BATCH, DIM_Z, CLASSES)
         fake = g(z, tf.one_hot(fake_labels, CLASSES), training=True)
         with tf.GradientTape() as tape:
             logits = d(
@@ -259,8 +260,8 @@ def _averaged_pairs(state):
 
 def test_ema_is_a_copy_before_its_start_step_and_an_average_from_it():
     state = _state()
-    config = train.StepConfig(batch_size=BATCH, seed=SEED, ema_decay=0.75, ema_start_step=2)
-    step = train.make_train_step(state, tf.distribute.get_strategy(), config)
+    config = step_lib.StepConfig(batch_size=BATCH, seed=SEED, ema_decay=0.75, ema_start_step=2)
+    step = step_lib.make_train_step(state, tf.distribute.get_strategy(), config)
     pairs = _averaged_pairs(state)
     for index in range(3):
         ema_before = [e.numpy().copy() for _, e in pairs]
@@ -279,10 +280,10 @@ def test_ema_warmup_ramps_the_decay_up_from_the_start_step():
     # decay_n = min(ema_decay, (1 + n) / (10 + n)) at the n-th update from the start step:
     # 0.1 at the start step, 2/11 at the next, where the plain EMA would use 0.9 at once.
     state = _state()
-    config = train.StepConfig(
+    config = step_lib.StepConfig(
         batch_size=BATCH, seed=SEED, ema_decay=0.9, ema_start_step=1, ema_warmup=True
     )
-    step = train.make_train_step(state, tf.distribute.get_strategy(), config)
+    step = step_lib.make_train_step(state, tf.distribute.get_strategy(), config)
     pairs = _averaged_pairs(state)
     for index, decay in enumerate([0.0, 0.1, 2 / 11]):
         ema_before = [e.numpy().copy() for _, e in pairs]
@@ -299,7 +300,7 @@ def test_latents_are_finite_normal_quantiles_of_their_bits():
     # to an even integer); the top code rounds to 1, where the inverse CDF is +inf, and is
     # capped just below 1.
     bits = np.array([0, 1, 1 << 22, (1 << 23) - 1, 1 << 23, (1 << 24) - 3, (1 << 24) - 1])
-    z = train.normal_from_bits(tf.constant(bits, tf.int32)).numpy()
+    z = step_lib.normal_from_bits(tf.constant(bits, tf.int32)).numpy()
     assert np.all(np.isfinite(z)) and np.abs(z).max() < 5.5
     uniform = (bits.astype(np.float32) + np.float32(0.5)).astype(np.float64) / (1 << 24)
     assert uniform[-1] == 1.0
@@ -307,7 +308,7 @@ def test_latents_are_finite_normal_quantiles_of_their_bits():
     np.testing.assert_allclose(z, scipy.special.ndtri(uniform), rtol=1e-5, atol=2e-5)
     assert z[-1] > z[-2] > 5.1 and z[0] < -5.4
     # draw_latents uses it: a batch's z has the moments of a standard normal.
-    drawn, labels = train.draw_latents(3, 5, 0, 512, 64, 10)
+    drawn, labels = step_lib.draw_latents(3, 5, 0, 512, 64, 10)
     assert abs(float(tf.reduce_mean(drawn))) < 0.01
     assert abs(float(tf.math.reduce_std(drawn)) - 1.0) < 0.01
     assert sorted(set(labels.numpy().tolist())) == list(range(10))

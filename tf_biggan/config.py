@@ -18,7 +18,11 @@ CONFIGURABLE_MODULES = (
     "tf_biggan.networks",
     "tf_biggan.data",
     "tf_biggan.state",
-    "tf_biggan.train",
+    "tf_biggan.step",
+    "tf_biggan.recovery",
+    "tf_biggan.distribute",
+    "tf_biggan.summaries",
+    "tf_biggan.training_config",
 )
 
 # Folders already added to gin's search path for `include` (gin keeps a list that only grows).
@@ -35,7 +39,8 @@ def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
 
     Raises:
       FileNotFoundError: a config file does not exist.
-      ValueError: gin's error for an unknown configurable or parameter.
+      ValueError: gin's error for an unknown configurable or parameter, or an unknown
+        `train.<setting>`.
     """
     for module in CONFIGURABLE_MODULES:
         importlib.import_module(module)
@@ -52,6 +57,10 @@ def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
         gin.parse_config_files_and_bindings(
             list(config_files), list(bindings), finalize_config=finalize
         )
+    # `train` takes any setting name (see tf_biggan.training_config); check them now.
+    from tf_biggan import training_config
+
+    training_config.check_setting_names(gin.get_bindings("train"))
 
 
 class _IncludeProbeFilter(logging.Filter):

@@ -18,14 +18,6 @@ from absl import app, flags
 
 from tf_biggan import metrics
 
-# Names kept importable from here while callers move to `tf_biggan.metrics`.
-from tf_biggan.metrics import (  # noqa: F401
-    PeriodicEvaluator,
-    compute_dataset_stats,
-    make_extractor,
-    open_generator,
-)
-
 
 def main(argv) -> None:
     del argv

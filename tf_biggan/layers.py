@@ -605,6 +605,7 @@ class SelfAttention(keras.layers.Layer):
         channels = input_shape[-1]
         if channels % 8:
             raise ValueError(f"SelfAttention needs channels divisible by 8, got {channels}")
+
         def conv(filters, name):
             return SNConv2D(
                 filters, 1, use_bias=False, kernel_initializer=self.kernel_initializer, name=name

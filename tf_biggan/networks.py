@@ -323,7 +323,10 @@ class Generator(_StagedModel):
         for index, multiplier in enumerate(arch.block_multipliers):
             size *= 2
             block = GeneratorBlock(
-                multiplier * self.ch, self.bn_momentum, kernel_initializer=init, name=f"block{index}"
+                multiplier * self.ch,
+                self.bn_momentum,
+                kernel_initializer=init,
+                name=f"block{index}",
             )
             _add_stage(self, block)
             if size in self.attention:
@@ -506,3 +509,27 @@ class Discriminator(_StagedModel):
 def count_trainable_parameters(model: keras.Model) -> int:
     """Number of scalar trainable parameters (SN `u` and BN statistics excluded)."""
     return int(sum(int(tf.size(v)) for v in model.trainable_variables))
+
+
+def check_same_task(generator, discriminator, **expected) -> None:
+    """Raises unless G and D agree on the resolution and the class count.
+
+    The networks are the one source of both settings; `expected` (`resolution=`,
+    `num_classes=`) are values bound elsewhere by older experiment files, which must agree.
+
+    Raises:
+      ValueError: naming the disagreeing setting and both values.
+    """
+    for name in ("resolution", "num_classes"):
+        values = {
+            f"Generator.{name}": getattr(generator, name),
+            f"Discriminator.{name}": getattr(discriminator, name),
+        }
+        if name in expected:
+            values[f"train.{name}"] = expected[name]
+        if len(set(values.values())) > 1:
+            given = ", ".join(f"{key} = {value}" for key, value in values.items())
+            raise ValueError(
+                f"the networks disagree on {name}: {given}; bind it once with a gin macro "
+                f"(e.g. {name.upper()}) for both networks"
+            )

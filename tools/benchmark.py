@@ -5,7 +5,7 @@
     {"train_img_per_s": ..., "sample_img_per_s": ..., "peak_rss_mb": ..., ...}
 
 What is timed:
-- training: the exact step `tf_biggan.train.make_train_step` builds (`d_steps`
+- training: the exact step `tf_biggan.step.make_train_step` builds (`d_steps`
   D updates, the G update, the EMA update) on the default single-device
   strategy, fed random images and labels already in memory (no input
   pipeline); `train_img_per_s` counts the real images a step reads
@@ -59,7 +59,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tf_biggan import train  # noqa: E402
+from tf_biggan import step as step_lib  # noqa: E402
 
 flags.DEFINE_multi_string("gin_config", [], "Gin config file(s) configuring G and D.")
 flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
@@ -127,13 +127,31 @@ def _networks(FLAGS):
     )
 
 
+def _train_state(FLAGS, strategy):
+    """A built `TrainState` of the flags' (or the gin config's) networks, Adam as configured
+    for the port's ImageNet recipe."""
+    from tf_biggan import networks
+    from tf_biggan import state as state_lib
+
+    generator, discriminator = _networks(FLAGS)
+    ema_config = {k: v for k, v in generator.get_config().items() if k != "name"}
+    with strategy.scope():
+        state = state_lib.TrainState(
+            generator=generator,
+            discriminator=discriminator,
+            ema_generator=networks.Generator(**ema_config, name="ema_generator"),
+            g_optimizer=state_lib.make_optimizer(learning_rate=1e-4),
+            d_optimizer=state_lib.make_optimizer(learning_rate=4e-4),
+        )
+        state.build()
+    return state
+
+
 def run(FLAGS) -> dict:
     import keras
     import tensorflow as tf
 
     from tf_biggan import config as config_lib
-    from tf_biggan import flops, networks
-    from tf_biggan import state as state_lib
 
     for name in ("iters", "batch_size", "d_steps"):
         if getattr(FLAGS, name) < 1:
@@ -151,24 +169,15 @@ def run(FLAGS) -> dict:
 
     peak = matmul_peak_gflops()
     strategy = tf.distribute.get_strategy()
-    generator, discriminator = _networks(FLAGS)
-    ema_config = {k: v for k, v in generator.get_config().items() if k != "name"}
-    with strategy.scope():
-        state = state_lib.TrainState(
-            generator=generator,
-            discriminator=discriminator,
-            ema_generator=networks.Generator(**ema_config, name="ema_generator"),
-            g_optimizer=state_lib.make_optimizer(learning_rate=1e-4),
-            d_optimizer=state_lib.make_optimizer(learning_rate=4e-4),
-        )
-        state.build()
+    state = _train_state(FLAGS, strategy)
+    generator, discriminator = state.generator, state.discriminator
     resolution, num_classes = generator.resolution, generator.num_classes
     batch = FLAGS.batch_size
     # ema_start_step 0: the timed EMA update is the averaging one (the cost is the same).
-    step_config = train.StepConfig(
+    step_config = step_lib.StepConfig(
         batch_size=batch, d_steps=FLAGS.d_steps, ema_start_step=0, jit_compile=FLAGS.jit_compile
     )
-    train_step = train.make_train_step(state, strategy, step_config)
+    train_step = step_lib.make_train_step(state, strategy, step_config)
     images_per_step = step_config.images_per_step
     images = tf.random.uniform([images_per_step, resolution, resolution, 3], -1.0, 1.0, seed=1)
     labels = tf.random.uniform([images_per_step], 0, num_classes, tf.int32, seed=2)
@@ -197,12 +206,23 @@ def run(FLAGS) -> dict:
             one_train_step()
         tf.profiler.experimental.stop()
 
+    result = _report(FLAGS, generator, discriminator, train_s, sample_s, peak)
+    if FLAGS.input_pipeline:
+        result["input_img_per_s"] = _input_pipeline(FLAGS, resolution, num_classes, batch)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def _report(FLAGS, generator, discriminator, train_s, sample_s, peak) -> dict:
+    """The JSON record: rates, FLOPs per image, MFU and the settings measured."""
+    from tf_biggan import flops
+
     g_flops = flops.forward_flops(generator)
     d_flops = flops.forward_flops(discriminator)
     train_flops = flops.train_flops_per_image(g_flops, d_flops, FLAGS.d_steps)
-    train_ips = images_per_step / train_s
-    sample_ips = batch / sample_s
-    result = {
+    train_ips = FLAGS.d_steps * FLAGS.batch_size / train_s
+    sample_ips = FLAGS.batch_size / sample_s
+    return {
         "train_img_per_s": train_ips,
         "sample_img_per_s": sample_ips,
         "peak_rss_mb": None,
@@ -215,10 +235,10 @@ def run(FLAGS) -> dict:
         "matmul_peak_gflops": peak,
         "train_mfu": train_ips * train_flops / 1e9 / peak,
         "sample_mfu": sample_ips * g_flops / 1e9 / peak,
-        "resolution": resolution,
+        "resolution": generator.resolution,
         "ch": generator.ch,
-        "batch_size": batch,
-        "num_classes": num_classes,
+        "batch_size": FLAGS.batch_size,
+        "num_classes": generator.num_classes,
         "attention": list(generator.attention),
         "d_steps": FLAGS.d_steps,
         "iters": FLAGS.iters,
@@ -228,10 +248,6 @@ def run(FLAGS) -> dict:
         "threads": FLAGS.threads,
         "gin_config": list(FLAGS.gin_config),
     }
-    if FLAGS.input_pipeline:
-        result["input_img_per_s"] = _input_pipeline(FLAGS, resolution, num_classes, batch)
-    result["peak_rss_mb"] = peak_rss_mb()
-    return result
 
 
 def _input_pipeline(FLAGS, resolution, num_classes, batch) -> float:
