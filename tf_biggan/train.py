@@ -124,24 +124,24 @@ class Run:
     def save(self, step: int) -> None:
         self.manager.save(checkpoint_number=step)
 
-    def finish(self, stopped_by_collapse: bool) -> int:
-        """Saves the final step unless saved already (or collapsed); exports at the end."""
+    def save_final(self, stopped_by_collapse: bool) -> int:
+        """Saves the final step unless saved already (or collapsed); returns the step."""
         final_step = self.step
         latest = self.manager.latest_checkpoint
         if not stopped_by_collapse and (latest is None or not latest.endswith(f"-{final_step}")):
             self.save(final_step)
+        return final_step
+
+    def export_if_done(self) -> None:
+        """Writes the SavedModel to `model_dir/export` once `total_steps` are reached."""
         self.writer.flush()
-        if (
-            self.chief
-            and self.config.loop.export_at_end
-            and final_step >= self.config.loop.total_steps
-        ):
+        loop = self.config.loop
+        if self.chief and loop.export_at_end and self.step >= loop.total_steps:
             from tf_biggan import export
 
             export.export_from_state(
                 self.state, os.path.join(self.model_dir, "export"), self.input_data.class_names
             )
-        return final_step
 
 
 def _build_state(strategy, network_settings: dict) -> state_lib.TrainState:
@@ -226,8 +226,10 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
                     logging.warning("step %d: checkpoint skipped after a non-finite step", step)
                 else:
                     run.save(step)
+        final_step = run.save_final(stopped_by_collapse)
+    run.export_if_done()
     return {
-        "step": run.finish(stopped_by_collapse),
+        "step": final_step,
         "start_step": start_step,
         **metrics,
         "restores": recovery.restores,
