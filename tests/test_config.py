@@ -13,6 +13,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "tf_biggan")
 
 
+@pytest.fixture(autouse=True)
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def _parse_error(tmp_path, text, match):
+    """Parsing a file holding `text` raises a ValueError matching `match`."""
+    path = tmp_path / "config.gin"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        config_lib.parse_gin([str(path)], finalize=False)
+
+
 def test_every_module_with_a_configurable_is_imported_before_parsing():
     # A module of a subpackage (tf_biggan/data/) counts as imported with its package.
     with_configurables = set()
@@ -31,43 +46,24 @@ def test_every_module_with_a_configurable_is_imported_before_parsing():
 def test_a_missing_file_and_an_unknown_parameter_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.gin"):
         config_lib.parse_gin([str(tmp_path / "nope.gin")])
-    path = tmp_path / "typo.gin"
-    path.write_text("make_optimizer.learnig_rate = 1e-3\n")
-    try:
-        with pytest.raises(ValueError, match="learnig_rate"):
-            config_lib.parse_gin([str(path)], finalize=False)
-    finally:
-        gin.clear_config()
+    _parse_error(tmp_path, "make_optimizer.learnig_rate = 1e-3\n", "learnig_rate")
     # `train` takes any name and hands it to the dataclass that declares it: a typo is
     # caught when the file is parsed, with the nearest names.
-    path.write_text("train.totl_steps = 3\n")
-    try:
-        with pytest.raises(ValueError, match="'totl_steps'; did you mean total_steps"):
-            config_lib.parse_gin([str(path)], finalize=False)
-    finally:
-        gin.clear_config()
+    _parse_error(tmp_path, "train.totl_steps = 3\n", "'totl_steps'; did you mean total_steps")
 
 
 def test_a_setting_bound_under_train_and_under_its_dataclass_is_an_error(tmp_path):
-    path = tmp_path / "twice.gin"
-    path.write_text("train.d_steps = 2\nStepConfig.d_steps = 3\n")
-    try:
-        with pytest.raises(ValueError, match="train.d_steps and StepConfig.d_steps"):
-            config_lib.parse_gin([str(path)], finalize=False)
-    finally:
-        gin.clear_config()
+    _parse_error(
+        tmp_path,
+        "train.d_steps = 2\nStepConfig.d_steps = 3\n",
+        "train.d_steps and StepConfig.d_steps",
+    )
 
 
 def test_an_include_beside_the_config_parses_without_an_error_logged(caplog):
     # gin probes an include as a package resource first and logs "Path not found" at ERROR
     # before it finds the file in the search path; the probe is not an error for our users.
-    gin.clear_config()
-    try:
-        with caplog.at_level(logging.DEBUG):
-            config_lib.parse_gin(
-                [os.path.join(REPO, "gin_configs", "imagenet128.gin")], finalize=False
-            )
-        assert gin.query_parameter("train.accumulation_steps") == 8  # From base/imagenet.gin.
-    finally:
-        gin.clear_config()
+    with caplog.at_level(logging.DEBUG):
+        config_lib.parse_gin([os.path.join(REPO, "gin_configs", "imagenet128.gin")], finalize=False)
+    assert gin.query_parameter("train.accumulation_steps") == 8  # From base/imagenet.gin.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

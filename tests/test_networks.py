@@ -4,6 +4,7 @@ computed from the architecture formula, attention placement, config round trips.
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny_models
 
 from tf_biggan import layers, networks
 
@@ -193,13 +194,20 @@ def test_networks_at_every_resolution(resolution, attention_inputs):
             assert len(_self_attention_layers(model)) == 1
 
 
-def test_attention_zero_means_no_attention(attention_inputs):
+def _built_networks(resolution, g_attention, d_attention):
     generator = networks.Generator(
-        resolution=64, ch=CH, num_classes=CLASSES, shared_dim=SHARED, attention=0
+        resolution=resolution, ch=CH, num_classes=CLASSES, shared_dim=SHARED, attention=g_attention
     )
-    discriminator = networks.Discriminator(resolution=64, ch=CH, num_classes=CLASSES, attention=0)
+    discriminator = networks.Discriminator(
+        resolution=resolution, ch=CH, num_classes=CLASSES, attention=d_attention
+    )
     generator.build_by_call()
     discriminator.build_by_call()
+    return generator, discriminator
+
+
+def test_attention_zero_means_no_attention(attention_inputs):
+    generator, discriminator = _built_networks(64, g_attention=0, d_attention=0)
     assert _self_attention_layers(generator) == []
     assert _self_attention_layers(discriminator) == []
     assert attention_inputs == []
@@ -208,12 +216,7 @@ def test_attention_zero_means_no_attention(attention_inputs):
 
 
 def test_attention_at_a_chosen_resolution(attention_inputs):
-    generator = networks.Generator(
-        resolution=32, ch=CH, num_classes=CLASSES, shared_dim=SHARED, attention=16
-    )
-    discriminator = networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES, attention=8)
-    generator.build_by_call()
-    discriminator.build_by_call()
+    generator, discriminator = _built_networks(32, g_attention=16, d_attention=8)
     # G 32 px: 4 -> 8 -> 16 (4ch); D: 32 -> 16 -> 8 (4ch), then two blocks at 8 (one attention).
     assert attention_inputs == [(16, 16, 4 * CH), (8, 8, 4 * CH)]
 
@@ -262,18 +265,6 @@ def test_generator_and_discriminator_share_no_variables():
     assert g_ids and d_ids and not g_ids & d_ids
 
 
-def _copy_and_compare(original, rebuilt, inputs):
-    rebuilt(*inputs, training=False)
-    assert len(rebuilt.weights) == len(original.weights)
-    rebuilt.set_weights(original.get_weights())
-    np.testing.assert_allclose(
-        rebuilt(*inputs, training=False).numpy(),
-        original(*inputs, training=False).numpy(),
-        rtol=1e-5,
-        atol=1e-6,
-    )
-
-
 @pytest.mark.parametrize(
     "block, shape",
     [
@@ -291,7 +282,7 @@ def test_discriminator_block_round_trip(block, shape):
     config = block.get_config()
     rebuilt = networks.DiscriminatorBlock.from_config(config)
     assert rebuilt.get_config() == config
-    _copy_and_compare(block, rebuilt, (x,))
+    tiny_models.assert_rebuilt_computes_the_same(block, rebuilt, (x,))
 
 
 def test_generator_block_round_trip():
@@ -304,7 +295,7 @@ def test_generator_block_round_trip():
     config = block.get_config()
     rebuilt = networks.GeneratorBlock.from_config(config)
     assert rebuilt.get_config() == config
-    _copy_and_compare(block, rebuilt, (x, c))
+    tiny_models.assert_rebuilt_computes_the_same(block, rebuilt, (x, c))
 
 
 def test_generator_and_discriminator_round_trip():
@@ -320,7 +311,7 @@ def test_generator_and_discriminator_round_trip():
         config = model.get_config()
         rebuilt = type(model).from_config(config)
         assert rebuilt.get_config() == config
-        _copy_and_compare(model, rebuilt, inputs)
+        tiny_models.assert_rebuilt_computes_the_same(model, rebuilt, inputs)
 
 
 def test_the_networks_are_the_one_source_of_resolution_and_classes():

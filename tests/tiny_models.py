@@ -5,6 +5,8 @@ kind of layer of the full model (SN conv/dense/embedding, conditional BN, the
 shared embedding and hierarchical z, D's projection).
 """
 
+import numpy as np
+
 from tf_biggan import networks
 from tf_biggan import state as state_lib
 
@@ -46,3 +48,17 @@ def train_state(
     )
     state.build()
     return state
+
+
+def assert_rebuilt_computes_the_same(original, rebuilt, inputs, rtol=1e-5):
+    """Builds `rebuilt` (e.g. from `original`'s config), copies `original`'s weights into it
+    and checks both give the same inference outputs on `inputs`."""
+    rebuilt(*inputs, training=False)
+    assert len(rebuilt.weights) == len(original.weights)
+    rebuilt.set_weights(original.get_weights())
+    np.testing.assert_allclose(
+        rebuilt(*inputs, training=False).numpy(),
+        original(*inputs, training=False).numpy(),
+        rtol=rtol,
+        atol=1e-6,
+    )

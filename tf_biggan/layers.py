@@ -77,8 +77,8 @@ def _power_iteration(matrix: tf.Tensor, u: tf.Tensor, iterations: int = 1):
 class _SpectralNormalized(keras.layers.Layer):
     """Base class: owns `kernel`, the power-iteration vector `u` and `sigma`.
 
-    Subclasses create `self.kernel` (any rank; the last axis is the output
-    axis) in `build` and then call `_build_spectral_state`.
+    Subclasses create their weights in `build` with `_build_weights` (the kernel, of any
+    rank with the output axis last, an optional bias, then `u` and `sigma`).
 
     Args:
       kernel_initializer: initialiser of the kernel (orthogonal).
@@ -93,6 +93,21 @@ class _SpectralNormalized(keras.layers.Layer):
         super().__init__(**kwargs)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.folded = bool(folded)
+
+    def _build_weights(self, name: str, shape: tuple, use_bias: bool) -> None:
+        """Creates `kernel` (called `name`), `bias` (zeros, or None) and the SN state."""
+        self.kernel = self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer)
+        self.bias = (
+            self.add_weight(name="bias", shape=(shape[-1],), initializer="zeros")
+            if use_bias
+            else None
+        )
+        self._build_spectral_state()
+
+    def _add_bias(self, outputs):
+        if self.bias is None:
+            return outputs
+        return tf.nn.bias_add(outputs, self._cast(self.bias.value))
 
     def _build_spectral_state(self):
         out_dim = self.kernel.shape[-1]
@@ -263,21 +278,10 @@ class SNDense(_SpectralNormalized):
         self.use_bias = bool(use_bias)
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.units), initializer=self.kernel_initializer
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
-            if self.use_bias
-            else None
-        )
-        self._build_spectral_state()
+        self._build_weights("kernel", (input_shape[-1], self.units), self.use_bias)
 
     def call(self, inputs, training=None):
-        outputs = self._normalized_apply(tf.matmul, self._cast(inputs), bool(training))
-        if self.bias is not None:
-            outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
-        return outputs
+        return self._add_bias(self._normalized_apply(tf.matmul, self._cast(inputs), bool(training)))
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
@@ -318,26 +322,13 @@ class SNConv2D(_SpectralNormalized):
 
     def build(self, input_shape):
         k = self.kernel_size
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(k, k, input_shape[-1], self.filters),
-            initializer=self.kernel_initializer,
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
-            if self.use_bias
-            else None
-        )
-        self._build_spectral_state()
+        self._build_weights("kernel", (k, k, input_shape[-1], self.filters), self.use_bias)
 
     def call(self, inputs, training=None):
         def conv(x, kernel):
             return tf.nn.conv2d(x, kernel, strides=1, padding=self.padding.upper())
 
-        outputs = self._normalized_apply(conv, self._cast(inputs), bool(training))
-        if self.bias is not None:
-            outputs = tf.nn.bias_add(outputs, self._cast(self.bias.value))
-        return outputs
+        return self._add_bias(self._normalized_apply(conv, self._cast(inputs), bool(training)))
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -367,12 +358,7 @@ class SNEmbedding(_SpectralNormalized):
         self.output_dim = int(output_dim)
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(
-            name="embeddings",
-            shape=(self.input_dim, self.output_dim),
-            initializer=self.kernel_initializer,
-        )
-        self._build_spectral_state()
+        self._build_weights("embeddings", (self.input_dim, self.output_dim), use_bias=False)
 
     def call(self, inputs, training=None):
         return self._normalized_apply(
@@ -419,21 +405,17 @@ class SyncBatchNorm(keras.layers.Layer):
         if self.affine:
             self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
             self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
-        self.moving_mean = self.add_weight(
-            name="moving_mean",
-            shape=(channels,),
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
-        )
-        self.moving_variance = self.add_weight(
-            name="moving_variance",
-            shape=(channels,),
-            initializer="ones",
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
+        # Replicas see the same all-reduced moments, so their copies agree ("mean").
+        self.moving_mean, self.moving_variance = (
+            self.add_weight(
+                name=name,
+                shape=(channels,),
+                initializer=initializer,
+                trainable=False,
+                autocast=False,
+                aggregation="mean",
+            )
+            for name, initializer in (("moving_mean", "zeros"), ("moving_variance", "ones"))
         )
 
     def _batch_moments(self, x):

@@ -228,6 +228,18 @@ class _StagedModel(keras.Model):
         """Block index → the self-attention layer that runs after that block."""
         return {index: getattr(self, name) for index, name in self._attention_after.items()}
 
+    def _config(self, **specific) -> dict:
+        """`get_config()`: the settings G and D share, then `specific` ones."""
+        return {
+            "name": self.name,
+            "resolution": self.resolution,
+            "ch": self.ch,
+            "num_classes": self.num_classes,
+            **specific,
+            "attention": list(self.attention),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
 
 def _upsample(x):
     # Nearest-neighbour 2x, written as a broadcast so XLA and the CPU kernels fuse it.
@@ -383,18 +395,12 @@ class Generator(_StagedModel):
         self(z, y, training=False)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "resolution": self.resolution,
-            "ch": self.ch,
-            "num_classes": self.num_classes,
-            "dim_z": self.dim_z,
-            "shared_dim": self.shared_dim,
-            "hierarchical_z": self.hierarchical_z,
-            "attention": list(self.attention),
-            "bn_momentum": self.bn_momentum,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        }
+        return self._config(
+            dim_z=self.dim_z,
+            shared_dim=self.shared_dim,
+            hierarchical_z=self.hierarchical_z,
+            bn_momentum=self.bn_momentum,
+        )
 
 
 @_configurable
@@ -496,14 +502,7 @@ class Discriminator(_StagedModel):
         self(images, tf.zeros([1], tf.int32), training=False)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "resolution": self.resolution,
-            "ch": self.ch,
-            "num_classes": self.num_classes,
-            "attention": list(self.attention),
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        }
+        return self._config()
 
 
 def count_trainable_parameters(model: keras.Model) -> int:
