@@ -26,3 +26,11 @@ def mirrored_strategy():
     out the same collective instance keys, and their all-reduces then collide.
     """
     return tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """`data_testlib.make_folder`'s image folder, written once and only read: (root, expected)."""
+    from data_testlib import make_folder  # imports tf_biggan.data, which most tests do not need
+
+    return make_folder(tmp_path_factory.mktemp("image_folder"))

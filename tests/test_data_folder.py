@@ -10,7 +10,6 @@ from data_testlib import (
     colour_of,
     first_batches,
     folder_source,
-    make_folder,
     png,
     scaled,
     solid,
@@ -20,13 +19,8 @@ from data_testlib import (
 from tf_biggan import data
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("folder"))
-
-
-def test_list_image_folder_sorts_classes_and_files(folder):
-    root, expected = folder
+def test_list_image_folder_sorts_classes_and_files(image_folder):
+    root, expected = image_folder
     class_names, paths, labels = data.list_image_folder(str(root))
     assert class_names == FOLDER_CLASSES
     # The listing also holds the corrupt PNG (found only when decoding), not the text file.
@@ -35,8 +29,8 @@ def test_list_image_folder_sorts_classes_and_files(folder):
     assert labels == [FOLDER_CLASSES.index(rel.split("/")[0]) for rel in listed]
 
 
-def test_folder_pipeline_decodes_counts_corrupt_once_and_writes_class_map(folder, tmp_path):
-    root, expected = folder
+def test_folder_pipeline_decodes_counts_corrupt_once_and_writes_class_map(image_folder, tmp_path):
+    root, expected = image_folder
     model_dir = tmp_path / "run"
     input_data = data.make_dataset(
         batch_size=3,
@@ -69,16 +63,16 @@ def test_folder_pipeline_decodes_counts_corrupt_once_and_writes_class_map(folder
     assert int(input_data.skipped.numpy()) == 1
 
 
-def test_folder_strict_names_the_corrupt_file(folder):
-    root, _ = folder
+def test_folder_strict_names_the_corrupt_file(image_folder):
+    root, _ = image_folder
     with pytest.raises(ValueError, match=r"strict=True.*c2_broken\.png"):
         data.make_dataset(
             batch_size=2, resolution=8, num_classes=3, source=folder_source(root), strict=True
         )
 
 
-def test_folder_shuffled_flipped_pipeline_keeps_labels_with_images(folder):
-    root, expected = folder
+def test_folder_shuffled_flipped_pipeline_keeps_labels_with_images(image_folder):
+    root, expected = image_folder
     input_data = data.make_dataset(
         batch_size=3,
         resolution=8,
@@ -126,4 +120,6 @@ def test_folder_whose_only_image_of_a_class_is_corrupt_raises(tmp_path):
     write(tmp_path / "a/x.png", png(solid((1, 2, 3))))
     write(tmp_path / "b/y.png", png(solid((1, 2, 3)))[:20])
     with pytest.raises(ValueError, match=r"class folder .*b holds no readable images"):
-        data.image_folder_source(resolution=8, num_classes=2, root=str(tmp_path))
+        data.image_folder_source(
+            data.SourceRequest(resolution=8, num_classes=2), root=str(tmp_path)
+        )

@@ -44,7 +44,7 @@ def test_fashion_mnist_idx():
     np.testing.assert_allclose(
         (images[..., 0].mean((1, 2)) + 1) * 127.5, raw_images[:16].mean((1, 2)), atol=1.5
     )
-    src = source(resolution=32, num_classes=10)
+    src = source(data.SourceRequest(resolution=32, num_classes=10))
     assert src.examples_per_class == {name: 6000 for name in data.FASHION_MNIST_CLASS_NAMES}
 
 
@@ -54,7 +54,7 @@ def test_idx_bad_input_errors(tmp_path):
     def build(num_classes=3, **kwargs):
         paths = dict(images_path=images_path, labels_path=labels_path)
         paths.update(kwargs)
-        return data.idx_source(resolution=4, num_classes=num_classes, **paths)
+        return data.idx_source(data.SourceRequest(resolution=4, num_classes=num_classes), **paths)
 
     with pytest.raises(FileNotFoundError, match="IDX file not found: .*nope"):
         build(images_path=str(tmp_path / "nope"))

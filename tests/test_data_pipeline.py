@@ -1,5 +1,6 @@
 """Tests for tf_biggan.data.pipeline: sharding, shuffling, flips, caching, checkpoints, gin."""
 
+import dataclasses
 import functools
 
 import gin
@@ -23,6 +24,19 @@ def _synthetic(num_examples):
     return functools.partial(data.synthetic_source, num_examples=num_examples)
 
 
+def _shuffled_flipped(seed):
+    """`make_dataset` arguments: 30 synthetic examples of 5 classes, shuffled and flipped."""
+    return dict(
+        batch_size=4,
+        resolution=8,
+        num_classes=5,
+        source=_synthetic(30),
+        shuffle_buffer=16,
+        random_flip=True,
+        seed=seed,
+    )
+
+
 def test_two_input_pipelines_see_disjoint_shards_covering_the_set(tmp_path):
     images_path, labels_path = index_idx(tmp_path)
     source = functools.partial(data.idx_source, images_path=images_path, labels_path=labels_path)
@@ -44,16 +58,7 @@ def test_two_input_pipelines_see_disjoint_shards_covering_the_set(tmp_path):
 
 
 def test_checkpointed_iterator_resumes_at_the_next_batch(tmp_path):
-    input_data = data.make_dataset(
-        batch_size=4,
-        resolution=8,
-        num_classes=5,
-        source=_synthetic(30),
-        shuffle_buffer=16,
-        random_flip=True,
-        seed=7,
-    )
-    it = iter(input_data.dataset)
+    it = iter(data.make_dataset(**_shuffled_flipped(seed=7)).dataset)
     for _ in range(9):  # crosses an epoch boundary (7 batches per epoch)
         next(it)
     checkpoint = tf.train.Checkpoint(it=it)
@@ -73,15 +78,7 @@ def test_the_stream_is_a_function_of_the_configuration():
     training iterator (and a run resumed from its checkpoint) must not depend on how far the
     summary's prefetch threads got.
     """
-    config = dict(
-        batch_size=4,
-        resolution=8,
-        num_classes=5,
-        source=_synthetic(30),
-        shuffle_buffer=16,
-        random_flip=True,
-        seed=3,
-    )
+    config = _shuffled_flipped(seed=3)
     input_data = data.make_dataset(**config)
     ahead = iter(input_data.dataset)
     first = [next(ahead) for _ in range(30)]  # four epochs of 30 examples
@@ -138,8 +135,8 @@ def test_random_flip_mirrors_some_images(tmp_path):
     ],
 )
 def test_make_dataset_bad_arguments(kwargs, message):
-    def three_classes(**kwargs):  # a source whose classes do not follow num_classes
-        return data.synthetic_source(**{**kwargs, "num_classes": 3}, num_examples=12)
+    def three_classes(request):  # a source whose classes do not follow num_classes
+        return data.synthetic_source(dataclasses.replace(request, num_classes=3), num_examples=12)
 
     config = dict(batch_size=4, resolution=8, num_classes=3, source=three_classes)
     config["input_context"] = tf.distribute.InputContext(2, 0, 2)

@@ -5,21 +5,15 @@ import functools
 import itertools
 
 import numpy as np
-import pytest
 import tensorflow as tf
-from data_testlib import folder_source, make_folder
+from data_testlib import folder_source
 
 from tf_biggan import data
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("folder"))
-
-
-def test_summarize_a_source_writes_one_row_per_class(folder, tmp_path):
-    root, _ = folder
-    src = folder_source(root)(resolution=8, num_classes=3)
+def test_summarize_a_source_writes_one_row_per_class(image_folder, tmp_path):
+    root, _ = image_folder
+    src = folder_source(root)(data.SourceRequest(resolution=8, num_classes=3))
     counts = data.summarize_dataset(src, str(tmp_path), resolution=8, examples_per_class=4)
     assert counts == {"apple": 3, "bird": 3, "cat": 3}
     grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "real_examples.png"))).numpy()

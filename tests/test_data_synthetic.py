@@ -7,7 +7,9 @@ from tf_biggan import data
 
 
 def test_synthetic_classes_are_distinct_and_deterministic():
-    src = data.synthetic_source(resolution=32, num_classes=10, num_examples=400, seed=0)
+    src = data.synthetic_source(
+        data.SourceRequest(resolution=32, num_classes=10, seed=0), num_examples=400
+    )
     assert src.class_names[:6] == (
         "red circle",
         "green square",
@@ -28,8 +30,8 @@ def test_synthetic_classes_are_distinct_and_deterministic():
     # Every example differs from every other one (position, size and colour jitter).
     assert len({image.tobytes() for image in images}) == 400
     again = next(iter(src.dataset))[0].numpy()
-    other = data.synthetic_source(resolution=32, num_classes=10, seed=1)
+    other = data.synthetic_source(data.SourceRequest(resolution=32, num_classes=10, seed=1))
     np.testing.assert_array_equal(again, images[0] * 255.0)
     assert not np.array_equal(next(iter(other.dataset))[0].numpy(), again)
     with pytest.raises(ValueError, match=r"1..40 classes, got num_classes=41"):
-        data.synthetic_source(resolution=32, num_classes=41)
+        data.synthetic_source(data.SourceRequest(resolution=32, num_classes=41))

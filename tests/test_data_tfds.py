@@ -47,15 +47,8 @@ def test_tfds_source_with_a_local_builder(tmp_path):
     np.testing.assert_array_equal(labels, ids % 3)
     with pytest.raises(ValueError, match=r"3 classes .* but num_classes=4"):
         data.make_dataset(batch_size=3, resolution=6, num_classes=4, source=source)
+    request = data.SourceRequest(resolution=6, num_classes=3)
     with pytest.raises(ValueError, match=r"not 'test'"):
-        data.tfds_source(
-            resolution=6, num_classes=3, name="tiny_shapes", data_dir=str(tmp_path), split="test"
-        )
+        source(request, split="test")
     with pytest.raises(ValueError, match=r"image_key='picture' / label_key='label' not found"):
-        data.tfds_source(
-            resolution=6,
-            num_classes=3,
-            name="tiny_shapes",
-            data_dir=str(tmp_path),
-            image_key="picture",
-        )
+        source(request, image_key="picture")

@@ -15,7 +15,6 @@ from data_testlib import (
     first_batches,
     folder_source,
     load_make_tfrecords,
-    make_folder,
     png,
     solid,
 )
@@ -25,14 +24,9 @@ from tf_biggan.data import tfrecord
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("folder"))
-
-
-@pytest.fixture(scope="module")
-def records(folder, tmp_path_factory):
+def records(image_folder, tmp_path_factory):
     """The folder converted in folder order to two shards: (output folder, dataset info)."""
-    root, _ = folder
+    root, _ = image_folder
     out = tmp_path_factory.mktemp("records")
     info = load_make_tfrecords().convert_folder(
         str(root), str(out), num_shards=2, seed=-1, verbose=False
@@ -40,8 +34,8 @@ def records(folder, tmp_path_factory):
     return out, info
 
 
-def test_records_hold_the_features_of_the_format(folder, records):
-    root, expected = folder
+def test_records_hold_the_features_of_the_format(image_folder, records):
+    root, expected = image_folder
     out, _ = records
     first = next(iter(tf.data.TFRecordDataset(str(out / "train-00000-of-00002.tfrecord"))))
     features = tf.train.Example.FromString(first.numpy()).features.feature
@@ -56,8 +50,8 @@ def test_records_hold_the_features_of_the_format(folder, records):
     )
 
 
-def test_tfrecord_round_trip_equals_folder(folder, records):
-    root, expected = folder
+def test_tfrecord_round_trip_equals_folder(image_folder, records):
+    root, expected = image_folder
     out, info = records
     assert info["num_examples"] == len(expected)
     assert len(info["skipped"]) == 1 and info["skipped"][0].endswith("c2_broken.png")
@@ -84,16 +78,14 @@ def test_tfrecord_round_trip_equals_folder(folder, records):
     np.testing.assert_array_equal(images_r, images_f)
 
 
-def test_tfrecord_files_sharded_per_pipeline(folder, records):
-    _, expected = folder
+def test_tfrecord_files_sharded_per_pipeline(image_folder, records):
+    _, expected = image_folder
     out, _ = records
     labels_seen = []
     for pipeline_id in range(2):
         context = tf.distribute.InputContext(2, pipeline_id, 2)
         src = data.tfrecord_source(
-            resolution=8,
-            num_classes=3,
-            input_context=context,
+            data.SourceRequest(resolution=8, num_classes=3, input_context=context),
             file_pattern=str(out / "train-*"),
         )
         assert src.presharded
@@ -128,8 +120,8 @@ def test_tfrecord_label_out_of_range_fails_in_graph(tmp_path):
         )
 
 
-def test_make_tfrecords_command_line(folder, tmp_path):
-    root, expected = folder
+def test_make_tfrecords_command_line(image_folder, tmp_path):
+    root, expected = image_folder
     out = tmp_path / "cli"
     result = subprocess.run(
         [

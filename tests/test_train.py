@@ -6,6 +6,7 @@ first step (β1 = 0) the update is about `lr * sign(g)`, which would hide a grad
 constant factor (e.g. losses averaged per replica instead of over the global batch).
 """
 
+import functools
 import glob
 import json
 import os
@@ -488,7 +489,7 @@ def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
         batch_size=8,
         resolution=RES,
         num_classes=3,
-        source=lambda **kw: data.synthetic_source(**kw, num_examples=48),
+        source=functools.partial(data.synthetic_source, num_examples=48),
     )
     reference = metrics.compute_dataset_stats(real.dataset, extractor, 32, verbose=0)
     reference_path = str(tmp_path / "reference.npz")

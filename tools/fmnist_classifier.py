@@ -49,8 +49,7 @@ def load_split(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
     images_file, labels_file = SPLIT_FILES[split]
     source = data.idx_source(
-        resolution=IMAGE_SIZE,
-        num_classes=NUM_CLASSES,
+        data.SourceRequest(IMAGE_SIZE, NUM_CLASSES),
         images_path=os.path.join(paths.expand(data_dir), images_file),
         labels_path=os.path.join(paths.expand(data_dir), labels_file),
     )

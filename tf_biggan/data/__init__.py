@@ -6,13 +6,15 @@ pipeline (Brock et al. 2019, after SA-GAN): centre crop to a square, resize to t
 resolution (bilinear with antialiasing), optional random horizontal flip, values scaled to
 [-1, 1].
 
-A data set is described by a *source* builder (gin-configurable) that returns a `Source`:
+A data set is described by a *source* builder (gin-configurable), called with a
+`SourceRequest` (resolution, num_classes, strict, seed, input_context), that returns a `Source`:
 cheap, un-decoded elements plus a `decode` function turning one element into
 `(image, label)`. `make_dataset` shards, shuffles and repeats the elements, then decodes
 and preprocesses them.
 
 Modules (each imports only those above it):
-  * `source`: the `Source` type, the in-graph label check, `classes.json`.
+  * `source`: the `Source` and `SourceRequest` types, the in-graph label check,
+    `classes.json`.
   * `decode`: image decoding (`decode_to_rgb_uint8`), crop/resize, `preprocess_image`.
   * `synthetic`: `synthetic_source`, procedural coloured shapes, one class per
     (shape, colour) pair.
@@ -34,7 +36,7 @@ from tf_biggan.data.folder import IMAGE_EXTENSIONS, image_folder_source, list_im
 from tf_biggan.data.idx import FASHION_MNIST_CLASS_NAMES, idx_source
 from tf_biggan.data.pipeline import InputData, make_dataset, pipeline_throughput
 from tf_biggan.data.report import summarize_dataset
-from tf_biggan.data.source import CLASSES_JSON, Source
+from tf_biggan.data.source import CLASSES_JSON, Source, SourceRequest
 from tf_biggan.data.synthetic import SYNTHETIC_COLOURS, SYNTHETIC_SHAPES, synthetic_source
 from tf_biggan.data.tfds import MANUAL_DOWNLOAD_FILES, tfds_source
 from tf_biggan.data.tfrecord import DATASET_INFO_JSON, tfrecord_source
@@ -49,6 +51,7 @@ __all__ = [
     "InputData",
     "MANUAL_DOWNLOAD_FILES",
     "Source",
+    "SourceRequest",
     "SYNTHETIC_COLOURS",
     "SYNTHETIC_SHAPES",
     "TFRECORD_IMAGE_KEY",

@@ -21,7 +21,7 @@ from absl import logging
 
 from tf_biggan import paths
 from tf_biggan.data.decode import decode_to_rgb_uint8
-from tf_biggan.data.source import GIN_MODULE, Source, preview
+from tf_biggan.data.source import GIN_MODULE, Source, SourceRequest, preview
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder_source", "list_image_folder"]
 
@@ -117,12 +117,8 @@ def _find_undecodable(image_paths: Sequence[str]) -> list[int]:
 
 @gin.configurable(module=GIN_MODULE)
 def image_folder_source(
+    request: SourceRequest,
     *,
-    resolution: int,
-    num_classes: int,
-    strict: bool = False,
-    seed: int = 0,
-    input_context: tf.distribute.InputContext | None = None,
     root: str = gin.REQUIRED,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
 ) -> Source:
@@ -137,18 +133,15 @@ def image_folder_source(
     convert once with `tools/make_tfrecords.py` and use `tfrecord_source`.
 
     Args:
-      resolution: unused here (resized by `make_dataset`).
-      num_classes: must equal the number of class subfolders.
-      strict: raise on the first corrupt file instead of skipping.
-      seed: unused.
-      input_context: unused (sharded by `make_dataset`).
+      request: uses `num_classes` (must equal the number of class subfolders) and `strict`
+        (raise on corrupt files instead of skipping them); `make_dataset` resizes and shards.
       root: the folder.
       extensions: accepted extensions.
 
     Returns:
       A `Source` whose elements are `(path, label)`.
     """
-    del resolution, seed, input_context
+    num_classes = request.num_classes
     root = paths.expand(root)
     class_names, image_paths, labels = list_image_folder(root, extensions)
     if len(class_names) != num_classes:
@@ -157,7 +150,7 @@ def image_folder_source(
             f"({preview(class_names)}) but num_classes={num_classes}"
         )
     bad = _find_undecodable(image_paths)
-    if bad and strict:
+    if bad and request.strict:
         listed = ", ".join(image_paths[i] for i in bad[:5])
         raise ValueError(f"{len(bad)} corrupt or unreadable image file(s) (strict=True): {listed}")
     for i in bad:

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_biggan import paths
-from tf_biggan.data.source import GIN_MODULE, Source, preview
+from tf_biggan.data.source import GIN_MODULE, Source, SourceRequest, preview
 
 __all__ = ["FASHION_MNIST_CLASS_NAMES", "idx_source"]
 
@@ -68,12 +68,8 @@ def _read_idx(path: str, expected_ndim: int) -> np.ndarray:
 
 @gin.configurable(module=GIN_MODULE)
 def idx_source(
+    request: SourceRequest,
     *,
-    resolution: int,
-    num_classes: int,
-    strict: bool = False,
-    seed: int = 0,
-    input_context: tf.distribute.InputContext | None = None,
     images_path: str = gin.REQUIRED,
     labels_path: str = gin.REQUIRED,
     class_names: Sequence[str] | None = None,
@@ -81,11 +77,8 @@ def idx_source(
     """Greyscale IDX images (MNIST / Fashion-MNIST format) with IDX labels.
 
     Args:
-      resolution: unused here (resized by `make_dataset`).
-      num_classes: labels must lie in [0, num_classes).
-      strict: unused (the arrays are validated whole).
-      seed: unused.
-      input_context: unused (sharded by `make_dataset`).
+      request: uses `num_classes` (labels must lie in [0, num_classes)); the arrays are
+        validated whole, and `make_dataset` resizes and shards.
       images_path: IDX3 uint8 file `[N, H, W]`, optionally gzipped.
       labels_path: IDX1 uint8 file `[N]`, optionally gzipped.
       class_names: names of the classes; default: the Fashion-MNIST names when
@@ -94,7 +87,7 @@ def idx_source(
     Returns:
       A `Source` whose elements are `(uint8 [H, W], label)` rows.
     """
-    del resolution, strict, seed, input_context
+    num_classes = request.num_classes
     images_path, labels_path = paths.expand(images_path), paths.expand(labels_path)
     images = _read_idx(images_path, 3)
     labels = _read_idx(labels_path, 1)

@@ -1,10 +1,11 @@
 """The training pipeline: `make_dataset`, its result `InputData`, and `pipeline_throughput`.
 
-`make_dataset` calls a source builder, shards the source's cheap un-decoded elements per
-input pipeline before shuffling (so workers see disjoint shards and shuffle buffers hold
-paths or records rather than decoded pictures), and decodes after shuffling. The iterator of
-`InputData.dataset` is a plain `tf.data` iterator and can be saved in a
-`tf.train.Checkpoint`; it restores to the exact next batch. All random choices are seeded.
+`make_dataset` calls a source builder with a `SourceRequest`, shards the source's cheap
+un-decoded elements per input pipeline before shuffling (so workers see disjoint shards and
+shuffle buffers hold paths or records rather than decoded pictures), and decodes after
+shuffling. The iterator of `InputData.dataset` is a plain `tf.data` iterator and can be
+saved in a `tf.train.Checkpoint`; it restores to the exact next batch. All random choices
+are seeded.
 
 Training checkpoints hold this iterator's state, so the sequence of `tf.data`
 transformations in `_input_data` is part of the checkpoint format: checkpoints of
@@ -22,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_biggan.data.decode import crop_resize, flip_and_scale
-from tf_biggan.data.source import GIN_MODULE, Source, preview, write_classes_json
+from tf_biggan.data.source import GIN_MODULE, Source, SourceRequest, preview, write_classes_json
 
 __all__ = ["InputData", "make_dataset", "pipeline_throughput"]
 
@@ -67,7 +68,7 @@ def make_dataset(
     batch_size: int,
     resolution: int,
     num_classes: int,
-    source: Callable[..., Source] = gin.REQUIRED,
+    source: Callable[[SourceRequest], Source] = gin.REQUIRED,
     input_context: tf.distribute.InputContext | None = None,
     model_dir: str | None = None,
     shuffle_buffer: int = 10_000,
@@ -87,8 +88,8 @@ def make_dataset(
       batch_size: per-pipeline batch (global batch / number of input pipelines).
       resolution: output side length R.
       num_classes: must equal the source's number of classes.
-      source: a source builder (e.g. `synthetic_source`), called with `resolution`,
-        `num_classes`, `strict`, `seed`, `input_context`.
+      source: a source builder (e.g. `synthetic_source`), called with one positional
+        `SourceRequest` of `resolution`, `num_classes`, `strict`, `seed`, `input_context`.
       input_context: `tf.distribute.InputContext`; the data is sharded by its
         `num_input_pipelines` / `input_pipeline_id` before shuffling.
       model_dir: if given, `classes.json` (class name -> index) is written there.
@@ -108,37 +109,26 @@ def make_dataset(
         source does not know its size).
     """
     _check_arguments(batch_size, resolution, shuffle_buffer)
-    src = source(
-        resolution=resolution,
-        num_classes=num_classes,
-        strict=strict,
-        seed=seed,
-        input_context=input_context,
-    )
+    request = SourceRequest(resolution, num_classes, strict, seed, input_context)
+    src = source(request)
     if len(src.class_names) != num_classes:
         raise ValueError(
             f"the data source has {len(src.class_names)} classes "
             f"({preview(src.class_names)}) but num_classes={num_classes}"
         )
-    num_pipelines, pipeline_id = 1, 0
-    if input_context is not None:
-        num_pipelines = input_context.num_input_pipelines
-        pipeline_id = input_context.input_pipeline_id
     if src.num_examples is not None:
-        _check_known_size(src.num_examples, num_pipelines, batch_size)
-    if model_dir and pipeline_id == 0:
+        _check_known_size(src.num_examples, request.num_pipelines, batch_size)
+    if model_dir and request.pipeline_id == 0:
         write_classes_json(model_dir, src.class_names)
-    elements = _shard(src, num_pipelines, pipeline_id, batch_size)
+    elements = _shard(src, request, batch_size)
     return _input_data(
         src,
         elements,
+        request,
         batch_size=batch_size,
-        resolution=resolution,
         shuffle_buffer=shuffle_buffer,
         random_flip=random_flip,
         cache=cache,
-        seed=seed,
-        pipeline_id=pipeline_id,
     )
 
 
@@ -163,16 +153,17 @@ def _check_known_size(num_examples: int, num_pipelines: int, batch_size: int) ->
         )
 
 
-def _shard(src: Source, num_pipelines: int, pipeline_id: int, batch_size: int) -> tf.data.Dataset:
+def _shard(src: Source, request: SourceRequest, batch_size: int) -> tf.data.Dataset:
     """This input pipeline's elements of `src`, checked to hold one batch if size unknown.
 
     The check of a source of unknown size (e.g. TFRecords without dataset_info.json) counts
     the first batch's worth of un-decoded elements of the shard, which is cheap, rather than
     let a tiny set repeat forever unnoticed.
     """
+    num_pipelines = request.num_pipelines
     elements = src.elements
     if num_pipelines > 1 and not src.presharded:
-        elements = elements.shard(num_pipelines, pipeline_id)
+        elements = elements.shard(num_pipelines, request.pipeline_id)
     if src.num_examples is None:
         available = int(elements.take(batch_size).reduce(np.int64(0), lambda count, _: count + 1))
         if available < batch_size:
@@ -187,26 +178,25 @@ def _shard(src: Source, num_pipelines: int, pipeline_id: int, batch_size: int) -
 def _input_data(
     src: Source,
     elements: tf.data.Dataset,
+    request: SourceRequest,
     *,
     batch_size: int,
-    resolution: int,
     shuffle_buffer: int,
     random_flip: bool,
     cache: bool,
-    seed: int,
-    pipeline_id: int,
 ) -> InputData:
     """The `InputData` whose `build` makes a new pipeline over this pipeline's `elements`.
 
     The transformations and their order are those listed in `make_dataset`; they define the
     iterator state stored in training checkpoints, so changing them breaks resuming.
     """
+    resolution, seed = request.resolution, request.seed
 
     def decode_resize(*element):
         image, label = src.decode(*element)
         return crop_resize(image, resolution), tf.cast(label, tf.int32)
 
-    flip_base = tf.constant(seed, tf.int64) * 1_000_003 + pipeline_id
+    flip_base = tf.constant(seed, tf.int64) * 1_000_003 + request.pipeline_id
 
     def preprocess(position, element):
         if cache:

@@ -1,7 +1,9 @@
 """The `Source` type every data source returns, and what the sources share.
 
-A source builder (one per module: `synthetic`, `idx`, `folder`, `tfrecord`, `tfds`) returns a
-`Source`: cheap, un-decoded elements plus a `decode` function. This module also holds the
+A source builder (one per module: `synthetic`, `idx`, `folder`, `tfrecord`, `tfds`) is called
+as `builder(request, **its_own_gin_parameters)` with a `SourceRequest` (the settings of
+`make_dataset` every source sees) and returns a `Source`: cheap, un-decoded elements plus a
+`decode` function. This module also holds the
 in-graph label check of the sources that only see labels while reading, and the
 `classes.json` file (class name -> index) that the pipeline writes into a model folder and
 that `tools/make_tfrecords.py` writes beside the records it converts.
@@ -16,12 +18,54 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-__all__ = ["CLASSES_JSON", "GIN_MODULE", "Source", "check_label", "preview", "write_classes_json"]
+__all__ = [
+    "CLASSES_JSON",
+    "GIN_MODULE",
+    "Source",
+    "SourceRequest",
+    "check_label",
+    "preview",
+    "write_classes_json",
+]
 
 CLASSES_JSON = "classes.json"
 # The module gin knows the data configurables by (`tf_biggan.data.make_dataset`, ...): the
 # package, whichever of its modules defines them, so full names in gin files keep working.
 GIN_MODULE = "tf_biggan.data"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRequest:
+    """The settings of `make_dataset` that every source builder receives.
+
+    A builder uses those it needs and ignores the rest; its own parameters (file paths,
+    names, sizes) are separate keyword arguments, bound by gin.
+
+    Attributes:
+      resolution: the training side length R (the pipeline crops and resizes; sources that
+        draw their images draw them at R).
+      num_classes: the number of classes the model expects.
+      strict: corrupt images raise instead of being skipped (sources that can skip).
+      seed: the data seed (generation, file shuffling).
+      input_context: `tf.distribute.InputContext` of this input pipeline, or None for one
+        pipeline; sources that shard by files use it.
+    """
+
+    resolution: int
+    num_classes: int
+    strict: bool = False
+    seed: int = 0
+    input_context: tf.distribute.InputContext | None = None
+
+    @property
+    def num_pipelines(self) -> int:
+        """The number of input pipelines (1 without an input context)."""
+        return 1 if self.input_context is None else self.input_context.num_input_pipelines
+
+    @property
+    def pipeline_id(self) -> int:
+        """This input pipeline's index in [0, num_pipelines)."""
+        return 0 if self.input_context is None else self.input_context.input_pipeline_id
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gin
 import tensorflow as tf
 
-from tf_biggan.data.source import GIN_MODULE, Source
+from tf_biggan.data.source import GIN_MODULE, Source, SourceRequest
 
 __all__ = ["SYNTHETIC_COLOURS", "SYNTHETIC_SHAPES", "synthetic_source"]
 
@@ -63,12 +63,8 @@ def _render_shape(index, *, resolution, num_classes, seed):
 
 @gin.configurable(module=GIN_MODULE)
 def synthetic_source(
+    request: SourceRequest,
     *,
-    resolution: int,
-    num_classes: int,
-    strict: bool = False,
-    seed: int = 0,
-    input_context: tf.distribute.InputContext | None = None,
     num_examples: int = 10_000,
 ) -> Source:
     """Procedural class-conditional images: one class per (shape, colour) pair.
@@ -80,17 +76,14 @@ def synthetic_source(
     given seed; example i has label `i % num_classes`.
 
     Args:
-      resolution: side of the generated images.
-      num_classes: 1..40.
-      strict: unused (nothing can be corrupt).
-      seed: generation seed.
-      input_context: unused (sharded by `make_dataset`).
+      request: uses `resolution` (side of the generated images), `num_classes` (1..40) and
+        `seed` (generation seed); nothing can be corrupt, and `make_dataset` shards.
       num_examples: size of the set.
 
     Returns:
       A `Source`.
     """
-    del strict, input_context
+    resolution, num_classes, seed = request.resolution, request.num_classes, request.seed
     max_classes = len(SYNTHETIC_SHAPES) * len(SYNTHETIC_COLOURS)
     if not 1 <= num_classes <= max_classes:
         raise ValueError(

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tf_biggan import paths
 from tf_biggan.data.decode import decode_to_rgb_uint8
-from tf_biggan.data.source import GIN_MODULE, Source, check_label
+from tf_biggan.data.source import GIN_MODULE, Source, SourceRequest, check_label
 
 __all__ = ["MANUAL_DOWNLOAD_FILES", "tfds_source"]
 
@@ -24,12 +24,8 @@ MANUAL_DOWNLOAD_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC201
 
 @gin.configurable(module=GIN_MODULE)
 def tfds_source(
+    request: SourceRequest,
     *,
-    resolution: int,
-    num_classes: int,
-    strict: bool = False,
-    seed: int = 0,
-    input_context: tf.distribute.InputContext | None = None,
     name: str = gin.REQUIRED,
     split: str = "train",
     data_dir: str | None = None,
@@ -46,11 +42,9 @@ def tfds_source(
     shuffling (`tfds.decode.SkipDecoding`), so shuffle buffers hold encoded bytes.
 
     Args:
-      resolution: unused here (resized by `make_dataset`).
-      num_classes: must equal the number of names of the label feature.
-      strict: unused (decode errors raise).
-      seed: file shuffling seed.
-      input_context: per-pipeline file sharding.
+      request: uses `num_classes` (must equal the number of names of the label feature),
+        `seed` (file shuffling seed) and `input_context` (per-pipeline file sharding);
+        decode errors raise, and `make_dataset` resizes.
       name: TFDS name, optionally with config/version ("imagenet2012:5.1.0").
       split: split spec ("train", "train[:90%]").
       data_dir: TFDS data folder (default ~/tensorflow_datasets).
@@ -62,7 +56,7 @@ def tfds_source(
     Returns:
       A `Source` whose elements are feature dicts with encoded images.
     """
-    del resolution, strict
+    num_classes, input_context = request.num_classes, request.input_context
     import tensorflow_datasets as tfds  # lazy: importing tfds is slow and optional
 
     if not name:
@@ -74,7 +68,7 @@ def tfds_source(
         raise ValueError(f"TFDS {name} has splits {sorted(info.splits.keys())}, not {split!r}")
     num_examples = int(info.splits[split].num_examples)
     read_config = tfds.ReadConfig(
-        input_context=input_context, shuffle_seed=seed, interleave_cycle_length=4
+        input_context=input_context, shuffle_seed=request.seed, interleave_cycle_length=4
     )
     elements = builder.as_dataset(
         split=split,

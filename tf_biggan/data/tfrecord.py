@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tf_biggan import paths
 from tf_biggan.data.decode import decode_to_rgb_uint8
-from tf_biggan.data.source import CLASSES_JSON, GIN_MODULE, Source, check_label
+from tf_biggan.data.source import CLASSES_JSON, GIN_MODULE, Source, SourceRequest, check_label
 
 __all__ = [
     "DATASET_INFO_JSON",
@@ -64,12 +64,8 @@ def make_example(contents: bytes, label: int, filename: str) -> tf.train.Example
 
 @gin.configurable(module=GIN_MODULE)
 def tfrecord_source(
+    request: SourceRequest,
     *,
-    resolution: int,
-    num_classes: int,
-    strict: bool = False,
-    seed: int = 0,
-    input_context: tf.distribute.InputContext | None = None,
     file_pattern: str = gin.REQUIRED,
     image_key: str = IMAGE_KEY,
     label_key: str = LABEL_KEY,
@@ -86,12 +82,9 @@ def tfrecord_source(
     (records written by the converter were validated when written).
 
     Args:
-      resolution: unused here (resized by `make_dataset`).
-      num_classes: number of classes.
-      strict: unused (decode errors always raise).
-      seed: unused (the file order is fixed).
-      input_context: when it has several pipelines and there are at least as many files,
-        each pipeline reads its own files.
+      request: uses `num_classes` and `input_context` (when it has several pipelines and
+        there are at least as many files, each pipeline reads its own files); decode errors
+        always raise, the file order is fixed, and `make_dataset` resizes.
       file_pattern: glob, e.g. "/data/flowers/train-*.tfrecord".
       image_key: feature holding the encoded image.
       label_key: feature holding the label.
@@ -100,15 +93,14 @@ def tfrecord_source(
     Returns:
       A `Source` whose elements are serialized records.
     """
-    del resolution, strict, seed
+    num_classes = request.num_classes
     file_pattern = paths.expand(file_pattern)
     files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {file_pattern}")
     folder = os.path.dirname(files[0])
-    class_names = _class_names(folder, class_names, num_classes)
     num_examples, per_class = _example_counts(folder)
-    elements, presharded = _records(files, input_context)
+    elements, presharded = _records(files, request)
     features = {
         image_key: tf.io.FixedLenFeature([], tf.string),
         label_key: tf.io.FixedLenFeature([], tf.int64),
@@ -124,7 +116,7 @@ def tfrecord_source(
         elements=elements,
         decode=decode,
         num_examples=num_examples,
-        class_names=class_names,
+        class_names=_class_names(folder, class_names, num_classes),
         examples_per_class=per_class,
         presharded=presharded,
     )
@@ -156,9 +148,7 @@ def _example_counts(folder: str) -> tuple[int | None, dict[str, int] | None]:
     return num_examples, per_class
 
 
-def _records(
-    files: Sequence[str], input_context: tf.distribute.InputContext | None
-) -> tuple[tf.data.Dataset, bool]:
+def _records(files: Sequence[str], request: SourceRequest) -> tuple[tf.data.Dataset, bool]:
     """The serialized records of `files` in turn, and whether they are this pipeline's shard.
 
     Each input pipeline reads its own files when there are at least as many files as
@@ -166,10 +156,7 @@ def _records(
     """
     presharded = False
     file_ds = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) >= input_context.num_input_pipelines:
-            file_ds = file_ds.shard(
-                input_context.num_input_pipelines, input_context.input_pipeline_id
-            )
-            presharded = True
+    if 1 < request.num_pipelines <= len(files):
+        file_ds = file_ds.shard(request.num_pipelines, request.pipeline_id)
+        presharded = True
     return file_ds.flat_map(tf.data.TFRecordDataset), presharded
