@@ -55,6 +55,17 @@ def test_compute_generator_stats_cycles_labels_and_counts():
     np.testing.assert_allclose(probs.sum(1), 1.0)
 
 
+def assert_record_without_class_accuracy(record):
+    """`record` has every field of an `evaluate` record, and no class accuracy: the classifier
+    of these tests has 5 classes, their generators 3."""
+    assert set(record) == {
+        "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
+        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
+        "reference_stats",
+    }  # fmt: skip
+    assert record["class_accuracy"] is None and record["per_class_accuracy"] is None
+
+
 def test_evaluate_and_periodic_evaluator_report_the_metrics_of_their_samples(tmp_path):
     extractor = _tiny_extractor()
     real = _LinearGenerator(dim_z=6, num_classes=3, seed=1)
@@ -65,13 +76,7 @@ def test_evaluate_and_periodic_evaluator_report_the_metrics_of_their_samples(tmp
     ref.save(path)
     kwargs = dict(num_samples=200, batch_size=50, num_classes=3, dim_z=6, verbose=0)
     same = runners.evaluate(real, extractor, path, seed=1, kid_subset_size=100, **kwargs)
-    assert set(same) == {
-        "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
-        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
-        "reference_stats",
-    }  # fmt: skip
-    # The classifier has 5 classes, the generator 3: no class accuracy.
-    assert same["class_accuracy"] is None and same["per_class_accuracy"] is None
+    assert_record_without_class_accuracy(same)
     assert same["reference_stats"] == path and same["num_samples"] == 200
     assert same["truncation"] is None and same["extractor"] == "keras_model:tiny/features"
     # The numbers are the metrics of the samples compute_generator_stats draws for this seed.

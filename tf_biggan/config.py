@@ -2,7 +2,8 @@
 
 Every module that defines a configurable is imported before parsing, so a
 binding of any of them works from any CLI and a typo in a binding fails with
-gin's error naming it instead of being skipped.
+gin's error naming it instead of being skipped. `define_gin_flags` gives the
+CLIs their `--gin_config` / `--gin_bindings` flags.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import logging
 import os
 
 import gin
+from absl import flags
+
+# The flags `define_gin_flags` defines belong to the program that calls it: they are its key
+# flags, listed by its --helpshort.
+flags.disclaim_key_flags()
 
 CONFIGURABLE_MODULES = (
     "tf_biggan.networks",
@@ -27,6 +33,18 @@ CONFIGURABLE_MODULES = (
 
 # Folders already added to gin's search path for `include` (gin keeps a list that only grows).
 _search_folders: set[str] = set()
+
+
+def define_gin_flags(config_help: str, bindings_help: str = "Extra gin bindings.") -> None:
+    """Defines the repeatable `--gin_config` and `--gin_bindings` flags (default `[]`) that a
+    CLI passes to `parse_gin`.
+
+    Args:
+      config_help: help of `--gin_config` (what the files configure in this program).
+      bindings_help: help of `--gin_bindings`.
+    """
+    flags.DEFINE_multi_string("gin_config", [], config_help)
+    flags.DEFINE_multi_string("gin_bindings", [], bindings_help)
 
 
 def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:

@@ -18,6 +18,16 @@ from absl import app, flags
 
 from tf_biggan import metrics
 
+# The flags that set the `metrics.evaluate` argument of the same name.
+_EVALUATE_FLAGS = (
+    "num_samples",
+    "batch_size",
+    "truncation",
+    "seed",
+    "kid_subsets",
+    "kid_subset_size",
+)
+
 
 def main(argv) -> None:
     del argv
@@ -27,19 +37,13 @@ def main(argv) -> None:
     # stdout carries only the JSON result; progress bars and library prints go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         generator = metrics.open_generator(f.model_dir, f.saved_model)
-        extractor = metrics.extractor_from_flags(f)
         record = metrics.evaluate(
             generator.generate,
-            extractor,
+            metrics.extractor_from_flags(f),
             f.reference_stats,
-            num_samples=f.num_samples,
-            batch_size=f.batch_size,
             num_classes=generator.num_classes,
             dim_z=generator.dim_z,
-            truncation=f.truncation,
-            seed=f.seed,
-            kid_subsets=f.kid_subsets,
-            kid_subset_size=f.kid_subset_size,
+            **{name: f[name].value for name in _EVALUATE_FLAGS},
         )
     print(metrics.json_line(record), flush=True)
 

@@ -304,9 +304,11 @@ class _Outputs:
 
 def define_flags() -> None:
     """Defines the CLI's flags (only when run as the program, so importing defines none)."""
-    flags.DEFINE_multi_string("gin_config", [], "Gin config file(s), applied in order.")
-    flags.DEFINE_multi_string(
-        "gin_bindings", [], "Extra gin bindings, e.g. 'train.total_steps = 10'."
+    from tf_biggan import config as config_lib
+
+    config_lib.define_gin_flags(
+        "Gin config file(s), applied in order.",
+        "Extra gin bindings, e.g. 'train.total_steps = 10'.",
     )
     flags.DEFINE_string("model_dir", None, "Output directory; a restart with the same one resumes.")
     flags.DEFINE_string("init_from", None, "Checkpoint or model_dir to fine-tune from.")

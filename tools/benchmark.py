@@ -59,10 +59,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from tf_biggan import config as config_lib  # noqa: E402
 from tf_biggan import step as step_lib  # noqa: E402
 
-flags.DEFINE_multi_string("gin_config", [], "Gin config file(s) configuring G and D.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
+config_lib.define_gin_flags("Gin config file(s) configuring G and D.")
 flags.DEFINE_integer("resolution", 32, "Image size in pixels (32, 64, 128, 256, 512).")
 flags.DEFINE_integer("ch", 64, "Channel width multiplier of G and D.")
 flags.DEFINE_integer("batch_size", 64, "Global batch per D and per G update, and per sample call.")
@@ -150,8 +150,6 @@ def _train_state(FLAGS, strategy):
 def run(FLAGS) -> dict:
     import keras
     import tensorflow as tf
-
-    from tf_biggan import config as config_lib
 
     for name in ("iters", "batch_size", "d_steps"):
         if getattr(FLAGS, name) < 1:

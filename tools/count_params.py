@@ -10,13 +10,14 @@ import json
 
 from absl import app, flags
 
-flags.DEFINE_multi_string("gin_config", [], "Gin config file(s).")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. 'Generator.ch = 64'.")
+from tf_biggan import config
+
+config.define_gin_flags("Gin config file(s).", "Extra gin bindings, e.g. 'Generator.ch = 64'.")
 
 
 def main(argv):
     del argv
-    from tf_biggan import config, networks
+    from tf_biggan import networks
 
     config.parse_gin(flags.FLAGS.gin_config, flags.FLAGS.gin_bindings)
     generator = networks.Generator()

@@ -92,10 +92,9 @@ def main(argv):
 
 
 def _define_flags():
-    from tf_biggan import metrics
+    from tf_biggan import config, metrics
 
-    flags.DEFINE_multi_string("gin_config", [], "gin files configuring make_dataset.")
-    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
+    config.define_gin_flags("gin files configuring make_dataset.")
     flags.DEFINE_integer("num_samples", 50_000, "Number of data set images.")
     flags.DEFINE_integer("batch_size", 50, "Images per extractor call.")
     flags.DEFINE_integer("max_kid_features", 10_000, "Raw features kept for KID.")

@@ -91,29 +91,18 @@ def compute_generator_stats(
             f"Bad sizes: num_samples={num_samples}, batch_size={batch_size}, "
             f"num_classes={num_classes}."
         )
-    stats = None
-    probs = []
-    progbar = _progbar(num_samples, verbose)
-    done = 0
-    batch_index = 0
-    while done < num_samples:
-        b = min(batch_size, num_samples - done)
-        z = truncated_z(b, dim_z, truncation, seed=seed * 1_000_003 + batch_index)
-        labels = generated_labels(num_samples, num_classes)[done : done + b]
-        y_onehot = np.eye(num_classes, dtype=np.float32)[labels]
-        images = generate_fn(tf.constant(z), tf.constant(y_onehot))
-        out = extractor(images)
-        if stats is None:
-            stats = StreamingStats(
-                out["pool"].shape[1], max_kid_features, seed=seed, extractor=extractor.name
-            )
-        stats.update(out["pool"])
-        if out["logits"] is not None:
-            probs.append(softmax(out["logits"]))
-        done += b
-        batch_index += 1
-        progbar.update(done)
-    return stats, (np.concatenate(probs) if probs else None)
+    labels = generated_labels(num_samples, num_classes)
+
+    def batches():
+        for batch_index, start in enumerate(range(0, num_samples, batch_size)):
+            b = min(batch_size, num_samples - start)
+            z = truncated_z(b, dim_z, truncation, seed=seed * 1_000_003 + batch_index)
+            y_onehot = np.eye(num_classes, dtype=np.float32)[labels[start : start + b]]
+            yield generate_fn(tf.constant(z), tf.constant(y_onehot))
+
+    return _accumulate(
+        batches(), extractor, num_samples, max_kid_features, seed, verbose, keep_probs=True
+    )
 
 
 def compute_dataset_stats(
@@ -140,23 +129,42 @@ def compute_dataset_stats(
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2, got {num_samples}.")
+
+    def batches():
+        for images, _ in dataset:
+            yield tf.image.grayscale_to_rgb(images) if images.shape[-1] == 1 else images
+
+    stats, _ = _accumulate(batches(), extractor, num_samples, max_kid_features, seed, verbose)
+    return stats
+
+
+def _accumulate(
+    batches, extractor, num_samples, max_kid_features, seed, verbose, keep_probs=False
+) -> tuple[StreamingStats, np.ndarray | None]:
+    """Feature statistics of the first `num_samples` images of an iterable of image batches.
+
+    Returns:
+        `(stats, probs)`: the pool-feature `StreamingStats` and, with `keep_probs`, the class
+        probabilities float64 `[num_samples, K']` (otherwise, or without logits, None).
+
+    Raises:
+        ValueError: the batches ended before `num_samples` images.
+    """
     stats = None
+    probs = []
     progbar = _progbar(num_samples, verbose)
-    for images, _ in dataset:
-        remaining = num_samples - (stats.count if stats is not None else 0)
-        images = images[:remaining]
-        grey = images.shape[-1] == 1
-        if grey:
-            images = tf.image.grayscale_to_rgb(images)
-        out = extractor(images)
+    for images in batches:
+        out = extractor(images[: num_samples - (0 if stats is None else stats.count)])
         if stats is None:
             stats = StreamingStats(
                 out["pool"].shape[1], max_kid_features, seed=seed, extractor=extractor.name
             )
         stats.update(out["pool"])
+        if keep_probs and out["logits"] is not None:
+            probs.append(softmax(out["logits"]))
         progbar.update(stats.count)
         if stats.count >= num_samples:
-            return stats
+            return stats, (np.concatenate(probs) if probs else None)
     raise ValueError(
         f"The data set ended after {0 if stats is None else stats.count} images; "
         f"{num_samples} were requested."
@@ -288,27 +296,19 @@ class PeriodicEvaluator:
         self.extractor = extractor
         self.reference_stats_path = reference_stats_path
         self.reference = StreamingStats.load(reference_stats_path)
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.num_classes = num_classes
-        self.dim_z = dim_z
-        self.truncation = truncation
-        self.seed = seed
+        # The arguments of `evaluate` that stay the same from one evaluation to the next.
+        self.settings = dict(
+            num_samples=num_samples,
+            batch_size=batch_size,
+            num_classes=num_classes,
+            dim_z=dim_z,
+            truncation=truncation,
+            seed=seed,
+        )
 
     def __call__(self, generate_fn: Callable) -> dict:
         """Evaluates `generate_fn`; returns the dict of `evaluate` (with this reference path)."""
-        metrics = evaluate(
-            generate_fn,
-            self.extractor,
-            self.reference,
-            num_samples=self.num_samples,
-            batch_size=self.batch_size,
-            num_classes=self.num_classes,
-            dim_z=self.dim_z,
-            truncation=self.truncation,
-            seed=self.seed,
-            verbose=0,
-        )
+        metrics = evaluate(generate_fn, self.extractor, self.reference, verbose=0, **self.settings)
         metrics["reference_stats"] = self.reference_stats_path
         return metrics
 
