@@ -160,6 +160,12 @@ def test_gin_binds_source_and_its_parameters():
         np.testing.assert_array_equal(labels, np.arange(12) % 3)
     finally:
         gin.clear_config()
+    # The resolution, the class count, the batch and the seed come from the networks and the
+    # run; a binding of its own would be overridden, so it is refused.
+    for name in ("resolution", "num_classes", "batch_size", "seed"):
+        with pytest.raises(ValueError, match=f"make_dataset.{name}"):
+            gin.parse_config(f"make_dataset.{name} = 8")
+        gin.clear_config()
 
 
 def test_pipeline_throughput_counts_the_timed_batches(monkeypatch):

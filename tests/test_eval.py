@@ -184,12 +184,10 @@ def test_reference_stats_tool_uses_gin_dataset_at_the_generator_sizes(tmp_path):
     extractor = metrics.make_extractor(
         "keras_model", path=tiny_classifier(), feature_layer="features"
     )
-    # Resolution and class count come from the generator's configuration; a data set binding
-    # of its own does not override them.
+    # Resolution and class count come from the generator's configuration.
     bindings = [
         "Generator.resolution = 32",
         "Generator.num_classes = 3",
-        "make_dataset.resolution = 64",
         "make_dataset.source = @synthetic_source",
         "make_dataset.shuffle_buffer = 0",
         "synthetic_source.num_examples = 48",

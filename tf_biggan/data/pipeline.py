@@ -62,7 +62,12 @@ class InputData:
         return self.build()
 
 
-@gin.configurable(module=GIN_MODULE)
+# What the training loop passes in: the resolution and class count are the networks', the
+# batch and the shard the step's and the strategy's. Binding them in gin is an error.
+@gin.configurable(
+    module=GIN_MODULE,
+    denylist=["batch_size", "resolution", "num_classes", "input_context", "model_dir", "seed"],
+)
 def make_dataset(
     *,
     batch_size: int,
