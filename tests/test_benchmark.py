@@ -22,8 +22,8 @@ def test_benchmark_cli_prints_one_json_line(tmp_path):
         "--batch_size=2",
         "--num_classes=3",
         "--attention=0",
-        "--iters=2",
-        "--warmup=1",
+        "--iters=1",
+        "--warmup=0",
         "--input_pipeline",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
