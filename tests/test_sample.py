@@ -209,3 +209,9 @@ def test_cli_from_export_alone(setup, gen, tmp_path):
         outputs["class_interpolation"],
         sample.class_interpolation_sheet(gen, 0, 2, 4, 2, truncation=0.5, seed=2),
     )
+
+
+def test_without_classes_a_many_class_model_draws_ten_spread_classes():
+    assert sample.default_classes(5) == [0, 1, 2, 3, 4]
+    assert sample.default_classes(10) == list(range(10))
+    assert sample.default_classes(1000) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]

@@ -9,6 +9,7 @@ constant factor (e.g. losses averaged per replica instead of over the global bat
 import functools
 import glob
 import json
+import logging
 import os
 
 import gin
@@ -379,12 +380,27 @@ def _checkpoint_numbers(model_dir):
     return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
 
 
-def test_train_writes_outputs_and_resumes(tmp_path):
+def _summary_values(model_dir):
+    """Every summary value the run wrote, in order."""
+    for path in glob.glob(os.path.join(model_dir, "summaries", "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            yield from tf.compat.v1.Event.FromString(record.numpy()).summary.value
+
+
+def _summary_tags(model_dir):
+    return {value.tag for value in _summary_values(model_dir)}
+
+
+def test_train_writes_outputs_and_resumes(tmp_path, capsys, caplog):
     model_dir = str(tmp_path / "run")
     try:
         _parse(TINY + ["train.total_steps = 4"])
         result = train.train(model_dir)
         assert result["step"] == 4
+        # TensorBoard also shows what the run is: its settings, as text and as hparams, and
+        # the real examples.
+        tags = _summary_tags(model_dir)
+        assert {"config/operative", "data/real_examples", "_hparams_/session_start_info"} <= tags
         assert _checkpoint_numbers(model_dir) == [2, 4]
         assert glob.glob(os.path.join(model_dir, "summaries", "events.out.tfevents.*"))
         pngs = sorted(os.listdir(os.path.join(model_dir, "samples")))
@@ -409,13 +425,28 @@ def test_train_writes_outputs_and_resumes(tmp_path):
         ):
             assert line in operative, line
 
-        _parse(TINY + ["train.total_steps = 6"])
+        # Not a terminal (pytest captures stdout): the progress is a line per summary step.
+        _parse(TINY + ["train.total_steps = 6", "train.summary_every = 2"])
+        capsys.readouterr()
         result = train.train(model_dir)
         assert result["step"] == 6 and result["start_step"] == 4
+        progress = [line for line in capsys.readouterr().out.splitlines() if "/6" in line]
+        assert any("6/6" in line for line in progress)
+        assert not any("5/6" in line for line in progress), progress
         assert _checkpoint_numbers(model_dir) == [2, 4, 6]
         assert sorted(os.listdir(os.path.join(model_dir, "samples")))[-1] == "step_00000006.png"
         _, restored, _ = state_lib.restore_ema_generator(model_dir)
         assert restored["step"] == 6
+
+        # The same command after the end says so; it exports once, if no export is there.
+        for _ in range(2):
+            _parse(TINY + ["train.total_steps = 6", "train.export_at_end = True"])
+            with caplog.at_level(logging.INFO):
+                result = train.train(model_dir)
+            assert result["step"] == result["start_step"] == 6
+            assert "is complete: step 6 of train.total_steps = 6" in caplog.text
+            assert sorted(os.listdir(os.path.join(model_dir, "export"))) == ["1"]
+        assert _checkpoint_numbers(model_dir) == [2, 4, 6]
 
         # Resuming with an Adam that keeps a first moment cannot use these optimizer slots.
         _parse(TINY + ["train.total_steps = 8", "generator/make_optimizer.beta_1 = 0.5"])
@@ -441,14 +472,11 @@ def _write_image_folder(root):
 
 
 def _scalar_values(model_dir, tag):
-    values = []
-    for path in glob.glob(os.path.join(model_dir, "summaries", "events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values.append(float(tf.make_ndarray(value.tensor)))
-    return values
+    return [
+        float(tf.make_ndarray(value.tensor))
+        for value in _summary_values(model_dir)
+        if value.tag == tag
+    ]
 
 
 def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):

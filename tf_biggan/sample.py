@@ -42,6 +42,7 @@ __all__ = [
     "class_grid",
     "class_interpolation_sheet",
     "load_generator",
+    "default_classes",
     "parse_classes",
     "resolve_saved_model",
     "truncation_grid",
@@ -192,6 +193,17 @@ def load_generator(
     return _from_model_dir(paths.expand(model_dir), paths.expand(checkpoint_path))
 
 
+DEFAULT_MAX_CLASSES = 10
+
+
+def default_classes(num_classes: int, limit: int = DEFAULT_MAX_CLASSES) -> list[int]:
+    """The classes drawn when none are named: all of them up to `limit`, else `limit`
+    classes spread evenly over the index range (a 1000-class model: 0, 111, ..., 999)."""
+    if num_classes <= limit:
+        return list(range(num_classes))
+    return [round(k * (num_classes - 1) / (limit - 1)) for k in range(limit)]
+
+
 def parse_classes(gen: LoadedGenerator, classes) -> list[int]:
     """Class indices from ints, digit strings or class names (a list or a comma-separated string).
 
@@ -328,7 +340,7 @@ def main(argv) -> None:
     if bool(f.model_dir) == bool(f.saved_model):
         raise flags.ValidationError("give exactly one of --model_dir and --saved_model")
     gen = load_generator(f.model_dir, f.saved_model, f.checkpoint)
-    classes = f.classes or [str(i) for i in range(gen.num_classes)]
+    classes = f.classes or [str(i) for i in default_classes(gen.num_classes)]
     common = dict(seed=f.seed, batch_size=f.batch_size, pad=f.pad)
     if f.mode == "class_grid":
         grid = class_grid(gen, classes, f.samples, f.truncation, **common)
@@ -353,7 +365,12 @@ def _define_flags() -> None:
     flags.DEFINE_string("saved_model", None, "Export folder or one of its version folders.")
     flags.DEFINE_enum("mode", "class_grid", list(MODES), "Which sheet to draw.")
     flags.DEFINE_string("output", None, "PNG file to write.")
-    flags.DEFINE_list("classes", None, "Class indices or names; default all classes.")
+    flags.DEFINE_list(
+        "classes",
+        None,
+        f"Class indices or names; default all classes up to {DEFAULT_MAX_CLASSES}, else "
+        f"{DEFAULT_MAX_CLASSES} spread evenly over the index range.",
+    )
     flags.DEFINE_float("truncation", None, "Truncation threshold on |z|; unset: none.")
     flags.DEFINE_list("truncations", ["2.0", "1.0", "0.5", "0.25"], "truncation_grid rows.")
     flags.DEFINE_integer("samples", 8, "class_grid / truncation_grid columns.")

@@ -56,6 +56,27 @@ def write_scalars(state, metrics: dict, step: int, skipped_images, sigmas: dict)
         tf.summary.scalar("data/skipped_images", int(skipped_images.numpy()), step=step)
 
 
+def write_run_description(operative_config: str, settings: dict, real_examples_png, step: int):
+    """TensorBoard's view of what the run is: the operative gin config as text, the settings
+    as hparams (HParams tab) and the real-examples grid, under the default writer.
+
+    Args:
+      operative_config: `gin.operative_config_str()`.
+      settings: flat name -> value (None values are left out).
+      real_examples_png: path of `real_examples.png`, or None when there is none.
+      step: the summary step.
+    """
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    # Markdown: indented lines are shown as code, as written.
+    text = "\n".join("    " + line for line in operative_config.splitlines())
+    tf.summary.text("config/operative", text, step=step)
+    hparams_api.hparams({k: v for k, v in settings.items() if v is not None})
+    if real_examples_png and tf.io.gfile.exists(real_examples_png):
+        grid = tf.io.decode_png(tf.io.read_file(real_examples_png), channels=3)
+        tf.summary.image("data/real_examples", grid[None], step=step)
+
+
 def sample_grid(generator, z, labels, batch_size: int = SAMPLE_BATCH_SIZE) -> np.ndarray:
     """A uint8 grid of `generator` samples, one row per class (`labels` sorted by class).
 

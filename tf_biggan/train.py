@@ -16,6 +16,7 @@ its slice of every batch inside the step.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import gin
@@ -132,16 +133,18 @@ class Run:
             self.save(final_step)
         return final_step
 
-    def export_if_done(self) -> None:
-        """Writes the SavedModel to `model_dir/export` once `total_steps` are reached."""
+    def export_if_done(self, trained: bool) -> None:
+        """Writes the SavedModel to `model_dir/export` once `total_steps` are reached, unless
+        this process trained no step and an export is there already."""
         self.writer.flush()
         loop = self.config.loop
-        if self.chief and loop.export_at_end and self.step >= loop.total_steps:
-            from tf_biggan import export
+        if not (self.chief and loop.export_at_end and self.step >= loop.total_steps):
+            return
+        from tf_biggan import export
 
-            export.export_from_state(
-                self.state, os.path.join(self.model_dir, "export"), self.input_data.class_names
-            )
+        export_dir = os.path.join(self.model_dir, "export")
+        if trained or export.next_version(export_dir) == 1:
+            export.export_from_state(self.state, export_dir, self.input_data.class_names)
 
 
 def _build_state(strategy, network_settings: dict) -> state_lib.TrainState:
@@ -189,6 +192,14 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
     recovery = recovery_lib.Recovery(run.state, run.manager, config.recovery)
     outputs = _Outputs(run)
     start_step, started = run.step, time.time()
+    if start_step >= loop.total_steps:
+        logging.info(
+            "the run in %s is complete: step %d of train.total_steps = %d; raise total_steps "
+            "to train further",
+            model_dir,
+            start_step,
+            loop.total_steps,
+        )
     metrics, stopped_by_collapse = {}, False
     with recovery_lib.StopRequest() as stop, run.writer.as_default():
         while run.step < loop.total_steps:
@@ -196,7 +207,7 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
             metrics = {k: float(v) for k, v in train_step(images, labels).items()}
             step = run.step
             if step == start_step + 1:
-                outputs.write_operative_config()
+                outputs.write_operative_config(step)
             if recovery.after_step(step, metrics["nonfinite"] > 0):
                 continue
             if step % loop.summary_every == 0 or step == loop.total_steps:
@@ -227,7 +238,7 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
                 else:
                     run.save(step)
         final_step = run.save_final(stopped_by_collapse)
-    run.export_if_done()
+    run.export_if_done(trained=final_step > start_step)
     return {
         "step": final_step,
         "start_step": start_step,
@@ -264,15 +275,23 @@ class _Outputs:
             config.loop.total_steps, stateful_metrics=["loss/d", "loss/g", "img/s"]
         )
         self.progress.update(run.step)
+        self.interactive = sys.stdout.isatty()
         self.last_time, self.last_step = time.time(), run.step
 
-    def write_operative_config(self) -> None:
-        """`operative_config.gin`: every setting the run used (gin knows it after a step)."""
-        if self.run.chief:
-            _write_text(
-                os.path.join(self.run.model_dir, "operative_config.gin"),
-                gin.operative_config_str(),
-            )
+    def write_operative_config(self, step: int) -> None:
+        """`operative_config.gin`: every setting the run used (gin knows it after a step),
+        also in TensorBoard with the settings as hparams and the real-examples grid."""
+        if not self.run.chief:
+            return
+        operative = gin.operative_config_str()
+        model_dir = self.run.model_dir
+        _write_text(os.path.join(model_dir, "operative_config.gin"), operative)
+        summaries.write_run_description(
+            operative,
+            self.run.config.settings(),
+            os.path.join(model_dir, "real_examples.png"),
+            step,
+        )
 
     def summarize(self, step: int, metrics: dict) -> dict:
         """Adds `img/s` to `metrics`, writes the scalars; returns the SN summaries."""
@@ -290,8 +309,11 @@ class _Outputs:
     def after_step(self, step: int, metrics: dict) -> None:
         """The progress bar, and the sample grid and evaluation when due."""
         loop = self.run.config.loop
-        shown = [(k, metrics[k]) for k in ("loss/d", "loss/g", "img/s") if k in metrics]
-        self.progress.update(step, shown)
+        # In a terminal the bar redraws in place; in a log (CI, nohup) each update is a line,
+        # so there it is updated on summary steps only.
+        if self.interactive or step % loop.summary_every == 0 or step == loop.total_steps:
+            shown = [(k, metrics[k]) for k in ("loss/d", "loss/g", "img/s") if k in metrics]
+            self.progress.update(step, shown)
         ema_generator = self.run.state.ema_generator
         if step % loop.sample_every == 0 or step == loop.total_steps:
             self.grids.write(ema_generator, self.run.model_dir, step, self.run.chief)

@@ -137,6 +137,14 @@ class TrainConfig:
     runtime: RuntimeConfig
     evaluation: EvalConfig
 
+    def settings(self) -> dict:
+        """Every setting by its `train` name (`eval_every`, `d_steps`, ...)."""
+        return {
+            prefix + name: value
+            for concern, (_, prefix) in CONCERNS.items()
+            for name, value in dataclasses.asdict(getattr(self, concern)).items()
+        }
+
     @classmethod
     def from_settings(cls, settings: dict) -> tuple[TrainConfig, dict]:
         """Builds each dataclass from its gin bindings, with `settings` on top.
