@@ -32,7 +32,12 @@ def _generator(seed):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
+    return model_dir_and_export(tmp_path_factory.mktemp("sample"))
+
+
+def model_dir_and_export(root):
+    """A tiny EMA generator saved as a model_dir and exported twice (versions 1 and 2, the
+    latter with its weights); returns `(generator, model_dir, export_dir)`."""
     generator = _generator(1)
     model_dir = str(root / "run")
     state_lib.write_model_config(model_dir, generator, CLASS_NAMES)

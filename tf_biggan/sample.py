@@ -41,6 +41,7 @@ __all__ = [
     "LoadedGenerator",
     "class_grid",
     "class_interpolation_sheet",
+    "load",
     "load_generator",
     "default_classes",
     "parse_classes",
@@ -90,6 +91,39 @@ class LoadedGenerator:
         if z.shape[0] != y.shape[0]:
             raise ValueError(f"z and y_onehot batch sizes differ: {z.shape[0]} vs {y.shape[0]}")
         return self._generate_fn(z, y)
+
+    def sample(
+        self, classes, n: int | None = None, truncation=None, seed: int = 0, batch_size: int = 64
+    ) -> np.ndarray:
+        """uint8 images of the given classes: image i is of class `classes[i % len(classes)]`.
+
+        Args:
+          classes: class indices or names (see `parse_classes`), or one of them.
+          n: number of images (default: one per class given).
+          truncation: None for z ~ N(0, I), or t > 0 to resample entries with |z| > t.
+          seed: seed of z (the same seed gives the same images).
+          batch_size: images per generator call.
+
+        Returns:
+          uint8 numpy `[n, R, R, 3]`.
+        """
+        if isinstance(classes, (str, int, np.integer)):
+            classes = [classes]
+        labels = parse_classes(self, list(classes))
+        n = len(labels) if n is None else int(n)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        labels = np.resize(np.asarray(labels), n)
+        z = imaging.truncated_z(n, self.dim_z, truncation, seed=seed)
+        y = _onehot(self, labels)
+        return np.concatenate(
+            [
+                imaging.to_uint8(
+                    self.generate(z[i : i + batch_size], y[i : i + batch_size])
+                ).numpy()
+                for i in range(0, n, batch_size)
+            ]
+        )
 
 
 def resolve_saved_model(path: str) -> str:
@@ -168,6 +202,17 @@ def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenera
     )
     generator.network = network
     return generator
+
+
+def load(path: str) -> LoadedGenerator:
+    """Loads a generator from a training `model_dir` (its EMA generator, latest checkpoint),
+    an export folder or one of its version folders."""
+    path = paths.expand(path)
+    if tf.io.gfile.exists(os.path.join(path, "model_config.json")) and tf.train.latest_checkpoint(
+        path
+    ):
+        return load_generator(model_dir=path)
+    return load_generator(saved_model=path)
 
 
 def load_generator(
