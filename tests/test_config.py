@@ -67,3 +67,19 @@ def test_an_include_beside_the_config_parses_without_an_error_logged(caplog):
         config_lib.parse_gin([os.path.join(REPO, "gin_configs", "imagenet128.gin")], finalize=False)
     assert gin.query_parameter("train.accumulation_steps") == 8  # From base/imagenet.gin.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config_lib.resolve_config("quickstart") == os.path.join(
+        config_lib.SHIPPED_CONFIGS, "quickstart.gin"
+    )
+    assert config_lib.resolve_config("imagenet128.gin").endswith("configs/imagenet128.gin")
+    config_lib.parse_gin(["imagenet128"], finalize=False)  # its include resolves too
+    assert gin.query_parameter("train.accumulation_steps") == 8
+    with pytest.raises(FileNotFoundError, match="imagenet129.*by name: cifar10, "):
+        config_lib.resolve_config("imagenet129")
+    with pytest.raises(FileNotFoundError, match="elsewhere/quickstart.gin"):
+        config_lib.resolve_config("elsewhere/quickstart.gin")
+    # The checkout's gin_configs/ is the package's folder.
+    assert os.path.samefile(os.path.join(REPO, "gin_configs"), config_lib.SHIPPED_CONFIGS)

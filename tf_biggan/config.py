@@ -47,11 +47,42 @@ def define_gin_flags(config_help: str, bindings_help: str = "Extra gin bindings.
     flags.DEFINE_multi_string("gin_bindings", [], bindings_help)
 
 
+SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+"""The experiment files shipped with the package (`gin_configs/` in a checkout)."""
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped experiments (`imagenet128`, `quickstart`, ...)."""
+    return sorted(
+        name[: -len(".gin")] for name in os.listdir(SHIPPED_CONFIGS) if name.endswith(".gin")
+    )
+
+
+def resolve_config(path: str) -> str:
+    """`path` if it exists, else the shipped config of that name (`quickstart`,
+    `imagenet128.gin`), so an installed package finds its experiments from any folder.
+
+    Raises:
+      FileNotFoundError: neither, naming the shipped configs.
+    """
+    if os.path.exists(path):
+        return path
+    name = os.path.basename(path)
+    shipped = os.path.join(SHIPPED_CONFIGS, name if name.endswith(".gin") else name + ".gin")
+    if name == path and os.path.exists(shipped):
+        return shipped
+    raise FileNotFoundError(
+        f"gin config file not found: {path} (the shipped ones, by name: "
+        f"{', '.join(shipped_configs())})"
+    )
+
+
 def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
     """Parses gin files and bindings after registering all configurables.
 
     Args:
-      config_files: paths of `.gin` files, applied in order.
+      config_files: paths of `.gin` files, or names of shipped ones (`quickstart`), applied
+        in order.
       bindings: extra binding strings, applied after the files.
       finalize: lock the config so later changes raise.
 
@@ -62,9 +93,8 @@ def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
     """
     for module in CONFIGURABLE_MODULES:
         importlib.import_module(module)
+    config_files = [resolve_config(path) for path in config_files]
     for path in config_files:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"gin config file not found: {path}")
         # `include 'base/imagenet.gin'` resolves against the including file's folder too,
         # so configs work from any working directory.
         folder = os.path.dirname(os.path.abspath(path))

@@ -64,6 +64,11 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("reference_stats")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `tf-biggan-eval` console script: `python -m tf_biggan.eval` with its flags."""
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

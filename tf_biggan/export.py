@@ -347,8 +347,13 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["model_dir", "export_dir"])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `tf-biggan-export` console script: `python -m tf_biggan.export` with its flags."""
     from absl import app
 
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -429,8 +429,13 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("output")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `tf-biggan-sample` console script: `python -m tf_biggan.sample` with its flags."""
     from absl import app
 
     _define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -354,6 +354,11 @@ def main(argv):
     logging.info("finished at step %d", result["step"])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `tf-biggan-train` console script: `python -m tf_biggan.train` with its flags."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()
