@@ -115,6 +115,84 @@ def test_cli_prints_one_json_line(tmp_path):
     assert result["fid"] > 0 and result["kid_std"] > 0
 
 
+def _cli_command(saved_model, extractor_path, ref_path, *extra):
+    return [
+        sys.executable, "-m", "tf_biggan.eval", f"--saved_model={saved_model}",
+        f"--reference_stats={ref_path}", "--num_samples=60", "--batch_size=30",
+        "--extractor=keras_model", f"--extractor_path={extractor_path}",
+        "--feature_layer=features", "--logits_layer=logits", "--seed=3", "--kid_subsets=5",
+        "--kid_subset_size=50", *extra,
+    ]  # fmt: skip
+
+
+def _library_record(saved_model, extractor_path, ref_path, truncation):
+    return metrics.evaluate(
+        metrics.open_generator(saved_model=saved_model).generate,
+        metrics.make_extractor(
+            "keras_model", extractor_path, feature_layer="features", logits_layer="logits"
+        ),
+        ref_path, num_samples=60, batch_size=30, num_classes=3, dim_z=4, truncation=truncation,
+        seed=3, kid_subsets=5, kid_subset_size=50, verbose=0,
+    )  # fmt: skip
+
+
+def test_cli_without_truncation_samples_untruncated_z_and_states_its_pipeline(tmp_path):
+    saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=60, batch_size=30)
+    result = _run_for_one_json_line(_cli_command(saved_model, extractor_path, ref_path))
+    assert result["truncation"] is None
+    untruncated = _library_record(saved_model, extractor_path, ref_path, None)
+    truncated = _library_record(saved_model, extractor_path, ref_path, 1.0)
+    assert result["fid"] == pytest.approx(untruncated["fid"], rel=1e-5)
+    assert result["fid"] != pytest.approx(truncated["fid"], rel=1e-3)
+    assert result["pipeline"] == {
+        "extractor": {
+            "name": "keras_model:tiny/features",
+            "kind": "keras_model",
+            "path": extractor_path,
+            "input_size": [16, 16],
+            "resize": "bilinear, no antialias",
+        },
+        "num_samples": 60,
+        "truncation": None,
+        "reference_stats": ref_path,
+        "reference_count": 60,
+        "reference_extractor": "keras_model:tiny/features",
+        "reference_features": 60,
+        "generated_images": "quantised to uint8",
+    }
+
+
+def test_cli_reads_reference_statistics_with_only_mu_and_sigma(tmp_path):
+    saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=60, batch_size=30)
+    rng = np.random.default_rng(6)
+    mu = rng.standard_normal(4)
+    root = rng.standard_normal([4, 4])
+    sigma = root @ root.T / 4 + 0.1 * np.eye(4)
+    ttur_path = str(tmp_path / "fid_stats_ttur.npz")
+    np.savez(ttur_path, mu=mu, sigma=sigma)
+    result = _run_for_one_json_line(
+        _cli_command(saved_model, extractor_path, ttur_path, "--truncation=1.5")
+    )
+    generated, _ = metrics.compute_generator_stats(
+        metrics.open_generator(saved_model=saved_model).generate,
+        metrics.make_extractor(
+            "keras_model", extractor_path, feature_layer="features", logits_layer="logits"
+        ),
+        num_samples=60, batch_size=30, num_classes=3, dim_z=4, truncation=1.5, seed=3, verbose=0,
+    )  # fmt: skip
+    # FID = |mu_g - mu_r|^2 + tr(S_g + S_r - 2 (S_g S_r)^(1/2)).
+    s_g = generated.cov
+    cross = np.sum(np.sqrt(np.clip(np.linalg.eigvals(s_g @ sigma).real, 0, None)))
+    formula = np.sum((generated.mean - mu) ** 2) + np.trace(s_g) + np.trace(sigma) - 2 * cross
+    assert result["fid"] == pytest.approx(formula, rel=1e-5)
+    assert result["kid_mean"] is None and result["kid_std"] is None
+    assert result["inception_score_mean"] is not None
+    assert result["pipeline"]["reference_count"] is None
+    assert result["pipeline"]["reference_features"] == 0
+    assert result["pipeline"]["reference_extractor"] is None
+    assert result["pipeline"]["truncation"] == 1.5
+
+
 # ---- tools/reference_stats.py and tools/truncation_curve.py ---------------------------------
 
 

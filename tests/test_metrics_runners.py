@@ -9,6 +9,8 @@ import tensorflow as tf
 from test_metrics_extractors import tiny_classifier
 from test_metrics_statistics import polynomial_mmd2_of_shifted_gaussians
 
+from tf_biggan import imaging
+from tf_biggan.data import decode
 from tf_biggan.metrics import extractors, runners, statistics
 
 
@@ -61,8 +63,15 @@ def assert_record_without_class_accuracy(record):
     assert set(record) == {
         "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
         "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
-        "reference_stats",
+        "reference_stats", "pipeline",
     }  # fmt: skip
+    assert set(record["pipeline"]) == {
+        "extractor", "num_samples", "truncation", "reference_stats", "reference_count",
+        "reference_extractor", "reference_features", "generated_images",
+    }  # fmt: skip
+    for key in ("num_samples", "truncation", "reference_stats"):
+        assert record["pipeline"][key] == record[key], key
+    assert record["pipeline"]["extractor"]["name"] == record["extractor"]
     assert record["class_accuracy"] is None and record["per_class_accuracy"] is None
 
 
@@ -95,7 +104,9 @@ def test_evaluate_and_periodic_evaluator_report_the_metrics_of_their_samples(tmp
     periodic = runners.PeriodicEvaluator(
         extractor, path, num_samples=200, batch_size=50, num_classes=3, dim_z=6, seed=1
     )
-    assert periodic(real)["fid"] == pytest.approx(same["fid"], rel=1e-6)
+    periodic_record = periodic(real)
+    assert periodic_record["fid"] == pytest.approx(same["fid"], rel=1e-6)
+    assert periodic_record["pipeline"] == same["pipeline"]
 
 
 class _GaussianGenerator:
@@ -125,8 +136,9 @@ def test_evaluate_of_a_generator_that_is_the_data_is_within_sampling_error():
     reference.update(np.random.default_rng(0).standard_normal([n, dim]))
     extractor = _flatten_extractor()
     kwargs = dict(
-        num_samples=n, batch_size=500, num_classes=3, dim_z=dim, seed=1, kid_subsets=10, verbose=0
-    )
+        num_samples=n, batch_size=500, num_classes=3, dim_z=dim, seed=1, kid_subsets=10, verbose=0,
+        quantise=False,  # The "images" are Gaussian features, not pixels in [-1, 1].
+    )  # fmt: skip
     same = runners.evaluate(_GaussianGenerator(), extractor, reference, **kwargs)
     far = runners.evaluate(_GaussianGenerator(shift), extractor, reference, **kwargs)
     sampling = 2 * dim / n + dim * (dim + 1) / (2 * n)
@@ -169,11 +181,12 @@ def test_class_accuracy_and_inception_score_of_a_generator_that_confuses_two_cla
     )
     ref, _ = runners.compute_generator_stats(
         _ChannelGenerator(), extractor, num_samples=30, batch_size=7, num_classes=3, dim_z=2,
-        verbose=0,
+        verbose=0, quantise=False,
     )  # fmt: skip
+    # Unquantised: the closed form below needs the 0.01 z noise to shift channels exactly alike.
     metrics = runners.evaluate(
         _ChannelGenerator(), extractor, ref, num_samples=30, batch_size=7, num_classes=3,
-        dim_z=2, seed=1, kid_subset_size=10, verbose=0,
+        dim_z=2, seed=1, kid_subset_size=10, verbose=0, quantise=False,
     )  # fmt: skip
     # Ten images per class; every image of class 2 is taken for class 1.
     assert metrics["class_accuracy"] == pytest.approx(2 / 3)
@@ -223,3 +236,51 @@ def test_json_line_is_one_line_of_strict_json():
     line = runners.json_line(record)
     assert "\n" not in line
     assert line == '{"fid": null, "rows": [1.5, null, {"kid": null}], "n": 3}'
+
+
+def test_generated_images_are_measured_as_if_saved_as_png_and_read_as_real_data(tmp_path):
+    extractor = _tiny_extractor(None)
+    reference = statistics.StreamingStats(4, extractor=extractor.name)
+    reference.update(extractor(np.random.default_rng(5).uniform(-1, 1, [40, 16, 16, 3]))["pool"])
+    generator = _LinearGenerator(dim_z=6, num_classes=3, seed=2)
+    seen = []
+
+    def generate(z, y_onehot):
+        seen.append(generator(z, y_onehot).numpy())
+        return seen[-1]
+
+    kwargs = dict(num_samples=24, batch_size=8, num_classes=3, dim_z=6, seed=4, verbose=0)
+    quantised = runners.evaluate(generate, extractor, reference, kid_subset_size=10, **kwargs)
+    assert quantised["pipeline"]["generated_images"] == "quantised to uint8"
+    # The same images written as PNG files and read back through the real-data decoding.
+    files = []
+    for i, image in enumerate(np.concatenate(seen)):
+        files.append(str(tmp_path / "pngs" / "0" / f"{i:03d}.png"))
+        imaging.write_png(files[-1], image)
+
+    def load(path):
+        image = decode.preprocess_image(decode.decode_to_rgb_uint8(tf.io.read_file(path)), 16)
+        return image, 0
+
+    real = tf.data.Dataset.from_tensor_slices(files).map(load).batch(10)
+    from_png = runners.compute_dataset_stats(real, extractor, num_samples=24, verbose=0)
+    png_fid = statistics.frechet_distance(
+        from_png.mean, from_png.cov, reference.mean, reference.cov
+    )
+    assert quantised["fid"] == pytest.approx(png_fid, rel=1e-6)
+    # Without the rounding the float images give another number.
+    unquantised = runners.evaluate(
+        generate, extractor, reference, kid_subset_size=10, quantise=False, **kwargs
+    )
+    assert unquantised["pipeline"]["generated_images"] == "float, not quantised to uint8"
+    assert abs(unquantised["fid"] - png_fid) > 1e-4 * png_fid
+
+
+def test_quantise_like_real_images_inverts_the_pipeline_scaling_of_uint8_values():
+    levels = np.arange(256, dtype=np.uint8).reshape([1, 16, 16, 1]).repeat(3, axis=-1)
+    as_real = decode.flip_and_scale(tf.constant(levels), None)
+    np.testing.assert_array_equal(runners.quantise_like_real_images(as_real), as_real)
+    # Values between levels go to the nearest one; out-of-range values are clipped.
+    x = tf.constant([-1.5, -1.0, 0.0, 1.0 / 255, 0.999, 1.5])
+    expected = np.array([0, 0, 128, 128, 255, 255]) / 127.5 - 1.0
+    np.testing.assert_allclose(runners.quantise_like_real_images(x), expected, rtol=0, atol=1e-7)

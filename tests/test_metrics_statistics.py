@@ -232,3 +232,22 @@ def test_softmax_of_log_weights_and_of_huge_logits():
     np.testing.assert_allclose(
         statistics.softmax(logits), [[1 / 6, 2 / 6, 3 / 6], [0.25, 0.25, 0.5]], rtol=1e-12
     )
+
+
+def test_load_of_mu_sigma_file_without_count_as_ttur_and_pytorch_fid_write(tmp_path):
+    rng = np.random.default_rng(8)
+    mu, sigma = rng.standard_normal(5), _random_cov(rng, 5)
+    path = str(tmp_path / "fid_stats.npz")
+    np.savez(path, mu=mu, sigma=sigma)
+    loaded = statistics.StreamingStats.load(path)
+    assert loaded.count is None and loaded.extractor is None
+    np.testing.assert_array_equal(loaded.mean, mu)
+    np.testing.assert_array_equal(loaded.cov, sigma)
+    assert loaded.features.shape == (0, 5)
+    with pytest.raises(ValueError, match="without `count`"):
+        loaded.update(rng.standard_normal([3, 5]))
+    with pytest.raises(ValueError, match="without a sample count"):
+        loaded.save(str(tmp_path / "again.npz"))
+    np.savez(path, sigma=sigma)
+    with pytest.raises(ValueError, match="mu"):
+        statistics.StreamingStats.load(path)

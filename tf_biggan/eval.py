@@ -1,12 +1,14 @@
 """Command-line evaluation of a generator: FID, Inception Score, KID (and class accuracy).
 
     python -m tf_biggan.eval --model_dir=runs/cifar10 \\
-        --reference_stats=stats/cifar10_train.npz --num_samples=50000 --truncation=1.0
+        --reference_stats=stats/cifar10_train.npz --num_samples=50000
 
 Loads the generator (`--model_dir`, the EMA generator of the latest checkpoint, or
 `--saved_model`), generates `--num_samples` images, and prints one line of JSON on stdout: the
 record of `tf_biggan.metrics.evaluate`. Progress and library output go to stderr. The reference
-statistics come from `tools/reference_stats.py` with the same extractor flags.
+statistics come from `tools/reference_stats.py` with the same extractor flags (or are the
+`mu`/`sigma` file of TTUR or pytorch-fid). Without `--truncation` z is not truncated, as in
+training's periodic evaluation; `--truncation=t` resamples the entries of z with |z| > t.
 
 The library lives in `tf_biggan.metrics`; this module holds only the program.
 """
@@ -54,7 +56,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("reference_stats", None, "Reference .npz (tools/reference_stats.py).")
     flags.DEFINE_integer("num_samples", 50_000, "Number of generated images.")
     flags.DEFINE_integer("batch_size", 50, "Images per generator call.")
-    flags.DEFINE_float("truncation", None, "Truncation threshold on |z|; unset: none.")
+    flags.DEFINE_float("truncation", None, "Resample z entries with |z| above it; unset: none.")
     flags.DEFINE_integer("seed", 0, "Seed of latents and KID subsets.")
     flags.DEFINE_integer("kid_subsets", 100, "KID subsets.")
     flags.DEFINE_integer("kid_subset_size", 1000, "KID subset size.")

@@ -43,10 +43,29 @@ class FeatureExtractor(abc.ABC):
     Attributes:
         name: Identifies the network; stored with reference statistics.
         input_size: `(height, width)` the network expects, or None to keep the image size.
+        kind: The `make_extractor` kind (one of `EXTRACTOR_KINDS`), or None.
+        path: Where the network came from (URL, file or directory; `"imagenet"` for Keras'
+            weights), or None for a network built in memory.
     """
 
     name: str = "extractor"
     input_size: tuple[int, int] | None = None
+    kind: str | None = None
+    path: str | None = None
+    # How images of another size are brought to `input_size`: `tf.image.resize` with this
+    # method and no antialiasing.
+    resize_method: str = "bilinear"
+
+    def describe(self) -> dict:
+        """What a result depends on, for evaluation records: name, kind, path, input size and
+        resize method (used only for images whose size differs from `input_size`)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "path": self.path,
+            "input_size": None if self.input_size is None else list(self.input_size),
+            "resize": None if self.input_size is None else f"{self.resize_method}, no antialias",
+        }
 
     def __call__(self, images) -> dict:
         """Runs the extractor.
@@ -73,7 +92,7 @@ class FeatureExtractor(abc.ABC):
             return images
         # TF-GAN resizes with plain bilinear interpolation (no antialiasing); matching it keeps
         # FID numbers comparable with published ones.
-        return tf.image.resize(images, list(self.input_size), method="bilinear")
+        return tf.image.resize(images, list(self.input_size), method=self.resize_method)
 
     @abc.abstractmethod
     def _forward(self, images: tf.Tensor) -> dict:
@@ -91,6 +110,7 @@ class TFGANInceptionExtractor(FeatureExtractor):
     """
 
     name = "tfgan_inception"
+    kind = "tfgan_inception"
     input_size = (_INCEPTION_SIZE, _INCEPTION_SIZE)
 
     def __init__(self, path: str | None = None):
@@ -122,11 +142,13 @@ class KerasInceptionV3Extractor(FeatureExtractor):
     """
 
     name = "keras_inception_v3"
+    kind = "keras_inception_v3"
     input_size = (_INCEPTION_SIZE, _INCEPTION_SIZE)
 
     def __init__(self, weights: str | None = "imagenet"):
         if weights not in (None, "imagenet") and not tf.io.gfile.exists(weights):
             raise FileNotFoundError(f"InceptionV3 weights file not found: {weights}")
+        self.path = weights
         base = keras.applications.InceptionV3(
             include_top=True, weights=weights, classifier_activation=None
         )
@@ -152,11 +174,14 @@ class KerasModelExtractor(FeatureExtractor):
         logits_layer: Optional layer (or output) giving pre-softmax class logits, for IS.
     """
 
+    kind = "keras_model"
+
     def __init__(self, model, feature_layer: str, logits_layer: str | None = None):
         if not feature_layer:
             raise ValueError("keras_model extractor needs feature_layer (a layer name).")
         self._signature = None
         if isinstance(model, str):
+            self.path = model
             if not tf.io.gfile.exists(model):
                 raise FileNotFoundError(f"Extractor model not found: {model}")
             if tf.io.gfile.isdir(model):

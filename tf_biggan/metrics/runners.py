@@ -8,7 +8,13 @@
 * `json_line`: the one line of strict JSON the evaluation CLIs print.
 
 Every result records the extractor, the sample count and the truncation it was measured with:
-the metrics move with all three.
+the metrics move with all three. Its `pipeline` object states the whole measurement (extractor
+path, input size and resize, reference file and its sample count, uint8 quantisation) so that
+two numbers can be compared by reading their records.
+
+Generated images are rounded to uint8 and mapped back to [-1, 1] before the extractor, exactly
+as real images reach it through the data pipeline (`tf_biggan.data.decode`), so FID against
+reference statistics of real images does not count 8-bit quantisation as a difference.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_biggan.imaging import truncated_z
+from tf_biggan.data.decode import flip_and_scale
+from tf_biggan.imaging import to_uint8, truncated_z
 from tf_biggan.metrics.extractors import FeatureExtractor
 from tf_biggan.metrics.statistics import (
     StreamingStats,
@@ -33,6 +40,7 @@ from tf_biggan.metrics.statistics import (
 )
 
 __all__ = [
+    "quantise_like_real_images",
     "generated_labels",
     "compute_generator_stats",
     "compute_dataset_stats",
@@ -45,6 +53,16 @@ __all__ = [
 
 def _progbar(target: int, verbose: int):
     return keras.utils.Progbar(target, verbose=verbose, unit_name="image")
+
+
+def quantise_like_real_images(images) -> tf.Tensor:
+    """Float images in [-1, 1] as the data pipeline would give them after storing as uint8.
+
+    `tf_biggan.imaging.to_uint8` (clip, round half up), then the pipeline's uint8 -> [-1, 1]
+    mapping `x / 127.5 - 1` (`tf_biggan.data.decode.flip_and_scale`, no flip): a generated
+    image saved as PNG and read back as real data gives the same values.
+    """
+    return flip_and_scale(to_uint8(images), None)
 
 
 def generated_labels(num_samples: int, num_classes: int) -> np.ndarray:
@@ -63,6 +81,7 @@ def compute_generator_stats(
     seed: int = 0,
     max_kid_features: int = 10_000,
     verbose: int = 1,
+    quantise: bool = True,
 ) -> tuple[StreamingStats, np.ndarray | None]:
     """Generates `num_samples` images and accumulates their feature statistics.
 
@@ -81,6 +100,8 @@ def compute_generator_stats(
         seed: Seed of the latents and of the KID reservoir.
         max_kid_features: Raw features kept for KID.
         verbose: 1 shows a progress bar.
+        quantise: Round the images to uint8 and back (`quantise_like_real_images`) before the
+            extractor, as real images are; False feeds the generator's floats unchanged.
 
     Returns:
         `(stats, probs)`: the pool-feature `StreamingStats` and the class probabilities
@@ -98,7 +119,8 @@ def compute_generator_stats(
             b = min(batch_size, num_samples - start)
             z = truncated_z(b, dim_z, truncation, seed=seed * 1_000_003 + batch_index)
             y_onehot = np.eye(num_classes, dtype=np.float32)[labels[start : start + b]]
-            yield generate_fn(tf.constant(z), tf.constant(y_onehot))
+            images = generate_fn(tf.constant(z), tf.constant(y_onehot))
+            yield quantise_like_real_images(images) if quantise else images
 
     return _accumulate(
         batches(), extractor, num_samples, max_kid_features, seed, verbose, keep_probs=True
@@ -205,6 +227,7 @@ def evaluate(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     verbose: int = 1,
+    quantise: bool = True,
 ) -> dict:
     """FID, Inception Score and KID of a generator against reference statistics.
 
@@ -217,12 +240,14 @@ def evaluate(
         is_splits: Inception Score splits.
         kid_subsets, kid_subset_size: See `kernel_inception_distance`.
         verbose: 1 shows a progress bar.
+        quantise: See `compute_generator_stats`.
 
     Returns:
         `{"fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
         "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
-        "reference_stats"}`. The IS fields are None when the extractor has no logits, the KID
-        fields when the reference holds no feature sample. The accuracy fields (see
+        "reference_stats", "pipeline"}`. The IS fields are None when the extractor has no
+        logits, the KID fields when the reference holds no feature sample (e.g. a TTUR or
+        pytorch-fid file with only `mu` and `sigma`). `pipeline` is `_pipeline_record`. The accuracy fields (see
         `class_accuracy`) are set when the extractor is a classifier of the generator's own
         classes (its logits have `num_classes` entries), e.g. `tools/fmnist_classifier.py`.
     """
@@ -237,6 +262,7 @@ def evaluate(
         truncation=truncation,
         seed=seed,
         verbose=verbose,
+        quantise=quantise,
     )
     _check_compatible(reference, generated, reference_name or "(in memory)")
     fid = frechet_distance(generated.mean, generated.cov, reference.mean, reference.cov)
@@ -262,6 +288,23 @@ def evaluate(
         "truncation": None if truncation is None else float(truncation),
         "extractor": extractor.name,
         "reference_stats": reference_name,
+        "pipeline": _pipeline_record(
+            extractor, reference, reference_name, num_samples, truncation, quantise
+        ),
+    }
+
+
+def _pipeline_record(extractor, reference, reference_name, num_samples, truncation, quantise):
+    """How an `evaluate` number was measured: two numbers compare when these agree."""
+    return {
+        "extractor": extractor.describe(),
+        "num_samples": int(num_samples),
+        "truncation": None if truncation is None else float(truncation),
+        "reference_stats": reference_name,
+        "reference_count": reference.count,
+        "reference_extractor": reference.extractor,
+        "reference_features": int(reference.features.shape[0]),
+        "generated_images": ("quantised to uint8" if quantise else "float, not quantised to uint8"),
     }
 
 
@@ -310,6 +353,7 @@ class PeriodicEvaluator:
         """Evaluates `generate_fn`; returns the dict of `evaluate` (with this reference path)."""
         metrics = evaluate(generate_fn, self.extractor, self.reference, verbose=0, **self.settings)
         metrics["reference_stats"] = self.reference_stats_path
+        metrics["pipeline"]["reference_stats"] = self.reference_stats_path
         return metrics
 
 

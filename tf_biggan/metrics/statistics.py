@@ -7,7 +7,8 @@ from features, with no network in sight:
 * `StreamingStats`: float64 mean and covariance of feature vectors accumulated batch by batch
   (Chan et al. pairwise merge), plus a uniform reservoir sample of raw features for KID and
   precision/recall. Saved as `.npz` with keys `mu`, `sigma`, `count` (and `features`,
-  `extractor` when known).
+  `extractor` when known). `StreamingStats.load` also reads the `mu`/`sigma` files of TTUR and
+  pytorch-fid, which have no `count`: FID works with them, KID and precision/recall do not.
 * `frechet_distance`, `inception_score`, `kernel_inception_distance` (Bińkowski et al. 2018),
   `precision_recall` (Kynkäänniemi et al. 2019), `class_accuracy` and `softmax`: pure numpy
   functions.
@@ -75,15 +76,17 @@ class StreamingStats:
         self.max_kid_features = int(max_kid_features)
         self.extractor = extractor
         self._count = 0
+        # Set by `load` for a file without `count`: the covariance as read, frozen.
+        self._loaded_cov = None
         self._mean = np.zeros([self.dim], np.float64)
         self._m2 = np.zeros([self.dim, self.dim], np.float64)
         self._reservoir = np.zeros([self.max_kid_features, self.dim], np.float32)
         self._rng = np.random.default_rng(seed)
 
     @property
-    def count(self) -> int:
-        """Number of feature vectors accumulated."""
-        return self._count
+    def count(self) -> int | None:
+        """Number of feature vectors accumulated; None when loaded from a file without one."""
+        return None if self._loaded_cov is not None else self._count
 
     @property
     def mean(self) -> np.ndarray:
@@ -93,6 +96,8 @@ class StreamingStats:
     @property
     def cov(self) -> np.ndarray:
         """Unbiased covariance (ddof=1, as `np.cov`), float64 `[D, D]`."""
+        if self._loaded_cov is not None:
+            return self._loaded_cov.copy()
         if self._count < 2:
             raise ValueError(f"Covariance needs at least 2 samples, have {self._count}.")
         return self._m2 / (self._count - 1)
@@ -108,6 +113,11 @@ class StreamingStats:
         Args:
             features: Array-like `[N, D]` (any float dtype, any N >= 0).
         """
+        if self._loaded_cov is not None:
+            raise ValueError(
+                "Statistics loaded without `count` cannot keep accumulating: the weight of the "
+                "loaded mean and covariance is unknown."
+            )
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"Expected features of shape [N, {self.dim}], got {x.shape}.")
@@ -150,6 +160,8 @@ class StreamingStats:
         Args:
             path: Destination; any `tf.io.gfile` path (local or e.g. `gs://`).
         """
+        if self._loaded_cov is not None:
+            raise ValueError(f"Refusing to save statistics without a sample count to {path}.")
         if self._count < 2:
             raise ValueError(f"Refusing to save statistics of {self._count} sample(s) to {path}.")
         arrays = {
@@ -171,30 +183,37 @@ class StreamingStats:
 
     @classmethod
     def load(cls, path: str) -> StreamingStats:
-        """Reads statistics written by `save` (or any `.npz` with `mu`, `sigma`, `count`).
+        """Reads statistics written by `save`, or any `.npz` with `mu` and `sigma`.
 
-        The loaded object can keep accumulating: the scatter matrix is rebuilt as
-        `sigma * (count - 1)`.
+        With `count`, the loaded object can keep accumulating: the scatter matrix is rebuilt as
+        `sigma * (count - 1)`. Without it (the files of TTUR and pytorch-fid), `count` is None,
+        `mean` and `cov` are the file's, the object holds no raw features (any `features` in the
+        file are ignored) and cannot accumulate or be saved: FID works, KID does not.
         """
         path = paths.expand(path)
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"Statistics file not found: {path}")
         with tf.io.gfile.GFile(path, "rb") as f:
             data = np.load(io.BytesIO(f.read()), allow_pickle=False)
-            missing = {"mu", "sigma", "count"} - set(data.files)
+            missing = {"mu", "sigma"} - set(data.files)
             if missing:
                 raise ValueError(f"{path} lacks the key(s) {sorted(missing)}.")
             mu = np.asarray(data["mu"], np.float64)
             sigma = np.asarray(data["sigma"], np.float64)
-            count = int(data["count"])
-            features = np.asarray(data["features"], np.float32) if "features" in data else None
+            count = int(data["count"]) if "count" in data else None
+            features = None
+            if "features" in data and count is not None:
+                features = np.asarray(data["features"], np.float32)
             extractor = str(data["extractor"]) if "extractor" in data else None
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
             raise ValueError(f"{path}: bad shapes mu {mu.shape}, sigma {sigma.shape}.")
         n_feat = 0 if features is None else features.shape[0]
         stats = cls(mu.shape[0], max_kid_features=n_feat, extractor=extractor)
-        stats._count = count
         stats._mean = mu
+        if count is None:
+            stats._loaded_cov = sigma
+            return stats
+        stats._count = count
         stats._m2 = sigma * (count - 1)
         if n_feat:
             stats._reservoir = features
