@@ -584,7 +584,7 @@ def _latents():
 
 def test_console_scripts_train_by_config_name_and_sample(tmp_path):
     """`tf-biggan-train` and `tf-biggan-sample`, installed with the package, run from a folder
-    outside the checkout with a shipped config given by name."""
+    outside the checkout with a shipped config given by name, and list their flags."""
     bin_dir = os.path.dirname(sys.executable)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     run = [
@@ -602,3 +602,7 @@ def test_console_scripts_train_by_config_name_and_sample(tmp_path):
     # tiny_test.gin: 3 classes (all drawn), 8 samples each, 32 px with 2 px padding.
     grid = imaging.read_png(str(tmp_path / "grid.png"))
     assert grid.shape == (3 * 34 + 2, 8 * 34 + 2, 3)
+    # --helpshort lists the program's own flags under the script's name.
+    usage = [os.path.join(bin_dir, "tf-biggan-sample"), "--helpshort"]
+    result = subprocess.run(usage, env=env, capture_output=True, text=True)
+    assert "--model_dir" in result.stdout and "--truncation" in result.stdout, result.stdout

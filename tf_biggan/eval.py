@@ -16,7 +16,7 @@ The library lives in `tf_biggan.metrics`; this module holds only the program.
 import contextlib
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from tf_biggan import metrics
 
@@ -68,8 +68,9 @@ def _define_flags() -> None:
 
 def cli() -> None:
     """The `tf-biggan-eval` console script: `python -m tf_biggan.eval` with its flags."""
-    _define_flags()
-    app.run(main)
+    from tf_biggan import cli as cli_lib
+
+    cli_lib.run(__name__, _define_flags, main)
 
 
 if __name__ == "__main__":

@@ -431,10 +431,9 @@ def _define_flags() -> None:
 
 def cli() -> None:
     """The `tf-biggan-sample` console script: `python -m tf_biggan.sample` with its flags."""
-    from absl import app
+    from tf_biggan import cli as cli_lib
 
-    _define_flags()
-    app.run(main)
+    cli_lib.run(__name__, _define_flags, main)
 
 
 if __name__ == "__main__":

@@ -356,8 +356,9 @@ def main(argv):
 
 def cli() -> None:
     """The `tf-biggan-train` console script: `python -m tf_biggan.train` with its flags."""
-    define_flags()
-    app.run(main)
+    from tf_biggan import cli as cli_lib
+
+    cli_lib.run(__name__, define_flags, main)
 
 
 if __name__ == "__main__":
