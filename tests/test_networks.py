@@ -1,6 +1,7 @@
 """Tests for tf_biggan.networks: shapes and ranges at every resolution, parameter counts
 computed from the architecture formula, attention placement, config round trips."""
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -324,3 +325,14 @@ def test_the_networks_are_the_one_source_of_resolution_and_classes():
     other = networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES + 1)
     with pytest.raises(ValueError, match="disagree on num_classes"):
         networks.check_same_task(generator, other)
+
+
+def test_the_configured_task_is_read_without_building_the_networks():
+    gin.clear_config()
+    try:
+        assert networks.configured_task() == (128, 1000)  # the constructor's defaults
+        gin.parse_config("Generator.resolution = 32\nGenerator.num_classes = 5")
+        assert networks.configured_task() == (32, 5)
+        assert networks.configured_task(networks.Discriminator) == (128, 1000)
+    finally:
+        gin.clear_config()

@@ -510,6 +510,18 @@ def count_trainable_parameters(model: keras.Model) -> int:
     return int(sum(int(tf.size(v)) for v in model.trainable_variables))
 
 
+def configured_task(cls=None) -> tuple[int, int]:
+    """`(resolution, num_classes)` that `cls()` (default `Generator`) would be built with
+    under the current gin bindings, without constructing it: the data pipeline needs them
+    before the networks are built (which takes a minute at 128 px)."""
+    cls = cls or Generator
+    bound = gin.get_bindings(cls)
+    parameters = cls.__init__.__signature__.parameters
+    return tuple(
+        bound.get(name, parameters[name].default) for name in ("resolution", "num_classes")
+    )
+
+
 def check_same_task(generator, discriminator, **expected) -> None:
     """Raises unless G and D agree on the resolution and the class count.
 

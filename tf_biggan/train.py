@@ -47,9 +47,9 @@ class Run:
         self.chief = distribute.is_chief(self.strategy)
         self.out_dir = distribute.worker_dir(model_dir, self.strategy)
         tf.io.gfile.makedirs(self.out_dir)
+        # The data first: a missing data set is reported before the networks are built.
+        self.input_data = self._input(*networks.configured_task(), seed)
         self.state = _build_state(self.strategy, network_settings)
-        generator = self.state.generator
-        self.input_data = self._input(generator.resolution, generator.num_classes, seed)
         self.iterator = iter(self.input_data.dataset)
         self.checkpoint = self.state.checkpoint(iterator=self.iterator)
         self.manager = tf.train.CheckpointManager(
