@@ -18,6 +18,7 @@ import os
 import gin
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tf_biggan import layers, networks, paths
 
@@ -264,10 +265,12 @@ def spectral_state_variables(model) -> set[int]:
     return ids
 
 
-def write_model_config(model_dir: str, generator, class_names=None) -> None:
-    """Writes `model_dir/model_config.json`: the generator config and the class names."""
+def write_model_config(model_dir: str, generator, class_names=None, extra=None) -> None:
+    """Writes `model_dir/model_config.json`: the generator config, the class names and the
+    entries of `extra` (e.g. a converted model's source)."""
     tf.io.gfile.makedirs(model_dir)
     config = {"generator": generator.get_config(), "class_names": list(class_names or [])}
+    config.update(extra or {})
     with tf.io.gfile.GFile(os.path.join(model_dir, MODEL_CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=2)
 
@@ -322,12 +325,14 @@ def initialize_from(state: TrainState, source: str) -> None:
 
     Args:
       state: the built state of the new run.
-      source: a training `model_dir` (its latest checkpoint is used) or a
+      source: a training or converted `model_dir` (its latest checkpoint is used) or a
         checkpoint prefix inside one.
 
     When the number of classes differs, the class embeddings (G's shared
     embedding, D's projection embedding) keep their fresh initialisation and
-    every other weight is loaded. The optimizers and the step start afresh.
+    every other weight is loaded. A checkpoint without a discriminator (a converted
+    generator-only release) leaves D freshly initialised. The optimizers and the step
+    start afresh.
     """
     source = paths.expand(source)
     model_dir = source if tf.io.gfile.isdir(source) else os.path.dirname(source)
@@ -335,29 +340,32 @@ def initialize_from(state: TrainState, source: str) -> None:
     if checkpoint_path is None:
         raise FileNotFoundError(f"no checkpoint to initialise from in {source}")
     source_config = read_model_config(model_dir)["generator"]
-    source_classes = source_config["num_classes"]
-    if source_classes == state.generator.num_classes:
-        targets = (state.generator, state.discriminator, state.ema_generator)
-        status = tf.train.Checkpoint(
-            generator=targets[0], discriminator=targets[1], ema_generator=targets[2]
-        ).restore(checkpoint_path)
-        status.expect_partial().assert_existing_objects_matched()
-        return
-    g_config = dict(state.generator.get_config(), num_classes=source_classes)
-    d_config = dict(state.discriminator.get_config(), num_classes=source_classes)
-    old_g = networks.Generator(**dict(g_config, name="generator"))
-    old_ema = networks.Generator(**dict(g_config, name="ema_generator"))
-    old_d = networks.Discriminator(**dict(d_config, name="discriminator"))
-    for model in (old_g, old_ema, old_d):
-        model.build_by_call()
-    status = tf.train.Checkpoint(generator=old_g, discriminator=old_d, ema_generator=old_ema)
-    status.restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
-    for old, new, class_layers in (
-        (old_g, state.generator, state.generator.class_embedding_layers),
-        (old_ema, state.ema_generator, state.ema_generator.class_embedding_layers),
-        (old_d, state.discriminator, [state.discriminator.embedding]),
-    ):
+    saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(checkpoint_path)}
+    names = [n for n in ("generator", "discriminator", "ema_generator") if n in saved]
+    if "discriminator" not in names:
+        logging.warning("%s has no discriminator: D starts from its initialisation", source)
+    targets = {name: getattr(state, name) for name in names}
+    if source_config["num_classes"] != state.generator.num_classes:
+        targets = _old_class_count_copies(state, source_config["num_classes"], names)
+    status = tf.train.Checkpoint(**targets).restore(checkpoint_path)
+    status.expect_partial().assert_existing_objects_matched()
+    for name, old in targets.items():
+        new = getattr(state, name)
+        if old is new:
+            continue
+        class_layers = [new.embedding] if name == "discriminator" else new.class_embedding_layers
         skip = {id(v) for layer in class_layers for v in layer.variables}
         for source_var, target_var in zip(old.variables, new.variables, strict=True):
             if id(target_var) not in skip:
                 target_var.assign(source_var)
+
+
+def _old_class_count_copies(state: TrainState, num_classes: int, names) -> dict:
+    """Built copies of the networks `names` of `state` with `num_classes` classes."""
+    copies = {}
+    for name in names:
+        network = getattr(state, name)
+        cls = networks.Discriminator if name == "discriminator" else networks.Generator
+        copies[name] = cls(**dict(network.get_config(), num_classes=num_classes, name=name))
+        copies[name].build_by_call()
+    return copies

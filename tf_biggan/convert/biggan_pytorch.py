@@ -1,0 +1,393 @@
+"""ajbrock/BigGAN-PyTorch checkpoints (`G.pth`, `G_ema.pth`, `D.pth`) → tf_biggan networks.
+
+The port's models with the settings of its `scripts/launch_BigGAN_bs256x8.sh` (shared class
+embedding, hierarchical z, `--G_shared --hier`, SN everywhere, BN ε 1e-5) at 128 px, and the
+same layer layout at the other resolutions of `networks.G_ARCH`. The width, the class count,
+the latent size and the attention placement are read from the tensors' shapes and names;
+the resolution is given and checked against the number of blocks.
+
+What differs between the port's tensors and ours:
+- Layout: conv weights `[out, in, kh, kw]` → kernels `[kh, kw, in, out]`; linear weights
+  `[out, in]` → `[in, out]`. The shared embedding `[classes, dim]` is our dense kernel as is.
+- G's first linear layer: the port reshapes its output to `[C, 4, 4]` (NCHW), we to
+  `[4, 4, C]` (NHWC), so its output units (kernel columns, bias and SN `u`) are permuted:
+  our unit `(h * 4 + w) * C + c` is the port's unit `c * 16 + h * 4 + w`.
+- Conditional BN input: both concatenate `[shared embedding, z chunk]`, in that order.
+- SN state: the port's `u0` is our `u` and its `sv0` (the last training estimate) our
+  `sigma`. Both run one power iteration from `u` at inference, on the same `[in, out]`
+  matrix up to a row permutation, which changes no singular value, so the estimates are
+  equal. The exception is D's class embedding, whose `u` the port keeps on the class side
+  (`[1, classes]`) and we on the feature side (`[1, features]`); `_embedding_u` picks our
+  `u` so that our first estimate equals the port's.
+- BN: `stored_mean`/`stored_var` are the moving statistics; the output BN's `gain`/`bias`
+  are our `gamma`/`beta`.
+
+Every tensor of a file is used and every variable of a network is set; anything else is
+an error naming the tensor or the variable.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tf_biggan import networks
+from tf_biggan.convert import imagenet
+from tf_biggan.convert.model_dir import Converted
+
+FILES = {"generator": "G.pth", "ema_generator": "G_ema.pth", "discriminator": "D.pth"}
+"""Checkpoint file of each network in a run folder of the port (`weights/<experiment>/`)."""
+
+TORCH_MISSING = (
+    "reading BigGAN-PyTorch checkpoints needs PyTorch: pip install 'tf_biggan[convert]' "
+    "(CPU build: add --extra-index-url https://download.pytorch.org/whl/cpu)"
+)
+
+
+class ConversionError(ValueError):
+    """A checkpoint that does not fit the networks it should build; the message says why."""
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a `.pth` file as float32 numpy arrays, by key.
+
+    Raises:
+      ImportError: PyTorch is not installed (the message names the `convert` extra).
+      FileNotFoundError: `path` does not exist.
+      ConversionError: the file is truncated, corrupt or not a state dict of tensors.
+    """
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(TORCH_MISSING) from e
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ConversionError(
+            f"{path} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {e}"
+        ) from e
+    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+        raise ConversionError(f"{path} is not a state dict of tensors (a network's .pth)")
+    return {key: value.detach().float().numpy() for key, value in loaded.items()}
+
+
+def kind_of(state_dict: dict) -> str:
+    """ "generator", "discriminator" or "" from the keys of a port state dict."""
+    if "output_layer.2.weight" in state_dict or "shared.weight" in state_dict:
+        return "generator"
+    if "embed.weight" in state_dict:
+        return "discriminator"
+    return ""
+
+
+def find_files(path: str) -> dict[str, str]:
+    """The checkpoint file of each network, from a run folder or one file.
+
+    A folder gives whichever of `G.pth`, `G_ema.pth`, `D.pth` it holds. A file named
+    `G_ema*.pth` is the EMA generator; another file is the generator or discriminator its
+    keys show (decided when it is read).
+
+    Raises:
+      FileNotFoundError: the path does not exist, or the folder holds none of the files.
+    """
+    if os.path.isdir(path):
+        found = {
+            role: os.path.join(path, name)
+            for role, name in FILES.items()
+            if os.path.isfile(os.path.join(path, name))
+        }
+        if not found:
+            raise FileNotFoundError(f"{path} holds none of {', '.join(FILES.values())}")
+        return found
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file or folder")
+    if os.path.basename(path).startswith("G_ema"):
+        return {"ema_generator": path}
+    return {"": path}
+
+
+class _Mapper:
+    """Sets a network's variables from a state dict, keeping account of both sides."""
+
+    def __init__(self, state_dict: dict, file: str, network):
+        self.state_dict = state_dict
+        self.file = file
+        self.network = network
+        self.used: set[str] = set()
+        self.assigned: set[int] = set()
+
+    def take(self, key: str) -> np.ndarray:
+        if key not in self.state_dict:
+            raise ConversionError(f"{self.file}: tensor {key!r} is missing")
+        self.used.add(key)
+        return self.state_dict[key]
+
+    def set(self, variable, value: np.ndarray, key: str) -> None:
+        value = np.asarray(value, np.float32)
+        if tuple(variable.shape) != value.shape:
+            raise ConversionError(
+                f"{self.file}: {key!r} has shape {value.shape} after conversion, but "
+                f"{variable.path} has {tuple(variable.shape)}"
+            )
+        variable.assign(value)
+        self.assigned.add(id(variable))
+
+    def finish(self) -> None:
+        """Raises unless every tensor was used and every variable set."""
+        unused = sorted(set(self.state_dict) - self.used)
+        if unused:
+            raise ConversionError(f"{self.file}: tensors not used by the conversion: {unused}")
+        unset = [v.path for v in self.network.variables if id(v) not in self.assigned]
+        if unset:
+            raise ConversionError(f"{self.file}: variables not set by the conversion: {unset}")
+
+
+def _sn_layer(m: _Mapper, layer, prefix: str, permutation=None) -> None:
+    """A spectrally normalised conv or linear layer: weight (transposed), bias, u, sigma."""
+    weight = m.take(f"{prefix}.weight")
+    kernel = weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight.T
+    u = m.take(f"{prefix}.u0")
+    if permutation is not None:
+        kernel, u = kernel[..., permutation], u[..., permutation]
+    m.set(layer.kernel, kernel, f"{prefix}.weight")
+    m.set(layer.u, u, f"{prefix}.u0")
+    m.set(layer.sigma, m.take(f"{prefix}.sv0").reshape(()), f"{prefix}.sv0")
+    if layer.bias is not None:
+        bias = m.take(f"{prefix}.bias")
+        m.set(layer.bias, bias if permutation is None else bias[permutation], f"{prefix}.bias")
+
+
+def _embedding_u(table: np.ndarray, port_u: np.ndarray) -> np.ndarray:
+    """Our `u` `[1, dim]` for the `[classes, dim]` table whose port `u` is `[1, classes]`.
+
+    From `u0` the port's estimate is `s = ‖W v‖` with `v = normalize(u0 W)`; from `u` ours
+    is `‖Wᵀ a‖` with `a = normalize(W uᵀ)`. With `W = A S Bᵀ` (thin SVD), `a` on the great
+    circle from the top left singular vector to the last one, `a = cos θ a₁ + sin θ aₖ`,
+    gives `‖Wᵀ a‖² = cos²θ σ₁² + sin²θ σₖ²`, which equals `s²` for the θ solved below
+    (`σₖ ≤ s ≤ σ₁` since `v` lies in W's row space), and `u = cos θ b₁/σ₁ + sin θ bₖ/σₖ`
+    makes `W uᵀ = a`.
+    """
+    w = table.astype(np.float64)
+    v = port_u.astype(np.float64) @ w
+    v /= max(np.linalg.norm(v), 1e-12)
+    target = np.linalg.norm(w @ v[0])
+    left, singular, right_t = np.linalg.svd(w, full_matrices=False)
+    del left
+    top, low = singular[0], singular[-1]
+    if low <= 0 or top - low < 1e-12 * top:
+        return right_t[:1].astype(np.float32)
+    cos2 = np.clip((target**2 - low**2) / (top**2 - low**2), 0.0, 1.0)
+    u = np.sqrt(cos2) * right_t[0] / top + np.sqrt(1.0 - cos2) * right_t[-1] / low
+    return u[None, :].astype(np.float32)
+
+
+def _batch_norm(m: _Mapper, bn, prefix: str) -> None:
+    m.set(bn.moving_mean, m.take(f"{prefix}.stored_mean"), f"{prefix}.stored_mean")
+    m.set(bn.moving_variance, m.take(f"{prefix}.stored_var"), f"{prefix}.stored_var")
+    if bn.affine:
+        m.set(bn.gamma, m.take(f"{prefix}.gain"), f"{prefix}.gain")
+        m.set(bn.beta, m.take(f"{prefix}.bias"), f"{prefix}.bias")
+
+
+def _attention(m: _Mapper, attention, prefix: str) -> None:
+    for name in ("theta", "phi", "g", "o"):
+        _sn_layer(m, getattr(attention, name), f"{prefix}.{name}")
+    m.set(attention.gamma, m.take(f"{prefix}.gamma").reshape(()), f"{prefix}.gamma")
+
+
+def _first_linear_permutation(channels: int) -> np.ndarray:
+    """port unit of each of our units of G's first linear layer (NHWC vs NCHW, 4x4)."""
+    ours = np.arange(networks.BOTTOM_WIDTH**2 * channels)
+    position, channel = ours // channels, ours % channels
+    return channel * networks.BOTTOM_WIDTH**2 + position
+
+
+def load_generator(generator: networks.Generator, state_dict: dict, file: str) -> None:
+    """Sets every variable of the built `generator` from the port's G state dict."""
+    m = _Mapper(state_dict, file, generator)
+    m.set(generator.shared_embedding.kernel, m.take("shared.weight"), "shared.weight")
+    permutation = _first_linear_permutation(generator.input_channels)
+    _sn_layer(m, generator.linear, "linear", permutation)
+    attention = generator.attention_blocks
+    for index, block in enumerate(generator.blocks):
+        prefix = f"blocks.{index}.0"
+        for conv in ("conv1", "conv2"):
+            _sn_layer(m, getattr(block, conv), f"{prefix}.{conv}")
+        _sn_layer(m, block.conv_shortcut, f"{prefix}.conv_sc")
+        for name in ("bn1", "bn2"):
+            bn = getattr(block, name)
+            _batch_norm(m, bn.batch_norm, f"{prefix}.{name}")
+            _sn_layer(m, bn.gain, f"{prefix}.{name}.gain")
+            _sn_layer(m, bn.bias, f"{prefix}.{name}.bias")
+        if index in attention:
+            _attention(m, attention[index], f"blocks.{index}.1")
+    _batch_norm(m, generator.output_bn, "output_layer.0")
+    _sn_layer(m, generator.output_conv, "output_layer.2")
+    m.finish()
+
+
+def load_discriminator(discriminator: networks.Discriminator, state_dict: dict, file: str):
+    """Sets every variable of the built `discriminator` from the port's D state dict."""
+    m = _Mapper(state_dict, file, discriminator)
+    attention = discriminator.attention_blocks
+    for index, block in enumerate(discriminator.blocks):
+        prefix = f"blocks.{index}.0"
+        _sn_layer(m, block.conv1, f"{prefix}.conv1")
+        _sn_layer(m, block.conv2, f"{prefix}.conv2")
+        if block.conv_shortcut is not None:
+            _sn_layer(m, block.conv_shortcut, f"{prefix}.conv_sc")
+        if index in attention:
+            _attention(m, attention[index], f"blocks.{index}.1")
+    _sn_layer(m, discriminator.linear, "linear")
+    embedding = discriminator.embedding
+    table = m.take("embed.weight")
+    m.set(embedding.kernel, table, "embed.weight")
+    m.set(embedding.u, _embedding_u(table, m.take("embed.u0")), "embed.u0")
+    m.set(embedding.sigma, m.take("embed.sv0").reshape(()), "embed.sv0")
+    m.finish()
+
+
+def _block_indices(state_dict: dict) -> list[int]:
+    return sorted({int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.")})
+
+
+def _check_resolution(kind: str, table: dict, blocks: int, resolution: int, file: str) -> None:
+    if resolution not in table:
+        raise ConversionError(f"--resolution must be one of {sorted(table)}, got {resolution}")
+    expected = len(table[resolution].block_multipliers)
+    if blocks != expected:
+        matching = [r for r, arch in table.items() if len(arch.block_multipliers) == blocks]
+        hint = f"a {matching[0]} px {kind}" if matching else f"no {kind} resolution known here"
+        raise ConversionError(
+            f"{file} has {blocks} residual blocks ({hint}), but a {resolution} px {kind} has "
+            f"{expected}: check --resolution"
+        )
+
+
+def generator_config(state_dict: dict, resolution: int, file: str) -> dict:
+    """`Generator` arguments for the port's G state dict (`--G_shared --hier` layout)."""
+    blocks = _block_indices(state_dict)
+    _check_resolution("generator", networks.G_ARCH, len(blocks), resolution, file)
+    for key in (
+        "shared.weight",
+        "linear.weight",
+        "output_layer.2.weight",
+        "blocks.0.0.bn1.gain.weight",
+    ):
+        if key not in state_dict:
+            raise ConversionError(
+                f"{file}: tensor {key!r} is missing; the converter reads generators trained "
+                "with --G_shared --hier (launch_BigGAN_bs256x8.sh)"
+            )
+    arch = networks.G_ARCH[resolution]
+    num_classes, shared_dim = state_dict["shared.weight"].shape
+    chunk = state_dict["linear.weight"].shape[1]
+    condition = state_dict["blocks.0.0.bn1.gain.weight"].shape[1]
+    if condition != shared_dim + chunk:
+        raise ConversionError(
+            f"{file}: the conditional BN input has {condition} features, not shared "
+            f"embedding + z chunk = {shared_dim} + {chunk}: not a --hier generator"
+        )
+    return dict(
+        resolution=resolution,
+        ch=state_dict["output_layer.2.weight"].shape[1] // arch.block_multipliers[-1],
+        num_classes=int(num_classes),
+        dim_z=int(chunk) * (len(blocks) + 1),
+        shared_dim=int(shared_dim),
+        hierarchical_z=True,
+        attention=[8 * 2**i for i in blocks if f"blocks.{i}.1.gamma" in state_dict],
+    )
+
+
+def discriminator_config(state_dict: dict, resolution: int, file: str) -> dict:
+    """`Discriminator` arguments for the port's D state dict."""
+    blocks = _block_indices(state_dict)
+    _check_resolution("discriminator", networks.D_ARCH, len(blocks), resolution, file)
+    arch = networks.D_ARCH[resolution]
+    sizes = resolution // np.cumprod([2 if down else 1 for down in arch.downsample])
+    with_attention = [i for i in blocks if f"blocks.{i}.1.gamma" in state_dict]
+    attention = sorted({int(sizes[i]) for i in with_attention})
+    # Ours runs one attention block per resolution, after the first block that reaches it.
+    ours = sorted(int(np.argmax(sizes == size)) for size in attention)
+    if ours != with_attention:
+        raise ConversionError(
+            f"{file}: attention after blocks {with_attention}; tf_biggan places one per "
+            f"resolution, after blocks {ours}"
+        )
+    return dict(
+        resolution=resolution,
+        ch=state_dict["blocks.0.0.conv1.weight"].shape[0] // arch.block_multipliers[0],
+        num_classes=int(state_dict["embed.weight"].shape[0]),
+        attention=attention,
+    )
+
+
+def _read_all(checkpoint: str) -> dict[str, tuple[str, dict]]:
+    """`{role: (file, state dict)}` for the networks found at `checkpoint`."""
+    networks_found = {}
+    for role, file in find_files(checkpoint).items():
+        state_dict = read_state_dict(file)
+        kind = kind_of(state_dict)
+        if not kind:
+            raise ConversionError(
+                f"{file} is neither a BigGAN-PyTorch generator nor discriminator (no "
+                "'shared.weight', 'output_layer.2.weight' or 'embed.weight')"
+            )
+        expected = "discriminator" if role == "discriminator" else "generator"
+        if role and kind != expected:
+            raise ConversionError(f"{file} should hold a {expected} but holds a {kind}")
+        networks_found[role or kind] = (file, state_dict)
+    if "generator" not in networks_found and "ema_generator" not in networks_found:
+        files = ", ".join(file for file, _ in networks_found.values())
+        raise ConversionError(
+            f"{files}: a discriminator only; conversion needs a generator too "
+            f"({FILES['ema_generator']} or {FILES['generator']}, or the run folder)"
+        )
+    return networks_found
+
+
+def _built_generator(file: str, state_dict: dict, resolution: int, name: str):
+    generator = networks.Generator(**generator_config(state_dict, resolution, file), name=name)
+    generator.build_by_call()
+    load_generator(generator, state_dict, file)
+    return generator
+
+
+def convert(checkpoint: str, resolution: int) -> Converted:
+    """Converts the port's checkpoint files at `checkpoint` (a run folder or one file).
+
+    The EMA generator comes from `G_ema.pth`, or from `G.pth` when there is none; the raw
+    generator from `G.pth` (absent: the model_dir gets the EMA weights for it); the
+    discriminator from `D.pth` when present. A 1000-class model gets ImageNet's class names.
+
+    Raises:
+      FileNotFoundError, ConversionError, ImportError: see `find_files`, `read_state_dict`
+        and the `_Mapper` checks; every message names the file and what is wrong.
+    """
+    found = _read_all(checkpoint)
+    ema_role = "ema_generator" if "ema_generator" in found else "generator"
+    ema = _built_generator(*found[ema_role], resolution, "ema_generator")
+    generator = None
+    if "generator" in found:
+        generator = _built_generator(*found["generator"], resolution, "generator")
+    discriminator = None
+    if "discriminator" in found:
+        file, state_dict = found["discriminator"]
+        config = discriminator_config(state_dict, resolution, file)
+        discriminator = networks.Discriminator(**config, name="discriminator")
+        discriminator.build_by_call()
+        load_discriminator(discriminator, state_dict, file)
+        networks.check_same_task(ema, discriminator)
+    used = ", ".join(
+        f"{os.path.basename(file)} ({role})" for role, (file, _) in sorted(found.items())
+    )
+    return Converted(
+        ema_generator=ema,
+        source=f"BigGAN-PyTorch {os.path.abspath(checkpoint)}: {used}",
+        generator=generator,
+        discriminator=discriminator,
+        classes=imagenet.classes_for(ema.num_classes),
+    )
