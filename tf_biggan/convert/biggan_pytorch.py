@@ -174,8 +174,7 @@ def _embedding_u(table: np.ndarray, port_u: np.ndarray) -> np.ndarray:
     v = port_u.astype(np.float64) @ w
     v /= max(np.linalg.norm(v), 1e-12)
     target = np.linalg.norm(w @ v[0])
-    left, singular, right_t = np.linalg.svd(w, full_matrices=False)
-    del left
+    _, singular, right_t = np.linalg.svd(w, full_matrices=False)
     top, low = singular[0], singular[-1]
     if low <= 0 or top - low < 1e-12 * top:
         return right_t[:1].astype(np.float32)
@@ -356,12 +355,17 @@ def _built_generator(file: str, state_dict: dict, resolution: int, name: str):
     return generator
 
 
+def _architecture(network) -> dict:
+    return {k: v for k, v in network.get_config().items() if k != "name"}
+
+
 def convert(checkpoint: str, resolution: int) -> Converted:
     """Converts the port's checkpoint files at `checkpoint` (a run folder or one file).
 
     The EMA generator comes from `G_ema.pth`, or from `G.pth` when there is none; the raw
-    generator from `G.pth` (absent: the model_dir gets the EMA weights for it); the
-    discriminator from `D.pth` when present. A 1000-class model gets ImageNet's class names.
+    generator from `G.pth` next to a `G_ema.pth` (otherwise the model_dir gets the EMA
+    weights for it); the discriminator from `D.pth` when present. A 1000-class model gets
+    ImageNet's class names.
 
     Raises:
       FileNotFoundError, ConversionError, ImportError: see `find_files`, `read_state_dict`
@@ -371,8 +375,13 @@ def convert(checkpoint: str, resolution: int) -> Converted:
     ema_role = "ema_generator" if "ema_generator" in found else "generator"
     ema = _built_generator(*found[ema_role], resolution, "ema_generator")
     generator = None
-    if "generator" in found:
+    if "generator" in found and ema_role != "generator":
         generator = _built_generator(*found["generator"], resolution, "generator")
+        if _architecture(generator) != _architecture(ema):
+            raise ConversionError(
+                f"{found['generator'][0]} and {found[ema_role][0]} hold generators of "
+                f"different architectures: {_architecture(generator)} vs {_architecture(ema)}"
+            )
     discriminator = None
     if "discriminator" in found:
         file, state_dict = found["discriminator"]

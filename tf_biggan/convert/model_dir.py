@@ -8,7 +8,7 @@ A converted `model_dir` holds:
   starts them afresh in a new `model_dir` (`train --init_from`).
 - `model_config.json`: the generator's constructor arguments and the class names (as
   training writes it), plus `converted_from` (the source) and `networks` (the networks the
-  checkpoint holds).
+  source provided: `ema_generator`, and `generator`, `discriminator` where it has them).
 - `classes.json`: one entry per class, `{"index", "name"}` and, where known, `"wnid"` (the
   WordNet id) and `"label"` (the full label with its synonyms).
 - `config.gin`: the gin bindings of `Generator` and `Discriminator` that build these
@@ -63,7 +63,7 @@ class Converted:
 
     @property
     def networks(self) -> list[str]:
-        """Names of the networks the source provides, as checkpoint keys."""
+        """The networks the source provides, by checkpoint key (`ema_generator` first)."""
         present = {"generator": self.generator, "discriminator": self.discriminator}
         return ["ema_generator"] + [name for name, net in present.items() if net is not None]
 
