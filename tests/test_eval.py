@@ -110,7 +110,9 @@ def _library_record(saved_model, extractor_path, ref_path, truncation):
 def test_cli_prints_one_json_line_without_truncation_and_states_its_pipeline(tmp_path):
     saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=60, batch_size=30)
     result = _run_for_one_json_line(_cli_command(saved_model, extractor_path, ref_path))
-    assert_record_without_class_accuracy(result)
+    assert_record_without_class_accuracy(result, cli=True)
+    assert result["generator"] == {"source": saved_model, "checkpoint": None, "step": None}
+    assert result["precision"] is None and result["recall"] is None
     assert result["num_samples"] == 60
     assert result["truncation"] is None
     assert result["extractor"] == "keras_model:tiny/features"
@@ -137,6 +139,7 @@ def test_cli_prints_one_json_line_without_truncation_and_states_its_pipeline(tmp
         "reference_extractor": "keras_model:tiny/features",
         "reference_features": 60,
         "generated_images": "quantised to uint8",
+        "precision_recall": None,
     }
 
 
@@ -276,3 +279,96 @@ def test_reference_stats_tool_uses_gin_dataset_at_the_generator_sizes(tmp_path):
     assert stats.count == 40 and stats.features.shape == (40, 4)
     np.testing.assert_allclose(stats.mean, expected.mean(0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(stats.cov, np.cov(expected, rowvar=False), rtol=1e-4, atol=1e-7)
+
+
+# ---- --checkpoint=N, --best and --precision_recall -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A model_dir with EMA generators saved at steps 5 and 7 (step 7 kept as the best), a
+    saved tiny extractor, and reference statistics of the step-5 generator's own sample at the
+    seed the CLI tests use; returns their paths `(model_dir, extractor, reference)`."""
+    from test_sample import CLASS_NAMES, _generator
+
+    from tf_biggan import state as state_lib
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    model_dir = str(root / "run")
+    first = _generator(1)
+    state_lib.write_model_config(model_dir, first, CLASS_NAMES)
+    for step, generator in ((5, first), (7, _generator(2))):
+        checkpoint = tf.train.Checkpoint(
+            ema_generator=generator, step=tf.Variable(step, dtype=tf.int64)
+        )
+        tf.train.CheckpointManager(checkpoint, model_dir, 3).save(checkpoint_number=step)
+    best_dir = os.path.join(model_dir, state_lib.BEST_DIR)
+    tf.train.CheckpointManager(checkpoint, best_dir, 1).save(checkpoint_number=7)
+    extractor_path = str(root / "extractor.keras")
+    tiny_classifier().save(extractor_path)
+    extractor = metrics.make_extractor("keras_model", extractor_path, feature_layer="features")
+    reference, _ = metrics.compute_generator_stats(
+        metrics.open_generator(model_dir, step=5).generate, extractor, num_samples=30,
+        batch_size=30, num_classes=3, dim_z=32, seed=3, verbose=0,
+    )  # fmt: skip
+    ref_path = str(root / "ref.npz")
+    reference.save(ref_path)
+    return model_dir, extractor_path, ref_path
+
+
+def test_find_checkpoint_by_step_and_best_with_clear_errors(checkpoints, tmp_path):
+    from tf_biggan import state as state_lib
+
+    model_dir = checkpoints[0]
+    assert state_lib.find_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-7")
+    assert state_lib.find_checkpoint(model_dir, step=5) == os.path.join(model_dir, "ckpt-5")
+    assert state_lib.find_checkpoint(model_dir, best=True) == os.path.join(
+        model_dir, "best", "ckpt-7"
+    )
+    with pytest.raises(FileNotFoundError, match="no checkpoint of step 6 .* steps: 5, 7"):
+        state_lib.find_checkpoint(model_dir, step=6)
+    with pytest.raises(FileNotFoundError, match="no best checkpoint .*eval_every"):
+        state_lib.find_checkpoint(str(tmp_path), best=True)
+    with pytest.raises(ValueError, match="not of an export"):
+        metrics.open_generator(saved_model=model_dir, best=True)
+
+
+def _model_dir_command(model_dir, extractor_path, ref_path, *extra):
+    return [
+        sys.executable, "-m", "tf_biggan.eval", f"--model_dir={model_dir}",
+        f"--reference_stats={ref_path}", "--num_samples=30", "--batch_size=30",
+        "--extractor=keras_model", f"--extractor_path={extractor_path}",
+        "--feature_layer=features", "--seed=3", "--kid_subsets=2", "--kid_subset_size=20",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_cli_evaluates_the_chosen_checkpoint_or_the_best_with_precision_recall(checkpoints):
+    model_dir, extractor_path, ref_path = checkpoints
+    result = _run_for_one_json_line(
+        _model_dir_command(
+            model_dir, extractor_path, ref_path, "--checkpoint=5", "--precision_recall",
+            "--pr_k=3",
+        )
+    )  # fmt: skip
+    assert result["generator"] == {
+        "source": model_dir,
+        "checkpoint": os.path.join(model_dir, "ckpt-5"),
+        "step": 5,
+    }
+    # The reference is this checkpoint's own sample at the same seed: the features coincide,
+    # so FID is 0 and every point lies in the other set's k-NN manifold (precision = recall
+    # = 1 exactly).
+    assert result["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert result["precision"] == 1.0 and result["recall"] == 1.0
+    assert result["pipeline"]["precision_recall"] == {
+        "k": 3,
+        "reference_features": 30,
+        "generated_features": 30,
+    }
+    # The best checkpoint (step 7) holds other weights.
+    best = _run_for_one_json_line(_model_dir_command(model_dir, extractor_path, ref_path, "--best"))
+    assert best["generator"]["checkpoint"] == os.path.join(model_dir, "best", "ckpt-7")
+    assert best["generator"]["step"] == 7
+    assert best["fid"] > 1e-3
+    assert best["precision"] is None and best["pipeline"]["precision_recall"] is None

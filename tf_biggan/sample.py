@@ -62,15 +62,33 @@ class LoadedGenerator:
       resolution: image size R.
       class_names: list of K names, or [] when unknown.
       source: the folder it was loaded from.
+      checkpoint: the checkpoint prefix restored (from a `model_dir`), else None.
+      step: the training step of the weights, or None when unknown.
     """
 
-    def __init__(self, generate_fn, dim_z, num_classes, resolution, class_names, source):
+    def __init__(
+        self,
+        generate_fn,
+        dim_z,
+        num_classes,
+        resolution,
+        class_names,
+        source,
+        checkpoint=None,
+        step=None,
+    ):
         self._generate_fn = generate_fn
         self.dim_z = int(dim_z)
         self.num_classes = int(num_classes)
         self.resolution = int(resolution)
         self.class_names = list(class_names or [])
         self.source = source
+        self.checkpoint = checkpoint
+        self.step = None if step is None else int(step)
+
+    def describe(self) -> dict:
+        """Which weights these are, for records: `{"source", "checkpoint", "step"}`."""
+        return {"source": self.source, "checkpoint": self.checkpoint, "step": self.step}
 
     def generate(self, z, y_onehot) -> tf.Tensor:
         """Images for latents and class weights.
@@ -168,6 +186,7 @@ def _from_saved_model(path: str) -> LoadedGenerator:
         config["resolution"],
         config.get("class_names"),
         path,
+        step=config.get("step"),
     )
     generator.saved_model = loaded  # Keeps the variables alive.
     return generator
@@ -177,7 +196,7 @@ def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenera
     from tf_biggan import layers
     from tf_biggan import state as state_lib
 
-    network, config, _ = state_lib.restore_ema_generator(model_dir, checkpoint_path)
+    network, config, checkpoint_path = state_lib.restore_ema_generator(model_dir, checkpoint_path)
     # The EMA generator's u and sigma are G's (the EMA copies them). Power iterations from
     # there can need hundreds of steps where the top singular values are close; an SVD per
     # kernel costs seconds once per load and matches the export exactly.
@@ -199,6 +218,8 @@ def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenera
         network.resolution,
         config.get("class_names"),
         model_dir,
+        checkpoint=checkpoint_path,
+        step=config["step"],
     )
     generator.network = network
     return generator
@@ -216,7 +237,11 @@ def load(path: str) -> LoadedGenerator:
 
 
 def load_generator(
-    model_dir: str | None = None, saved_model: str | None = None, checkpoint_path=None
+    model_dir: str | None = None,
+    saved_model: str | None = None,
+    checkpoint_path=None,
+    step: int | None = None,
+    best: bool = False,
 ) -> LoadedGenerator:
     """Loads a generator from a training directory or an exported SavedModel.
 
@@ -227,14 +252,31 @@ def load_generator(
         largest integer version inside is used). It needs the `default`
         signature and `assets/config.json` of `tf_biggan.export`.
       checkpoint_path: with `model_dir`, a checkpoint prefix (default latest).
+      step: with `model_dir`, the checkpoint of this training step.
+      best: with `model_dir`, the best checkpoint the periodic evaluation kept.
 
     Returns:
       A `LoadedGenerator`.
+
+    Raises:
+      ValueError: not exactly one of `model_dir` and `saved_model`, more than one of
+        `checkpoint_path`, `step` and `best`, or one of them with `saved_model`.
+      FileNotFoundError: no such checkpoint (see `tf_biggan.state.find_checkpoint`).
     """
     if bool(model_dir) == bool(saved_model):
         raise ValueError("give exactly one of model_dir and saved_model")
+    chosen = [name for name, v in (("checkpoint_path", checkpoint_path), ("step", step),
+                                   ("best", best or None)) if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise ValueError(f"give at most one of {' and '.join(chosen)}")
     if saved_model:
+        if chosen:
+            raise ValueError(f"{chosen[0]} selects a checkpoint of a model_dir, not of an export")
         return _from_saved_model(paths.expand(saved_model))
+    if step is not None or best:
+        from tf_biggan import state as state_lib
+
+        checkpoint_path = state_lib.find_checkpoint(model_dir, step=step, best=best)
     return _from_model_dir(paths.expand(model_dir), paths.expand(checkpoint_path))
 
 
@@ -384,7 +426,14 @@ def main(argv) -> None:
     f = flags.FLAGS
     if bool(f.model_dir) == bool(f.saved_model):
         raise flags.ValidationError("give exactly one of --model_dir and --saved_model")
-    gen = load_generator(f.model_dir, f.saved_model, f.checkpoint)
+    # --checkpoint=N is the checkpoint of step N; anything else is a checkpoint prefix.
+    by_step = f.checkpoint is not None and f.checkpoint.isdigit()
+    gen = load_generator(
+        f.model_dir,
+        f.saved_model,
+        checkpoint_path=None if by_step else f.checkpoint,
+        step=int(f.checkpoint) if by_step else None,
+    )
     classes = f.classes or [str(i) for i in default_classes(gen.num_classes)]
     common = dict(seed=f.seed, batch_size=f.batch_size, pad=f.pad)
     if f.mode == "class_grid":
@@ -406,7 +455,9 @@ def _define_flags() -> None:
     from absl import flags
 
     flags.DEFINE_string("model_dir", None, "Training directory (EMA generator).")
-    flags.DEFINE_string("checkpoint", None, "With --model_dir: checkpoint prefix (default latest).")
+    flags.DEFINE_string(
+        "checkpoint", None, "With --model_dir: a step N or a checkpoint prefix (default latest)."
+    )
     flags.DEFINE_string("saved_model", None, "Export folder or one of its version folders.")
     flags.DEFINE_enum("mode", "class_grid", list(MODES), "Which sheet to draw.")
     flags.DEFINE_string("output", None, "PNG file to write.")

@@ -34,6 +34,7 @@ def import_tfds():
         ) from error
     return tensorflow_datasets
 
+
 # Files TFDS needs in `manual_dir` to prepare a data set it cannot download.
 MANUAL_DOWNLOAD_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
 

@@ -36,6 +36,7 @@ from tf_biggan.metrics.statistics import (
     frechet_distance,
     inception_score,
     kernel_inception_distance,
+    precision_recall,
     softmax,
 )
 
@@ -228,8 +229,10 @@ def evaluate(
     kid_subset_size: int = 1000,
     verbose: int = 1,
     quantise: bool = True,
+    precision_recall_k: int | None = None,
 ) -> dict:
-    """FID, Inception Score and KID of a generator against reference statistics.
+    """FID, Inception Score and KID (and precision / recall) of a generator against reference
+    statistics.
 
     Args:
         generate_fn: See `compute_generator_stats`.
@@ -241,13 +244,17 @@ def evaluate(
         kid_subsets, kid_subset_size: See `kernel_inception_distance`.
         verbose: 1 shows a progress bar.
         quantise: See `compute_generator_stats`.
+        precision_recall_k: If set, also the improved precision and recall of Kynkäänniemi et
+            al. (2019) with this k (`statistics.precision_recall`), between the reference's
+            feature sample and the generated one (up to 10,000 each, the reservoirs KID uses).
 
     Returns:
         `{"fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
         "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
-        "reference_stats", "pipeline"}`. The IS fields are None when the extractor has no
+        "reference_stats", "precision", "recall", "pipeline"}`. The IS fields are None when the extractor has no
         logits, the KID fields when the reference holds no feature sample (e.g. a TTUR or
-        pytorch-fid file with only `mu` and `sigma`). `pipeline` is `_pipeline_record`. The accuracy fields (see
+        pytorch-fid file with only `mu` and `sigma`), precision and recall unless asked for.
+        `pipeline` is `_pipeline_record`. The accuracy fields (see
         `class_accuracy`) are set when the extractor is a classifier of the generator's own
         classes (its logits have `num_classes` entries), e.g. `tools/fmnist_classifier.py`.
     """
@@ -277,6 +284,12 @@ def evaluate(
         kid_mean, kid_std = kernel_inception_distance(
             generated.features, reference.features, kid_subsets, kid_subset_size, seed=seed
         )
+    pr_metrics, pr_settings = _precision_recall(
+        reference, generated, precision_recall_k, reference_name
+    )
+    pipeline = _pipeline_record(
+        extractor, reference, reference_name, num_samples, truncation, quantise
+    )
     return {
         "fid": fid,
         "inception_score_mean": is_mean,
@@ -284,14 +297,34 @@ def evaluate(
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         **accuracy,
+        **pr_metrics,
         "num_samples": int(num_samples),
         "truncation": None if truncation is None else float(truncation),
         "extractor": extractor.name,
         "reference_stats": reference_name,
-        "pipeline": _pipeline_record(
-            extractor, reference, reference_name, num_samples, truncation, quantise
-        ),
+        "pipeline": {**pipeline, "precision_recall": pr_settings},
     }
+
+
+def _precision_recall(reference, generated, k, reference_name) -> tuple[dict, dict | None]:
+    """`({"precision", "recall"}, settings)` of `evaluate`: None values and None settings when
+    `k` is None, else the metrics and `{"k", "reference_features", "generated_features"}`."""
+    if k is None:
+        return {"precision": None, "recall": None}, None
+    real, fake = reference.features, generated.features
+    if min(real.shape[0], fake.shape[0]) <= k:
+        raise ValueError(
+            f"Precision/recall with k={k} need more than {k} feature vectors on each side; the "
+            f"reference statistics {reference_name or '(in memory)'} hold {real.shape[0]} "
+            f"(a file with only mu and sigma holds none: compute it with "
+            f"tools/reference_stats.py) and the generated sample {fake.shape[0]}."
+        )
+    settings = {
+        "k": int(k),
+        "reference_features": int(real.shape[0]),
+        "generated_features": int(fake.shape[0]),
+    }
+    return precision_recall(real, fake, k=k), settings
 
 
 def _pipeline_record(extractor, reference, reference_name, num_samples, truncation, quantise):
@@ -379,7 +412,12 @@ def json_line(record) -> str:
     return json.dumps(clean(record), allow_nan=False)
 
 
-def open_generator(model_dir: str | None = None, saved_model: str | None = None):
+def open_generator(
+    model_dir: str | None = None,
+    saved_model: str | None = None,
+    step: int | None = None,
+    best: bool = False,
+):
     """Loads the generator to evaluate from a training directory or an exported SavedModel.
 
     Args:
@@ -387,14 +425,16 @@ def open_generator(model_dir: str | None = None, saved_model: str | None = None)
             re-estimates the spectral norms of the EMA generator for its own weights).
         saved_model: SavedModel directory with the `default` signature and
             `assets/config.json`.
+        step: With `model_dir`, the checkpoint of this step (default the latest).
+        best: With `model_dir`, the best checkpoint kept by the periodic evaluation.
 
     Returns:
-        An object with `generate(z, y_onehot)`, `dim_z`, `num_classes`, `resolution` and
-        `class_names`.
+        A `tf_biggan.sample.LoadedGenerator`: `generate(z, y_onehot)`, `dim_z`, `num_classes`,
+        `resolution`, `class_names` and `describe()` (source, checkpoint and step).
     """
     if bool(model_dir) == bool(saved_model):
         raise ValueError("Give exactly one of model_dir and saved_model.")
     # Imported here: loading a generator needs the networks, computing metrics does not.
     from tf_biggan.sample import load_generator
 
-    return load_generator(model_dir=model_dir, saved_model=saved_model)
+    return load_generator(model_dir=model_dir, saved_model=saved_model, step=step, best=best)
