@@ -4,6 +4,8 @@ Library and CLI::
 
     python -m tf_biggan.sample --saved_model=runs/quickstart/export \\
       --mode=class_grid --classes=0,1,2 --truncation=0.5 --output=grid.png
+    python -m tf_biggan.sample --model_dir=runs/quickstart --mode=dump \\
+      --num_samples=50000 --output=samples.npz   # or a folder of PNGs (`tf_biggan.dump`)
 
 A generator comes from a training `model_dir` (the EMA generator of the
 latest or a given checkpoint) or from an exported SavedModel (a version
@@ -50,7 +52,7 @@ __all__ = [
     "z_interpolation_sheet",
 ]
 
-MODES = ("class_grid", "truncation_grid", "z_interpolation", "class_interpolation")
+MODES = ("class_grid", "truncation_grid", "z_interpolation", "class_interpolation", "dump")
 
 
 class LoadedGenerator:
@@ -434,6 +436,9 @@ def main(argv) -> None:
         checkpoint_path=None if by_step else f.checkpoint,
         step=int(f.checkpoint) if by_step else None,
     )
+    if f.mode == "dump":
+        _dump(gen, f)
+        return
     classes = f.classes or [str(i) for i in default_classes(gen.num_classes)]
     common = dict(seed=f.seed, batch_size=f.batch_size, pad=f.pad)
     if f.mode == "class_grid":
@@ -451,6 +456,22 @@ def main(argv) -> None:
     print(f.output, flush=True)
 
 
+def _dump(gen, f) -> None:
+    """`--mode=dump`: `tf_biggan.dump.dump_samples`, its progress bar on stderr."""
+    import contextlib
+    import sys
+
+    from tf_biggan import dump
+
+    classes = parse_classes(gen, f.classes) if f.classes else None
+    with contextlib.redirect_stdout(sys.stderr):
+        dump.dump_samples(
+            gen, f.output, f.num_samples, classes, f.truncation, seed=f.seed,
+            batch_size=f.batch_size,
+        )  # fmt: skip
+    print(f.output, flush=True)
+
+
 def _define_flags() -> None:
     from absl import flags
 
@@ -460,13 +481,17 @@ def _define_flags() -> None:
     )
     flags.DEFINE_string("saved_model", None, "Export folder or one of its version folders.")
     flags.DEFINE_enum("mode", "class_grid", list(MODES), "Which sheet to draw.")
-    flags.DEFINE_string("output", None, "PNG file to write.")
+    flags.DEFINE_string(
+        "output", None, "PNG file to write; --mode=dump: a .npz file or a folder of PNGs."
+    )
     flags.DEFINE_list(
         "classes",
         None,
         f"Class indices or names; default all classes up to {DEFAULT_MAX_CLASSES}, else "
-        f"{DEFAULT_MAX_CLASSES} spread evenly over the index range.",
+        f"{DEFAULT_MAX_CLASSES} spread evenly over the index range (--mode=dump: all classes, "
+        "in turn).",
     )
+    flags.DEFINE_integer("num_samples", 50_000, "--mode=dump: number of images.")
     flags.DEFINE_float("truncation", None, "Truncation threshold on |z|; unset: none.")
     flags.DEFINE_list("truncations", ["2.0", "1.0", "0.5", "0.25"], "truncation_grid rows.")
     flags.DEFINE_integer("samples", 8, "class_grid / truncation_grid columns.")
@@ -475,7 +500,13 @@ def _define_flags() -> None:
     flags.DEFINE_string("class_a", "0", "class_interpolation start class (index or name).")
     flags.DEFINE_string("class_b", "1", "class_interpolation end class (index or name).")
     flags.DEFINE_integer("seed", 0, "Seed of the latents.")
-    flags.DEFINE_integer("batch_size", 64, "Images per generator call.")
+    flags.DEFINE_integer(
+        "batch_size",
+        64,
+        "Images per generator call. --mode=dump draws z per batch as tf-biggan-eval does: "
+        "with eval's --batch_size (default 50), --seed and --truncation it dumps the images "
+        "eval measures.",
+    )
     flags.DEFINE_integer("pad", 2, "Pixels between images.")
     flags.mark_flag_as_required("output")
 
