@@ -184,58 +184,70 @@ def _load_tool(name):
     return module
 
 
-def test_render_plot_puts_curve_pixels_at_the_points(tmp_path):
-    curve = _load_tool("truncation_curve")
-    xs, ys = [10.0, 40.0, 80.0, 100.0], [30.0, 12.0, 15.0, 25.0]
-    image, points = curve.render_plot(xs, ys, labels=["2", "1", "0.5", "0.04"])
-    assert image.shape == (480, 640, 3) and image.dtype == np.uint8
-    # Axes span columns 70..610 and rows 430..40, with the data range padded by 5% each side:
-    # x in [5.5, 104.5], y in [11.1, 30.9]; y grows upwards.
-    cols = np.array([p[0] for p in points])
-    rows = np.array([p[1] for p in points])
-    expected_cols = 70 + (np.array(xs) - 5.5) / 99.0 * 540
-    expected_rows = 430 - (np.array(ys) - 11.1) / 19.8 * 390
-    np.testing.assert_allclose(cols, expected_cols, atol=0.5)
-    np.testing.assert_allclose(rows, expected_rows, atol=0.5)
-    for col, row in points:
-        np.testing.assert_array_equal(image[row, col], curve.MARKER_COLOUR)
-    # The polyline passes through the midpoint of each segment.
-    for (c0, r0), (c1, r1) in zip(points[:-1], points[1:], strict=True):
-        mid = image[
-            (r0 + r1) // 2 - 1 : (r0 + r1) // 2 + 2, (c0 + c1) // 2 - 1 : (c0 + c1) // 2 + 2
-        ]
-        assert np.any(np.all(mid == curve.LINE_COLOUR, axis=-1))
-    # The axes are drawn, and a region away from the curve stays background.
-    assert np.all(image[430, 70:610] == curve.AXIS_COLOUR)
-    assert np.all(image[40:430, 70] == curve.AXIS_COLOUR)
-    # Above the segment from point 1 (row ~410) to point 2 (row ~351) nothing is drawn.
-    far = image[80:300, cols[1] + 20 : cols[2] - 20]
-    assert far.size and np.all(far == 255)
-    path = str(tmp_path / "curve.png")
-    from tf_biggan import imaging
+def _rows():
+    record = dict(inception_score_std=0.25, kid_mean=0.125, kid_std=None, num_samples=40)
+    return [
+        dict(record, truncation=None, fid=30.5, inception_score_mean=10.0),
+        dict(record, truncation=1.0, fid=12.0, inception_score_mean=40.0),
+        dict(record, truncation=0.04, fid=25.0, inception_score_mean=100.0),
+    ]
 
-    imaging.write_png(path, image)
-    decoded = tf.io.decode_png(tf.io.read_file(path)).numpy()
-    np.testing.assert_array_equal(decoded, image)
+
+def test_truncation_table_as_csv_and_matplotlib_plot(tmp_path):
+    curve = _load_tool("truncation_curve")
+    csv_path, png = str(tmp_path / "t" / "curve.csv"), str(tmp_path / "t" / "curve.png")
+    curve.write_csv(_rows(), csv_path)
+    with open(csv_path) as f:
+        assert f.read().splitlines() == [
+            "truncation,fid,inception_score_mean,inception_score_std,kid_mean,kid_std,num_samples",
+            ",30.5,10.0,0.25,0.125,,40",
+            "1.0,12.0,40.0,0.25,0.125,,40",
+            "0.04,25.0,100.0,0.25,0.125,,40",
+        ]
+    curve.plot_rows(_rows(), png)
+    image = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy()
+    assert image.shape == (480, 640, 3)
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10  # Axes, text, line, markers.
+    # Without IS the x axis is the threshold, which must then be a number.
+    no_is = [dict(r, inception_score_mean=None) for r in _rows()]
+    with pytest.raises(ValueError, match="numeric truncation"):
+        curve.plot_rows(no_is, png)
+    curve.plot_rows(no_is[1:], png)
+
+
+def test_truncation_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    curve = _load_tool("truncation_curve")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"tf_biggan\[plot\]"):
+        curve.plot_rows(_rows(), str(tmp_path / "curve.png"))
 
 
 def test_truncation_curve_cli(tmp_path):
     saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=40, batch_size=40)
-    png = str(tmp_path / "plot" / "curve.png")
+    png, csv_path = str(tmp_path / "plot" / "curve.png"), str(tmp_path / "curve.csv")
     cmd = [
         sys.executable, os.path.join(REPO, "tools", "truncation_curve.py"),
         f"--saved_model={saved_model}", f"--reference_stats={ref_path}",
         "--truncations=1.0,0.1", "--num_samples=40", "--batch_size=20",
         "--extractor=keras_model", f"--extractor_path={extractor_path}",
         "--feature_layer=features", "--logits_layer=logits", f"--output_png={png}",
+        f"--output_csv={csv_path}",
     ]  # fmt: skip
     rows = _run_for_one_json_line(cmd)
     assert [r["truncation"] for r in rows] == [1.0, 0.1]
     # Truncating to |z| <= 0.1 collapses variety: FID against the untruncated reference grows.
     assert rows[1]["fid"] > rows[0]["fid"]
-    image = tf.io.decode_png(tf.io.read_file(png)).numpy()
+    with open(csv_path) as f:
+        header, *lines = f.read().splitlines()
+    columns = header.split(",")
+    for line, row in zip(lines, rows, strict=True):
+        values = dict(zip(columns, line.split(","), strict=True))
+        assert float(values["truncation"]) == row["truncation"]
+        assert float(values["fid"]) == row["fid"]
+        assert float(values["inception_score_mean"]) == row["inception_score_mean"]
+        assert int(values["num_samples"]) == 40
+    image = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy()
     assert image.shape == (480, 640, 3)
-    assert np.any(np.all(image == (200, 30, 30), axis=-1))
 
 
 def test_reference_stats_tool_uses_gin_dataset_at_the_generator_sizes(tmp_path):
