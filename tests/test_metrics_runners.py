@@ -301,7 +301,10 @@ def test_precision_recall_of_far_apart_and_identical_feature_sets():
     record = runners.evaluate(generator, extractor, generated, precision_recall_k=3, **settings)
     assert (record["precision"], record["recall"]) == (1.0, 1.0)
     assert record["pipeline"]["precision_recall"]["k"] == 3
+    # A reference without features is refused before any image is generated.
     mu_sigma_only = statistics.StreamingStats(generated.dim, max_kid_features=0)
     mu_sigma_only.update(generated.features)
-    with pytest.raises(ValueError, match="k=3 need more than 3 feature vectors"):
+    calls = len(generator.seen_labels)
+    with pytest.raises(ValueError, match="k=3 need more than 3 feature vectors.* hold 0"):
         runners.evaluate(generator, extractor, mu_sigma_only, precision_recall_k=3, **settings)
+    assert len(generator.seen_labels) == calls

@@ -5,8 +5,8 @@
 
 Loads the generator (`--model_dir`, the EMA generator of the latest checkpoint, of the
 checkpoint of step N with `--checkpoint=N`, or of the best checkpoint by FID kept by training's
-periodic evaluation with `--best`; or `--saved_model`), generates `--num_samples` images, and prints one line of JSON on stdout: the
-record of `tf_biggan.metrics.evaluate`. Progress and library output go to stderr. The reference
+periodic evaluation with `--best`; or `--saved_model`), generates `--num_samples` images, and
+prints one line of JSON on stdout: the record of `tf_biggan.metrics.evaluate`. Progress and library output go to stderr. The reference
 statistics come from `tools/reference_stats.py` with the same extractor flags (or are the
 `mu`/`sigma` file of TTUR or pytorch-fid). Without `--truncation` z is not truncated, as in
 training's periodic evaluation; `--truncation=t` resamples the entries of z with |z| > t.

@@ -207,11 +207,30 @@ def _check_compatible(reference: StreamingStats, generated: StreamingStats, wher
         )
 
 
-def _load_reference(reference_stats) -> tuple[StreamingStats, str | None]:
-    """The reference statistics and their path (None for an object given in memory)."""
+def _load_reference(reference_stats, precision_recall_k=None) -> tuple[StreamingStats, str | None]:
+    """The reference statistics and their path (None for an object given in memory).
+
+    Raises:
+        ValueError: precision / recall are asked for and the reference holds too few features
+            (checked here, before minutes of generation).
+    """
     if isinstance(reference_stats, StreamingStats):
-        return reference_stats, None
-    return StreamingStats.load(reference_stats), str(reference_stats)
+        reference, name = reference_stats, None
+    else:
+        reference, name = StreamingStats.load(reference_stats), str(reference_stats)
+    if precision_recall_k is not None and reference.features.shape[0] <= precision_recall_k:
+        raise ValueError(_too_few_features(precision_recall_k, name, reference.features, "?"))
+    return reference, name
+
+
+def _too_few_features(k, reference_name, real, fake) -> str:
+    fake_count = fake if isinstance(fake, str) else fake.shape[0]
+    return (
+        f"Precision/recall with k={k} need more than {k} feature vectors on each side; the "
+        f"reference statistics {reference_name or '(in memory)'} hold {real.shape[0]} (a file "
+        f"with only mu and sigma holds none: compute it with tools/reference_stats.py) and the "
+        f"generated sample {fake_count}."
+    )
 
 
 def evaluate(
@@ -257,7 +276,7 @@ def evaluate(
         generator's own `num_classes` classes (`tools/fmnist_classifier.py`). `pipeline` is
         `_pipeline_record` with the precision / recall settings.
     """
-    reference, reference_name = _load_reference(reference_stats)
+    reference, reference_name = _load_reference(reference_stats, precision_recall_k)
     generated, probs = compute_generator_stats(
         generate_fn, extractor, num_samples, batch_size, num_classes, dim_z, truncation, seed,
         verbose=verbose, quantise=quantise,
@@ -309,12 +328,7 @@ def _precision_recall(reference, generated, k, reference_name) -> tuple[dict, di
         return {"precision": None, "recall": None}, None
     real, fake = reference.features, generated.features
     if min(real.shape[0], fake.shape[0]) <= k:
-        raise ValueError(
-            f"Precision/recall with k={k} need more than {k} feature vectors on each side; the "
-            f"reference statistics {reference_name or '(in memory)'} hold {real.shape[0]} "
-            f"(a file with only mu and sigma holds none: compute it with "
-            f"tools/reference_stats.py) and the generated sample {fake.shape[0]}."
-        )
+        raise ValueError(_too_few_features(k, reference_name, real, fake))
     settings = {
         "k": int(k),
         "reference_features": int(real.shape[0]),
