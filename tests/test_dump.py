@@ -83,6 +83,9 @@ def test_cli_dumps_a_folder_of_pngs_and_labels(model_dir, gen, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == out
+    # The progress bar is on stderr; off a terminal, its first and last lines only here
+    # (a line every 30 s), not one per batch of 2.
+    assert proc.stderr.count("/5") == 2, proc.stderr[-2000:]
     assert sorted(os.listdir(out)) == [f"{i:06d}.png" for i in range(5)] + [dump.LABELS_CSV]
     with open(os.path.join(out, dump.LABELS_CSV)) as f:
         assert f.read().splitlines() == [

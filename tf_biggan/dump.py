@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 
@@ -64,7 +65,8 @@ def dump_samples(
       truncation: None for z ~ N(0, I), or t > 0 to resample entries with |z| > t.
       seed: seed of z (`imaging.latent_batches`).
       batch_size: images per generator call (part of the z seeding, as in eval).
-      verbose: 1 shows a progress bar (on stdout).
+      verbose: 1 shows a progress bar (on stdout; a line every 30 s when it is not a
+        terminal).
 
     Returns:
       The labels written, int64 `[N]`.
@@ -74,7 +76,11 @@ def dump_samples(
     if labels.min() < 0 or labels.max() >= gen.num_classes:
         raise ValueError(f"classes must lie in [0, {gen.num_classes}), got {sorted(set(labels))}")
     writer = _NpzWriter if output.endswith(".npz") else _FolderWriter
-    progbar = keras.utils.Progbar(num_samples, verbose=verbose, unit_name="image")
+    # Off a terminal (a log file, nohup) each update is a new line: one every 30 s, not per batch.
+    interval = 0.05 if sys.stdout.isatty() else 30.0
+    progbar = keras.utils.Progbar(
+        num_samples, verbose=verbose, interval=interval, unit_name="image"
+    )
     with writer(output, num_samples, gen.resolution, labels) as write:
         for start, z in imaging.latent_batches(
             num_samples, batch_size, gen.dim_z, truncation, seed
