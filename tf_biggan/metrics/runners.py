@@ -219,17 +219,17 @@ def _load_reference(reference_stats, precision_recall_k=None) -> tuple[Streaming
     else:
         reference, name = StreamingStats.load(reference_stats), str(reference_stats)
     if precision_recall_k is not None and reference.features.shape[0] <= precision_recall_k:
-        raise ValueError(_too_few_features(precision_recall_k, name, reference.features, "?"))
+        raise ValueError(_too_few_features(precision_recall_k, name, reference.features))
     return reference, name
 
 
-def _too_few_features(k, reference_name, real, fake) -> str:
-    fake_count = fake if isinstance(fake, str) else fake.shape[0]
+def _too_few_features(k, reference_name, real, fake=None) -> str:
+    generated = "" if fake is None else f", the generated sample {fake.shape[0]}"
     return (
         f"Precision/recall with k={k} need more than {k} feature vectors on each side; the "
         f"reference statistics {reference_name or '(in memory)'} hold {real.shape[0]} (a file "
-        f"with only mu and sigma holds none: compute it with tools/reference_stats.py) and the "
-        f"generated sample {fake_count}."
+        f"with only mu and sigma holds none: compute it with tools/reference_stats.py)"
+        f"{generated}."
     )
 
 
