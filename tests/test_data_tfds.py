@@ -1,6 +1,7 @@
 """Tests for tf_biggan.data.tfds: TensorFlow Datasets sources, on a locally built data set."""
 
 import functools
+import sys
 
 import numpy as np
 import pytest
@@ -52,3 +53,13 @@ def test_tfds_source_with_a_local_builder(tmp_path):
         source(request, split="test")
     with pytest.raises(ValueError, match=r"image_key='picture' / label_key='label' not found"):
         source(request, image_key="picture")
+
+
+def test_without_tensorflow_datasets_the_error_names_the_extra(monkeypatch, tmp_path):
+    # A None entry in sys.modules makes `import tensorflow_datasets` raise ImportError.
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(ImportError, match=r"tf_biggan\[tfds\]"):
+        data.make_dataset(
+            batch_size=2, resolution=8, num_classes=3,
+            source=functools.partial(data.tfds_source, name="cifar10", data_dir=str(tmp_path)),
+        )  # fmt: skip

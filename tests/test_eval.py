@@ -110,7 +110,9 @@ def _library_record(saved_model, extractor_path, ref_path, truncation):
 def test_cli_prints_one_json_line_without_truncation_and_states_its_pipeline(tmp_path):
     saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=60, batch_size=30)
     result = _run_for_one_json_line(_cli_command(saved_model, extractor_path, ref_path))
-    assert_record_without_class_accuracy(result)
+    assert_record_without_class_accuracy(result, cli=True)
+    assert result["generator"] == {"source": saved_model, "checkpoint": None, "step": None}
+    assert result["precision"] is None and result["recall"] is None
     assert result["num_samples"] == 60
     assert result["truncation"] is None
     assert result["extractor"] == "keras_model:tiny/features"
@@ -137,6 +139,7 @@ def test_cli_prints_one_json_line_without_truncation_and_states_its_pipeline(tmp
         "reference_extractor": "keras_model:tiny/features",
         "reference_features": 60,
         "generated_images": "quantised to uint8",
+        "precision_recall": None,
     }
 
 
@@ -181,58 +184,70 @@ def _load_tool(name):
     return module
 
 
-def test_render_plot_puts_curve_pixels_at_the_points(tmp_path):
-    curve = _load_tool("truncation_curve")
-    xs, ys = [10.0, 40.0, 80.0, 100.0], [30.0, 12.0, 15.0, 25.0]
-    image, points = curve.render_plot(xs, ys, labels=["2", "1", "0.5", "0.04"])
-    assert image.shape == (480, 640, 3) and image.dtype == np.uint8
-    # Axes span columns 70..610 and rows 430..40, with the data range padded by 5% each side:
-    # x in [5.5, 104.5], y in [11.1, 30.9]; y grows upwards.
-    cols = np.array([p[0] for p in points])
-    rows = np.array([p[1] for p in points])
-    expected_cols = 70 + (np.array(xs) - 5.5) / 99.0 * 540
-    expected_rows = 430 - (np.array(ys) - 11.1) / 19.8 * 390
-    np.testing.assert_allclose(cols, expected_cols, atol=0.5)
-    np.testing.assert_allclose(rows, expected_rows, atol=0.5)
-    for col, row in points:
-        np.testing.assert_array_equal(image[row, col], curve.MARKER_COLOUR)
-    # The polyline passes through the midpoint of each segment.
-    for (c0, r0), (c1, r1) in zip(points[:-1], points[1:], strict=True):
-        mid = image[
-            (r0 + r1) // 2 - 1 : (r0 + r1) // 2 + 2, (c0 + c1) // 2 - 1 : (c0 + c1) // 2 + 2
-        ]
-        assert np.any(np.all(mid == curve.LINE_COLOUR, axis=-1))
-    # The axes are drawn, and a region away from the curve stays background.
-    assert np.all(image[430, 70:610] == curve.AXIS_COLOUR)
-    assert np.all(image[40:430, 70] == curve.AXIS_COLOUR)
-    # Above the segment from point 1 (row ~410) to point 2 (row ~351) nothing is drawn.
-    far = image[80:300, cols[1] + 20 : cols[2] - 20]
-    assert far.size and np.all(far == 255)
-    path = str(tmp_path / "curve.png")
-    from tf_biggan import imaging
+def _rows():
+    record = dict(inception_score_std=0.25, kid_mean=0.125, kid_std=None, num_samples=40)
+    return [
+        dict(record, truncation=None, fid=30.5, inception_score_mean=10.0),
+        dict(record, truncation=1.0, fid=12.0, inception_score_mean=40.0),
+        dict(record, truncation=0.04, fid=25.0, inception_score_mean=100.0),
+    ]
 
-    imaging.write_png(path, image)
-    decoded = tf.io.decode_png(tf.io.read_file(path)).numpy()
-    np.testing.assert_array_equal(decoded, image)
+
+def test_truncation_table_as_csv_and_matplotlib_plot(tmp_path):
+    curve = _load_tool("truncation_curve")
+    csv_path, png = str(tmp_path / "t" / "curve.csv"), str(tmp_path / "t" / "curve.png")
+    curve.write_csv(_rows(), csv_path)
+    with open(csv_path) as f:
+        assert f.read().splitlines() == [
+            "truncation,fid,inception_score_mean,inception_score_std,kid_mean,kid_std,num_samples",
+            ",30.5,10.0,0.25,0.125,,40",
+            "1.0,12.0,40.0,0.25,0.125,,40",
+            "0.04,25.0,100.0,0.25,0.125,,40",
+        ]
+    curve.plot_rows(_rows(), png)
+    image = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy()
+    assert image.shape == (480, 640, 3)
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10  # Axes, text, line, markers.
+    # Without IS the x axis is the threshold, which must then be a number.
+    no_is = [dict(r, inception_score_mean=None) for r in _rows()]
+    with pytest.raises(ValueError, match="numeric truncation"):
+        curve.plot_rows(no_is, png)
+    curve.plot_rows(no_is[1:], png)
+
+
+def test_truncation_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    curve = _load_tool("truncation_curve")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"tf_biggan\[plot\]"):
+        curve.plot_rows(_rows(), str(tmp_path / "curve.png"))
 
 
 def test_truncation_curve_cli(tmp_path):
     saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=40, batch_size=40)
-    png = str(tmp_path / "plot" / "curve.png")
+    png, csv_path = str(tmp_path / "plot" / "curve.png"), str(tmp_path / "curve.csv")
     cmd = [
         sys.executable, os.path.join(REPO, "tools", "truncation_curve.py"),
         f"--saved_model={saved_model}", f"--reference_stats={ref_path}",
         "--truncations=1.0,0.1", "--num_samples=40", "--batch_size=20",
         "--extractor=keras_model", f"--extractor_path={extractor_path}",
         "--feature_layer=features", "--logits_layer=logits", f"--output_png={png}",
+        f"--output_csv={csv_path}",
     ]  # fmt: skip
     rows = _run_for_one_json_line(cmd)
     assert [r["truncation"] for r in rows] == [1.0, 0.1]
     # Truncating to |z| <= 0.1 collapses variety: FID against the untruncated reference grows.
     assert rows[1]["fid"] > rows[0]["fid"]
-    image = tf.io.decode_png(tf.io.read_file(png)).numpy()
+    with open(csv_path) as f:
+        header, *lines = f.read().splitlines()
+    columns = header.split(",")
+    for line, row in zip(lines, rows, strict=True):
+        values = dict(zip(columns, line.split(","), strict=True))
+        assert float(values["truncation"]) == row["truncation"]
+        assert float(values["fid"]) == row["fid"]
+        assert float(values["inception_score_mean"]) == row["inception_score_mean"]
+        assert int(values["num_samples"]) == 40
+    image = tf.io.decode_png(tf.io.read_file(png), channels=3).numpy()
     assert image.shape == (480, 640, 3)
-    assert np.any(np.all(image == (200, 30, 30), axis=-1))
 
 
 def test_reference_stats_tool_uses_gin_dataset_at_the_generator_sizes(tmp_path):
@@ -276,3 +291,96 @@ def test_reference_stats_tool_uses_gin_dataset_at_the_generator_sizes(tmp_path):
     assert stats.count == 40 and stats.features.shape == (40, 4)
     np.testing.assert_allclose(stats.mean, expected.mean(0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(stats.cov, np.cov(expected, rowvar=False), rtol=1e-4, atol=1e-7)
+
+
+# ---- --checkpoint=N, --best and --precision_recall -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A model_dir with EMA generators saved at steps 5 and 7 (step 7 kept as the best), a
+    saved tiny extractor, and reference statistics of the step-5 generator's own sample at the
+    seed the CLI tests use; returns their paths `(model_dir, extractor, reference)`."""
+    from test_sample import CLASS_NAMES, _generator
+
+    from tf_biggan import state as state_lib
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    model_dir = str(root / "run")
+    first = _generator(1)
+    state_lib.write_model_config(model_dir, first, CLASS_NAMES)
+    for step, generator in ((5, first), (7, _generator(2))):
+        checkpoint = tf.train.Checkpoint(
+            ema_generator=generator, step=tf.Variable(step, dtype=tf.int64)
+        )
+        tf.train.CheckpointManager(checkpoint, model_dir, 3).save(checkpoint_number=step)
+    best_dir = os.path.join(model_dir, state_lib.BEST_DIR)
+    tf.train.CheckpointManager(checkpoint, best_dir, 1).save(checkpoint_number=7)
+    extractor_path = str(root / "extractor.keras")
+    tiny_classifier().save(extractor_path)
+    extractor = metrics.make_extractor("keras_model", extractor_path, feature_layer="features")
+    reference, _ = metrics.compute_generator_stats(
+        metrics.open_generator(model_dir, step=5).generate, extractor, num_samples=30,
+        batch_size=30, num_classes=3, dim_z=32, seed=3, verbose=0,
+    )  # fmt: skip
+    ref_path = str(root / "ref.npz")
+    reference.save(ref_path)
+    return model_dir, extractor_path, ref_path
+
+
+def test_find_checkpoint_by_step_and_best_with_clear_errors(checkpoints, tmp_path):
+    from tf_biggan import state as state_lib
+
+    model_dir = checkpoints[0]
+    assert state_lib.find_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-7")
+    assert state_lib.find_checkpoint(model_dir, step=5) == os.path.join(model_dir, "ckpt-5")
+    assert state_lib.find_checkpoint(model_dir, best=True) == os.path.join(
+        model_dir, "best", "ckpt-7"
+    )
+    with pytest.raises(FileNotFoundError, match="no checkpoint of step 6 .* steps: 5, 7"):
+        state_lib.find_checkpoint(model_dir, step=6)
+    with pytest.raises(FileNotFoundError, match="no best checkpoint .*eval_every"):
+        state_lib.find_checkpoint(str(tmp_path), best=True)
+    with pytest.raises(ValueError, match="not of an export"):
+        metrics.open_generator(saved_model=model_dir, best=True)
+
+
+def _model_dir_command(model_dir, extractor_path, ref_path, *extra):
+    return [
+        sys.executable, "-m", "tf_biggan.eval", f"--model_dir={model_dir}",
+        f"--reference_stats={ref_path}", "--num_samples=30", "--batch_size=30",
+        "--extractor=keras_model", f"--extractor_path={extractor_path}",
+        "--feature_layer=features", "--seed=3", "--kid_subsets=2", "--kid_subset_size=20",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_cli_evaluates_the_chosen_checkpoint_or_the_best_with_precision_recall(checkpoints):
+    model_dir, extractor_path, ref_path = checkpoints
+    result = _run_for_one_json_line(
+        _model_dir_command(
+            model_dir, extractor_path, ref_path, "--checkpoint=5", "--precision_recall",
+            "--pr_k=3",
+        )
+    )  # fmt: skip
+    assert result["generator"] == {
+        "source": model_dir,
+        "checkpoint": os.path.join(model_dir, "ckpt-5"),
+        "step": 5,
+    }
+    # The reference is this checkpoint's own sample at the same seed: the features coincide,
+    # so FID is 0 and every point lies in the other set's k-NN manifold (precision = recall
+    # = 1 exactly).
+    assert result["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert result["precision"] == 1.0 and result["recall"] == 1.0
+    assert result["pipeline"]["precision_recall"] == {
+        "k": 3,
+        "reference_features": 30,
+        "generated_features": 30,
+    }
+    # The best checkpoint (step 7) holds other weights.
+    best = _run_for_one_json_line(_model_dir_command(model_dir, extractor_path, ref_path, "--best"))
+    assert best["generator"]["checkpoint"] == os.path.join(model_dir, "best", "ckpt-7")
+    assert best["generator"]["step"] == 7
+    assert best["fid"] > 1e-3
+    assert best["precision"] is None and best["pipeline"]["precision_recall"] is None

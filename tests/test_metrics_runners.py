@@ -57,17 +57,18 @@ def test_compute_generator_stats_cycles_labels_and_counts():
     np.testing.assert_allclose(probs.sum(1), 1.0)
 
 
-def assert_record_without_class_accuracy(record):
-    """`record` has every field of an `evaluate` record, and no class accuracy: the classifier
-    of these tests has 5 classes, their generators 3."""
+def assert_record_without_class_accuracy(record, cli=False):
+    """`record` has every field of an `evaluate` record (and with `cli` the program's
+    `generator`), and no class accuracy: the classifier of these tests has 5 classes, their
+    generators 3."""
     assert set(record) == {
         "fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
-        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
-        "reference_stats", "pipeline",
+        "class_accuracy", "per_class_accuracy", "precision", "recall", "num_samples",
+        "truncation", "extractor", "reference_stats", "pipeline", *(["generator"] if cli else []),
     }  # fmt: skip
     assert set(record["pipeline"]) == {
         "extractor", "num_samples", "truncation", "reference_stats", "reference_count",
-        "reference_extractor", "reference_features", "generated_images",
+        "reference_extractor", "reference_features", "generated_images", "precision_recall",
     }  # fmt: skip
     for key in ("num_samples", "truncation", "reference_stats"):
         assert record["pipeline"][key] == record[key], key
@@ -284,3 +285,26 @@ def test_quantise_like_real_images_inverts_the_pipeline_scaling_of_uint8_values(
     x = tf.constant([-1.5, -1.0, 0.0, 1.0 / 255, 0.999, 1.5])
     expected = np.array([0, 0, 128, 128, 255, 255]) / 127.5 - 1.0
     np.testing.assert_allclose(runners.quantise_like_real_images(x), expected, rtol=0, atol=1e-7)
+
+
+def test_precision_recall_of_far_apart_and_identical_feature_sets():
+    """Closed forms: a reference whose features are the generated ones shifted far away
+    shares no k-NN ball with them (precision = recall = 0); the generated features themselves
+    as reference give precision = recall = 1. Without reference features it is refused."""
+    generator, extractor = _LinearGenerator(4, 3), _tiny_extractor()
+    settings = dict(num_samples=40, batch_size=20, num_classes=3, dim_z=4, seed=1, verbose=0)
+    generated, _ = runners.compute_generator_stats(generator, extractor, **settings)
+    far = statistics.StreamingStats(generated.dim, extractor=extractor.name)
+    far.update(generated.features + 1e3)
+    record = runners.evaluate(generator, extractor, far, precision_recall_k=3, **settings)
+    assert (record["precision"], record["recall"]) == (0.0, 0.0)
+    record = runners.evaluate(generator, extractor, generated, precision_recall_k=3, **settings)
+    assert (record["precision"], record["recall"]) == (1.0, 1.0)
+    assert record["pipeline"]["precision_recall"]["k"] == 3
+    # A reference without features is refused before any image is generated.
+    mu_sigma_only = statistics.StreamingStats(generated.dim, max_kid_features=0)
+    mu_sigma_only.update(generated.features)
+    calls = len(generator.seen_labels)
+    with pytest.raises(ValueError, match="k=3 need more than 3 feature vectors.* hold 0"):
+        runners.evaluate(generator, extractor, mu_sigma_only, precision_recall_k=3, **settings)
+    assert len(generator.seen_labels) == calls

@@ -3,12 +3,16 @@
     python -m tf_biggan.eval --model_dir=runs/cifar10 \\
         --reference_stats=stats/cifar10_train.npz --num_samples=50000
 
-Loads the generator (`--model_dir`, the EMA generator of the latest checkpoint, or
-`--saved_model`), generates `--num_samples` images, and prints one line of JSON on stdout: the
-record of `tf_biggan.metrics.evaluate`. Progress and library output go to stderr. The reference
+Loads the generator (`--model_dir`, the EMA generator of the latest checkpoint, of the
+checkpoint of step N with `--checkpoint=N`, or of the best checkpoint by FID kept by training's
+periodic evaluation with `--best`; or `--saved_model`), generates `--num_samples` images, and
+prints one line of JSON on stdout: the record of `tf_biggan.metrics.evaluate`. Progress and library output go to stderr. The reference
 statistics come from `tools/reference_stats.py` with the same extractor flags (or are the
 `mu`/`sigma` file of TTUR or pytorch-fid). Without `--truncation` z is not truncated, as in
 training's periodic evaluation; `--truncation=t` resamples the entries of z with |z| > t.
+`--precision_recall` (with `--pr_k`) adds improved precision and recall, which need reference
+statistics with a feature sample (those of `tools/reference_stats.py`). The record's
+`generator` object names the weights measured (source, checkpoint, step).
 
 The library lives in `tf_biggan.metrics`; this module holds only the program.
 """
@@ -31,28 +35,49 @@ _EVALUATE_FLAGS = (
 )
 
 
+def _selected_checkpoint(f) -> dict:
+    """The `open_generator` arguments of `--checkpoint` / `--best` (with `--model_dir` only)."""
+    if f.checkpoint is None and not f.best:
+        return {}
+    if not f.model_dir:
+        raise flags.ValidationError("--checkpoint and --best select a checkpoint of --model_dir.")
+    if f.checkpoint is not None and f.best:
+        raise flags.ValidationError("Give --checkpoint=N or --best, not both.")
+    return {"best": True} if f.best else {"step": f.checkpoint}
+
+
 def main(argv) -> None:
     del argv
     f = flags.FLAGS
     if bool(f.model_dir) == bool(f.saved_model):
         raise flags.ValidationError("Give exactly one of --model_dir and --saved_model.")
+    selected = _selected_checkpoint(f)
     # stdout carries only the JSON result; progress bars and library prints go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        generator = metrics.open_generator(f.model_dir, f.saved_model)
+        generator = metrics.open_generator(f.model_dir, f.saved_model, **selected)
         record = metrics.evaluate(
             generator.generate,
             metrics.extractor_from_flags(f),
             f.reference_stats,
             num_classes=generator.num_classes,
             dim_z=generator.dim_z,
+            precision_recall_k=f.pr_k if f.precision_recall else None,
             **{name: f[name].value for name in _EVALUATE_FLAGS},
         )
+    # Which weights were measured: the model_dir or export, the checkpoint and its step.
+    record["generator"] = generator.describe()
     print(metrics.json_line(record), flush=True)
 
 
 def _define_flags() -> None:
     flags.DEFINE_string("model_dir", None, "Training directory (latest checkpoint, EMA G).")
     flags.DEFINE_string("saved_model", None, "Exported SavedModel directory.")
+    flags.DEFINE_integer(
+        "checkpoint", None, "With --model_dir: the checkpoint of this step (default latest)."
+    )
+    flags.DEFINE_bool(
+        "best", False, "With --model_dir: the best checkpoint by FID (model_dir/best/)."
+    )
     flags.DEFINE_string("reference_stats", None, "Reference .npz (tools/reference_stats.py).")
     flags.DEFINE_integer("num_samples", 50_000, "Number of generated images.")
     flags.DEFINE_integer("batch_size", 50, "Images per generator call.")
@@ -60,6 +85,10 @@ def _define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of latents and KID subsets.")
     flags.DEFINE_integer("kid_subsets", 100, "KID subsets.")
     flags.DEFINE_integer("kid_subset_size", 1000, "KID subset size.")
+    flags.DEFINE_bool(
+        "precision_recall", False, "Also improved precision/recall (Kynkäänniemi et al. 2019)."
+    )
+    flags.DEFINE_integer("pr_k", 3, "Precision/recall neighbourhood size k.")
     metrics.define_extractor_flags(flags)
     # Listed by --helpshort with this program's own flags.
     flags.adopt_module_key_flags(metrics.extractors)

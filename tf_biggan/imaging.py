@@ -127,6 +127,21 @@ def truncated_z(batch_size: int, dim_z: int, truncation=None, seed=None) -> np.n
     return z.numpy()
 
 
+def latent_batches(num_samples: int, batch_size: int, dim_z: int, truncation=None, seed: int = 0):
+    """The latents of a long run of samples, batch by batch, as evaluation and dumps draw them.
+
+    Batch k holds samples `[k * batch_size, min((k + 1) * batch_size, num_samples))` with
+    `truncated_z(b, dim_z, truncation, seed * 1_000_003 + k)`, so the same arguments give the
+    same z in `tf_biggan.metrics.evaluate` and `tf_biggan.dump.dump_samples`.
+
+    Yields:
+      `(start, z)`: the index of the batch's first sample and float32 numpy `[b, dim_z]`.
+    """
+    for batch_index, start in enumerate(range(0, num_samples, batch_size)):
+        b = min(batch_size, num_samples - start)
+        yield start, truncated_z(b, dim_z, truncation, seed=seed * 1_000_003 + batch_index)
+
+
 def to_uint8(images) -> tf.Tensor:
     """Maps float images in ``[-1, 1]`` to uint8 ``[0, 255]``.
 

@@ -4,6 +4,8 @@ Library and CLI::
 
     python -m tf_biggan.sample --saved_model=runs/quickstart/export \\
       --mode=class_grid --classes=0,1,2 --truncation=0.5 --output=grid.png
+    python -m tf_biggan.sample --model_dir=runs/quickstart --mode=dump \\
+      --num_samples=50000 --output=samples.npz   # or a folder of PNGs (`tf_biggan.dump`)
 
 A generator comes from a training `model_dir` (the EMA generator of the
 latest or a given checkpoint) or from an exported SavedModel (a version
@@ -50,7 +52,7 @@ __all__ = [
     "z_interpolation_sheet",
 ]
 
-MODES = ("class_grid", "truncation_grid", "z_interpolation", "class_interpolation")
+MODES = ("class_grid", "truncation_grid", "z_interpolation", "class_interpolation", "dump")
 
 
 class LoadedGenerator:
@@ -62,15 +64,33 @@ class LoadedGenerator:
       resolution: image size R.
       class_names: list of K names, or [] when unknown.
       source: the folder it was loaded from.
+      checkpoint: the checkpoint prefix restored (from a `model_dir`), else None.
+      step: the training step of the weights, or None when unknown.
     """
 
-    def __init__(self, generate_fn, dim_z, num_classes, resolution, class_names, source):
+    def __init__(
+        self,
+        generate_fn,
+        dim_z,
+        num_classes,
+        resolution,
+        class_names,
+        source,
+        checkpoint=None,
+        step=None,
+    ):
         self._generate_fn = generate_fn
         self.dim_z = int(dim_z)
         self.num_classes = int(num_classes)
         self.resolution = int(resolution)
         self.class_names = list(class_names or [])
         self.source = source
+        self.checkpoint = checkpoint
+        self.step = None if step is None else int(step)
+
+    def describe(self) -> dict:
+        """Which weights these are, for records: `{"source", "checkpoint", "step"}`."""
+        return {"source": self.source, "checkpoint": self.checkpoint, "step": self.step}
 
     def generate(self, z, y_onehot) -> tf.Tensor:
         """Images for latents and class weights.
@@ -168,6 +188,7 @@ def _from_saved_model(path: str) -> LoadedGenerator:
         config["resolution"],
         config.get("class_names"),
         path,
+        step=config.get("step"),
     )
     generator.saved_model = loaded  # Keeps the variables alive.
     return generator
@@ -177,7 +198,7 @@ def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenera
     from tf_biggan import layers
     from tf_biggan import state as state_lib
 
-    network, config, _ = state_lib.restore_ema_generator(model_dir, checkpoint_path)
+    network, config, checkpoint_path = state_lib.restore_ema_generator(model_dir, checkpoint_path)
     # The EMA generator's u and sigma are G's (the EMA copies them). Power iterations from
     # there can need hundreds of steps where the top singular values are close; an SVD per
     # kernel costs seconds once per load and matches the export exactly.
@@ -199,6 +220,8 @@ def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenera
         network.resolution,
         config.get("class_names"),
         model_dir,
+        checkpoint=checkpoint_path,
+        step=config["step"],
     )
     generator.network = network
     return generator
@@ -216,7 +239,11 @@ def load(path: str) -> LoadedGenerator:
 
 
 def load_generator(
-    model_dir: str | None = None, saved_model: str | None = None, checkpoint_path=None
+    model_dir: str | None = None,
+    saved_model: str | None = None,
+    checkpoint_path=None,
+    step: int | None = None,
+    best: bool = False,
 ) -> LoadedGenerator:
     """Loads a generator from a training directory or an exported SavedModel.
 
@@ -227,14 +254,31 @@ def load_generator(
         largest integer version inside is used). It needs the `default`
         signature and `assets/config.json` of `tf_biggan.export`.
       checkpoint_path: with `model_dir`, a checkpoint prefix (default latest).
+      step: with `model_dir`, the checkpoint of this training step.
+      best: with `model_dir`, the best checkpoint the periodic evaluation kept.
 
     Returns:
       A `LoadedGenerator`.
+
+    Raises:
+      ValueError: not exactly one of `model_dir` and `saved_model`, more than one of
+        `checkpoint_path`, `step` and `best`, or one of them with `saved_model`.
+      FileNotFoundError: no such checkpoint (see `tf_biggan.state.find_checkpoint`).
     """
     if bool(model_dir) == bool(saved_model):
         raise ValueError("give exactly one of model_dir and saved_model")
+    chosen = [name for name, v in (("checkpoint_path", checkpoint_path), ("step", step),
+                                   ("best", best or None)) if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise ValueError(f"give at most one of {' and '.join(chosen)}")
     if saved_model:
+        if chosen:
+            raise ValueError(f"{chosen[0]} selects a checkpoint of a model_dir, not of an export")
         return _from_saved_model(paths.expand(saved_model))
+    if step is not None or best:
+        from tf_biggan import state as state_lib
+
+        checkpoint_path = state_lib.find_checkpoint(model_dir, step=step, best=best)
     return _from_model_dir(paths.expand(model_dir), paths.expand(checkpoint_path))
 
 
@@ -384,7 +428,17 @@ def main(argv) -> None:
     f = flags.FLAGS
     if bool(f.model_dir) == bool(f.saved_model):
         raise flags.ValidationError("give exactly one of --model_dir and --saved_model")
-    gen = load_generator(f.model_dir, f.saved_model, f.checkpoint)
+    # --checkpoint=N is the checkpoint of step N; anything else is a checkpoint prefix.
+    by_step = f.checkpoint is not None and f.checkpoint.isdigit()
+    gen = load_generator(
+        f.model_dir,
+        f.saved_model,
+        checkpoint_path=None if by_step else f.checkpoint,
+        step=int(f.checkpoint) if by_step else None,
+    )
+    if f.mode == "dump":
+        _dump(gen, f)
+        return
     classes = f.classes or [str(i) for i in default_classes(gen.num_classes)]
     common = dict(seed=f.seed, batch_size=f.batch_size, pad=f.pad)
     if f.mode == "class_grid":
@@ -402,20 +456,42 @@ def main(argv) -> None:
     print(f.output, flush=True)
 
 
+def _dump(gen, f) -> None:
+    """`--mode=dump`: `tf_biggan.dump.dump_samples`, its progress bar on stderr."""
+    import contextlib
+    import sys
+
+    from tf_biggan import dump
+
+    classes = parse_classes(gen, f.classes) if f.classes else None
+    with contextlib.redirect_stdout(sys.stderr):
+        dump.dump_samples(
+            gen, f.output, f.num_samples, classes, f.truncation, seed=f.seed,
+            batch_size=f.batch_size,
+        )  # fmt: skip
+    print(f.output, flush=True)
+
+
 def _define_flags() -> None:
     from absl import flags
 
     flags.DEFINE_string("model_dir", None, "Training directory (EMA generator).")
-    flags.DEFINE_string("checkpoint", None, "With --model_dir: checkpoint prefix (default latest).")
+    flags.DEFINE_string(
+        "checkpoint", None, "With --model_dir: a step N or a checkpoint prefix (default latest)."
+    )
     flags.DEFINE_string("saved_model", None, "Export folder or one of its version folders.")
     flags.DEFINE_enum("mode", "class_grid", list(MODES), "Which sheet to draw.")
-    flags.DEFINE_string("output", None, "PNG file to write.")
+    flags.DEFINE_string(
+        "output", None, "PNG file to write; --mode=dump: a .npz file or a folder of PNGs."
+    )
     flags.DEFINE_list(
         "classes",
         None,
         f"Class indices or names; default all classes up to {DEFAULT_MAX_CLASSES}, else "
-        f"{DEFAULT_MAX_CLASSES} spread evenly over the index range.",
+        f"{DEFAULT_MAX_CLASSES} spread evenly over the index range (--mode=dump: all classes, "
+        "in turn).",
     )
+    flags.DEFINE_integer("num_samples", 50_000, "--mode=dump: number of images.")
     flags.DEFINE_float("truncation", None, "Truncation threshold on |z|; unset: none.")
     flags.DEFINE_list("truncations", ["2.0", "1.0", "0.5", "0.25"], "truncation_grid rows.")
     flags.DEFINE_integer("samples", 8, "class_grid / truncation_grid columns.")
@@ -424,7 +500,13 @@ def _define_flags() -> None:
     flags.DEFINE_string("class_a", "0", "class_interpolation start class (index or name).")
     flags.DEFINE_string("class_b", "1", "class_interpolation end class (index or name).")
     flags.DEFINE_integer("seed", 0, "Seed of the latents.")
-    flags.DEFINE_integer("batch_size", 64, "Images per generator call.")
+    flags.DEFINE_integer(
+        "batch_size",
+        64,
+        "Images per generator call. --mode=dump draws z per batch as tf-biggan-eval does: "
+        "with eval's --batch_size (default 50), --seed and --truncation it dumps the images "
+        "eval measures.",
+    )
     flags.DEFINE_integer("pad", 2, "Pixels between images.")
     flags.mark_flag_as_required("output")
 

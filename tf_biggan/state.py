@@ -23,6 +23,8 @@ from absl import logging
 from tf_biggan import layers, networks, paths
 
 MODEL_CONFIG_FILE = "model_config.json"
+BEST_DIR = "best"
+"""Subfolder of a `model_dir` where the periodic evaluation keeps the best checkpoint by FID."""
 LEARNING_RATE_FACTORS = "learning_rate_factors"
 """Checkpoint key of `TrainState.learning_rate_factors`."""
 
@@ -318,6 +320,59 @@ def restore_ema_generator(model_dir: str, checkpoint_path: str | None = None):
     status.assert_existing_objects_matched()
     config["step"] = int(step.numpy())
     return generator, config, checkpoint_path
+
+
+def _checkpoint_steps(directory: str) -> dict[int, str]:
+    """The checkpoints of a folder by their number: `{N: ".../ckpt-N"}` (from the index files)."""
+    found = {}
+    for index in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")):
+        number = os.path.basename(index)[len("ckpt-") : -len(".index")]
+        if number.isdigit():
+            found[int(number)] = index[: -len(".index")]
+    return found
+
+
+def find_checkpoint(model_dir: str, step: int | None = None, best: bool = False) -> str:
+    """The checkpoint prefix of a training `model_dir` to restore.
+
+    Args:
+      model_dir: the training `model_dir`.
+      step: the checkpoint saved at this step (`model_dir/ckpt-<step>`, the training loop
+        numbers its checkpoints by step); None for the latest.
+      best: the best checkpoint by FID that the periodic evaluation keeps in
+        `model_dir/best/` (see `tf_biggan.summaries.PeriodicEvaluation`).
+
+    Returns:
+      A checkpoint prefix such as `model_dir/ckpt-1000`.
+
+    Raises:
+      ValueError: both `step` and `best`.
+      FileNotFoundError: no such checkpoint; the message lists the steps that exist.
+    """
+    model_dir = paths.expand(model_dir)
+    if best and step is not None:
+        raise ValueError("give a checkpoint step or best, not both")
+    if best:
+        best_dir = os.path.join(model_dir, BEST_DIR)
+        path = tf.train.latest_checkpoint(best_dir) if tf.io.gfile.isdir(best_dir) else None
+        if path is None:
+            raise FileNotFoundError(
+                f"no best checkpoint kept in {best_dir}: the periodic evaluation keeps one "
+                "when training runs with train.eval_every > 0"
+            )
+        return path
+    if step is None:
+        path = tf.train.latest_checkpoint(model_dir)
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint in {model_dir}")
+        return path
+    available = _checkpoint_steps(model_dir)
+    if int(step) not in available:
+        listed = ", ".join(str(n) for n in sorted(available)) or "none"
+        raise FileNotFoundError(
+            f"no checkpoint of step {step} in {model_dir}; its checkpoints are at steps: {listed}"
+        )
+    return available[int(step)]
 
 
 def initialize_from(state: TrainState, source: str) -> None:

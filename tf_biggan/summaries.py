@@ -175,7 +175,7 @@ class PeriodicEvaluation:
             seed=seed,
         )
         self.best = tf.train.CheckpointManager(
-            checkpoint, os.path.join(out_dir, "best"), max_to_keep=1
+            checkpoint, os.path.join(out_dir, state_lib.BEST_DIR), max_to_keep=1
         )
 
     def due(self, step: int) -> bool:

@@ -3,156 +3,35 @@
 Brock et al. (2019, Fig. 2 and 17) plot IS against FID as the truncation threshold on |z|
 shrinks: IS rises (fidelity) while FID eventually worsens (variety). This tool evaluates a
 generator at each threshold with the same extractor, reference statistics, sample count and
-seed, prints the table as one JSON line (a list of `tf_biggan.metrics.evaluate` records) and
-draws the curve into a PNG: IS on x, FID on y, one marker per threshold labelled with it
-(truncation on x when the extractor has no logits).
+seed, prints the table as one JSON line (a list of `tf_biggan.metrics.evaluate` records),
+writes it as CSV (`--output_csv`) and plots the curve into a PNG with matplotlib
+(`--output_png`; `pip install 'tf_biggan[plot]'`): IS on x, FID on y, one marker per threshold
+labelled with it (truncation on x when the extractor has no logits).
 
     python tools/truncation_curve.py --saved_model=export/1 --reference_stats=ref.npz \\
-        --truncations=2.0,1.0,0.5,0.2,0.04 --num_samples=10000 --output_png=curve.png
-
-The plot is rasterised here with numpy (axes, polyline, square markers and a 3×5 pixel
-font), so no plotting library is needed.
+        --truncations=2.0,1.0,0.5,0.2,0.04 --num_samples=10000 --output_png=curve.png \\
+        --output_csv=curve.csv
 """
 
 import contextlib
+import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
-BACKGROUND = (255, 255, 255)
-AXIS_COLOUR = (0, 0, 0)
-LINE_COLOUR = (40, 90, 200)
-MARKER_COLOUR = (200, 30, 30)
-
-# 3×5 glyphs, one string of 3 bits per row, for the characters the labels use.
-_FONT = {
-    "0": ("111", "101", "101", "101", "111"),
-    "1": ("010", "110", "010", "010", "111"),
-    "2": ("111", "001", "111", "100", "111"),
-    "3": ("111", "001", "111", "001", "111"),
-    "4": ("101", "101", "111", "001", "001"),
-    "5": ("111", "100", "111", "001", "111"),
-    "6": ("111", "100", "111", "101", "111"),
-    "7": ("111", "001", "001", "001", "001"),
-    "8": ("111", "101", "111", "101", "111"),
-    "9": ("111", "101", "111", "001", "111"),
-    ".": ("000", "000", "000", "000", "010"),
-    "-": ("000", "000", "111", "000", "000"),
-    "A": ("010", "101", "111", "101", "101"),
-    "C": ("111", "100", "100", "100", "111"),
-    "D": ("110", "101", "101", "101", "110"),
-    "F": ("111", "100", "110", "100", "100"),
-    "I": ("111", "010", "010", "010", "111"),
-    "N": ("110", "101", "101", "101", "101"),
-    "O": ("111", "101", "101", "101", "111"),
-    "R": ("110", "101", "110", "101", "101"),
-    "S": ("111", "100", "111", "001", "111"),
-    "T": ("111", "010", "010", "010", "010"),
-    "U": ("101", "101", "101", "101", "111"),
-    " ": ("000", "000", "000", "000", "000"),
-}
-
-
-def draw_text(image, text, col, row, colour=AXIS_COLOUR, scale=2):
-    """Draws `text` with its top-left corner at (col, row), clipped to the image.
-
-    Args:
-        image: uint8 `[H, W, 3]`, modified in place.
-        text: Characters from `_FONT` (digits, '.', '-', some capitals, space).
-        col, row: Pixel position of the top-left corner.
-        colour: RGB triple.
-        scale: Pixel size of one glyph dot.
-    """
-    height, width = image.shape[:2]
-    for i, char in enumerate(text.upper()):
-        if char not in _FONT:
-            raise ValueError(f"draw_text: no glyph for {char!r} in {text!r}.")
-        for r, bits in enumerate(_FONT[char]):
-            for c, bit in enumerate(bits):
-                if bit == "1":
-                    top = row + r * scale
-                    left = col + (4 * i + c) * scale
-                    image[
-                        max(top, 0) : min(top + scale, height),
-                        max(left, 0) : min(left + scale, width),
-                    ] = colour
-
-
-def _draw_segment(image, p0, p1, colour, thickness=1):
-    steps = int(max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1]))) + 1
-    cols = np.rint(np.linspace(p0[0], p1[0], steps)).astype(int)
-    rows = np.rint(np.linspace(p0[1], p1[1], steps)).astype(int)
-    height, width = image.shape[:2]
-    for dr in range(-(thickness // 2), thickness - thickness // 2):
-        for dc in range(-(thickness // 2), thickness - thickness // 2):
-            r, c = rows + dr, cols + dc
-            keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            image[r[keep], c[keep]] = colour
-
-
-def _axis_range(values):
-    lo, hi = float(np.min(values)), float(np.max(values))
-    pad = 0.05 * (hi - lo) if hi > lo else max(abs(lo) * 0.1, 0.5)
-    return lo - pad, hi + pad
+CSV_COLUMNS = (
+    "truncation",
+    "fid",
+    "inception_score_mean",
+    "inception_score_std",
+    "kid_mean",
+    "kid_std",
+    "num_samples",
+)
 
 
 def _format(value):
-    return f"{value:.3g}" if "e" not in f"{value:.3g}" else f"{value:.1f}"
-
-
-def render_plot(xs, ys, labels=None, x_title="IS", y_title="FID", width=640, height=480):
-    """Rasterises a polyline with markers on labelled axes.
-
-    Args:
-        xs, ys: Coordinates of the points, in drawing order (same length >= 1).
-        labels: Optional text per point (e.g. the truncation), drawn beside the marker.
-        x_title, y_title: Axis titles.
-        width, height: Image size in pixels.
-
-    Returns:
-        `(image, points)`: uint8 `[height, width, 3]` and the integer pixel positions
-        `[(col, row), ...]` of the points.
-    """
-    xs = np.asarray(xs, np.float64)
-    ys = np.asarray(ys, np.float64)
-    if xs.shape != ys.shape or xs.ndim != 1 or xs.size == 0:
-        raise ValueError(
-            f"render_plot needs equal-length 1-D xs and ys, got {xs.shape}, {ys.shape}."
-        )
-    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
-        raise ValueError("render_plot: coordinates must be finite.")
-    left, right, top, bottom = 70, width - 30, 40, height - 50
-    if right - left < 10 or bottom - top < 10:
-        raise ValueError(f"Image {width}x{height} is too small for a plot.")
-    image = np.empty([height, width, 3], np.uint8)
-    image[:] = BACKGROUND
-    x0, x1 = _axis_range(xs)
-    y0, y1 = _axis_range(ys)
-    cols = left + (xs - x0) / (x1 - x0) * (right - left)
-    rows = bottom - (ys - y0) / (y1 - y0) * (bottom - top)
-    points = [(int(round(c)), int(round(r))) for c, r in zip(cols, rows, strict=True)]
-
-    _draw_segment(image, (left, bottom), (right, bottom), AXIS_COLOUR)
-    _draw_segment(image, (left, bottom), (left, top), AXIS_COLOUR)
-    for value, col in ((x0, left), (x1, right)):
-        _draw_segment(image, (col, bottom), (col, bottom + 5), AXIS_COLOUR)
-        text = _format(value)
-        draw_text(image, text, col - 4 * len(text), bottom + 9)
-    for value, row in ((y0, bottom), (y1, top)):
-        _draw_segment(image, (left - 5, row), (left, row), AXIS_COLOUR)
-        text = _format(value)
-        draw_text(image, text, left - 8 - 8 * len(text), row - 5)
-    draw_text(image, x_title, (left + right) // 2 - 4 * len(x_title), bottom + 30)
-    draw_text(image, y_title, left - 8 * len(y_title) // 2, top - 28)
-
-    for p0, p1 in zip(points[:-1], points[1:], strict=True):
-        _draw_segment(image, p0, p1, LINE_COLOUR, thickness=2)
-    for i, (col, row) in enumerate(points):
-        image[max(row - 3, 0) : row + 4, max(col - 3, 0) : col + 4] = MARKER_COLOUR
-        if labels is not None:
-            draw_text(image, str(labels[i]), col + 6, row - 14, colour=MARKER_COLOUR)
-    return image, points
+    return f"{value:.3g}"
 
 
 def truncation_curve(
@@ -192,25 +71,75 @@ def truncation_curve(
     return rows
 
 
-def plot_rows(rows):
-    """Renders a truncation table: IS vs FID, or truncation vs FID without IS."""
-    labels = ["-" if r["truncation"] is None else _format(r["truncation"]) for r in rows]
+def write_csv(rows, path: str) -> None:
+    """Writes the table as CSV: a header of `CSV_COLUMNS`, one row per threshold, empty cells
+    for None (no truncation; IS or KID not available), floats with 17 significant digits."""
+    from tf_biggan import paths
+
+    def cell(value):
+        return (
+            "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
+        )
+
+    lines = [",".join(CSV_COLUMNS)]
+    lines += [",".join(cell(row[name]) for name in CSV_COLUMNS) for row in rows]
+    path = paths.expand(path)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or an error naming the extra."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            "The truncation plot needs matplotlib, an optional dependency of tf_biggan: "
+            "pip install 'tf_biggan[plot]' (or pip install matplotlib), or pass "
+            "--output_png= to write only the JSON and the CSV"
+        ) from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_rows(rows, path: str) -> None:
+    """Plots a truncation table to a PNG: IS on x and FID on y, one marker per threshold
+    labelled with it; truncation on x when the extractor has no logits (no IS)."""
+    plt = _pyplot()
+    labels = ["none" if r["truncation"] is None else _format(r["truncation"]) for r in rows]
     fids = [r["fid"] for r in rows]
     if all(r["inception_score_mean"] is not None for r in rows):
-        image, _ = render_plot([r["inception_score_mean"] for r in rows], fids, labels)
+        xs, x_title = [r["inception_score_mean"] for r in rows], "Inception Score"
     else:
-        xs = [np.inf if r["truncation"] is None else r["truncation"] for r in rows]
-        if not np.all(np.isfinite(xs)):
+        if any(r["truncation"] is None for r in rows):
             raise ValueError("Without IS, every row needs a numeric truncation to plot.")
-        image, _ = render_plot(xs, fids, labels, x_title="TRUNCATION")
-    return image
+        xs, x_title = [r["truncation"] for r in rows], "truncation threshold"
+    figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    axes.plot(xs, fids, "-o", color="tab:blue", markerfacecolor="tab:red")
+    for x, y, label in zip(xs, fids, labels, strict=True):
+        axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5))
+    axes.set_xlabel(x_title)
+    axes.set_ylabel("FID")
+    axes.set_title(f"Truncation trade-off ({rows[0]['num_samples']} samples per threshold)")
+    axes.grid(True, alpha=0.3)
+    path = os.path.expanduser(path)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def main(argv):
     del argv
-    from tf_biggan import imaging, metrics
+    from tf_biggan import metrics
 
     f = flags.FLAGS
+    if f.output_png:
+        _pyplot()  # Before an evaluation of minutes: matplotlib is there (or the extra named).
     truncations = [None if t.lower() == "none" else float(t) for t in f.truncations]
     with contextlib.redirect_stdout(sys.stderr):
         generator = metrics.open_generator(f.model_dir, f.saved_model)
@@ -224,8 +153,10 @@ def main(argv):
             batch_size=f.batch_size,
             seed=f.seed,
         )
+        if f.output_csv:
+            write_csv(rows, f.output_csv)
         if f.output_png:
-            imaging.write_png(f.output_png, plot_rows(rows))
+            plot_rows(rows, f.output_png)
     print(metrics.json_line(rows), flush=True)
 
 
@@ -243,7 +174,10 @@ def _define_flags():
     flags.DEFINE_integer("num_samples", 10_000, "Images per threshold.")
     flags.DEFINE_integer("batch_size", 50, "Images per generator call.")
     flags.DEFINE_integer("seed", 0, "Seed of the latents (the same at every threshold).")
-    flags.DEFINE_string("output_png", "truncation_curve.png", "Plot path; empty: no plot.")
+    flags.DEFINE_string(
+        "output_png", "truncation_curve.png", "Plot path (needs matplotlib); empty: no plot."
+    )
+    flags.DEFINE_string("output_csv", "truncation_curve.csv", "Table path; empty: no CSV.")
     metrics.define_extractor_flags(flags)
     flags.mark_flag_as_required("reference_stats")
 

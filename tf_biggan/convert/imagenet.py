@@ -30,7 +30,9 @@ _LABELS_VARIABLE = "IMAGENET_LABELS_LIST"
 def _tfds_file(parts) -> str:
     spec = importlib.util.find_spec("tensorflow_datasets")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("tensorflow-datasets is not installed; the ImageNet labels come from it")
+        raise ImportError(
+            "the ImageNet class names come from tensorflow-datasets: pip install 'tf_biggan[convert]'"
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
     if not os.path.exists(path):
         raise FileNotFoundError(

@@ -1,7 +1,7 @@
 """The TensorFlow Datasets source (`tfds_source`), e.g. "cifar10" or "imagenet2012".
 
 `tensorflow_datasets` is imported only when the source is built (it is slow to import and
-optional). Data sets TFDS cannot download (ImageNet) are checked for their manually
+optional: `pip install 'tf_biggan[tfds]'`; without it, building the source says so). Data sets TFDS cannot download (ImageNet) are checked for their manually
 downloaded files before preparing, so the error names the missing files.
 """
 
@@ -16,7 +16,24 @@ from tf_biggan import paths
 from tf_biggan.data.decode import decode_to_rgb_uint8
 from tf_biggan.data.source import GIN_MODULE, Source, SourceRequest, check_label
 
-__all__ = ["MANUAL_DOWNLOAD_FILES", "tfds_source"]
+__all__ = ["MANUAL_DOWNLOAD_FILES", "import_tfds", "tfds_source"]
+
+
+def import_tfds():
+    """The `tensorflow_datasets` module, imported on first use (it is slow to import).
+
+    Raises:
+      ImportError: TensorFlow Datasets is not installed; the message names the extra.
+    """
+    try:
+        import tensorflow_datasets
+    except ImportError as error:
+        raise ImportError(
+            "TFDS sources need TensorFlow Datasets, an optional dependency of tf_biggan: "
+            "pip install 'tf_biggan[tfds]' (or pip install tensorflow-datasets)"
+        ) from error
+    return tensorflow_datasets
+
 
 # Files TFDS needs in `manual_dir` to prepare a data set it cannot download.
 MANUAL_DOWNLOAD_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
@@ -57,7 +74,7 @@ def tfds_source(
       A `Source` whose elements are feature dicts with encoded images.
     """
     num_classes, input_context = request.num_classes, request.input_context
-    import tensorflow_datasets as tfds  # lazy: importing tfds is slow and optional
+    tfds = import_tfds()
 
     if not name:
         raise ValueError("tfds_source needs a data set name")
@@ -94,7 +111,7 @@ def tfds_source(
 
 def _prepared_builder(name: str, data_dir: str | None, manual_dir: str | None, download: bool):
     """The TFDS builder of `name`, prepared first when `download` and not yet prepared."""
-    import tensorflow_datasets as tfds  # lazy, as in `tfds_source`
+    tfds = import_tfds()
 
     builder = tfds.builder(name, data_dir=data_dir)
     if download and not _tfds_prepared(builder):

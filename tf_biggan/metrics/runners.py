@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_biggan.data.decode import flip_and_scale
-from tf_biggan.imaging import to_uint8, truncated_z
+from tf_biggan.imaging import latent_batches, to_uint8
 from tf_biggan.metrics.extractors import FeatureExtractor
 from tf_biggan.metrics.statistics import (
     StreamingStats,
@@ -36,6 +36,7 @@ from tf_biggan.metrics.statistics import (
     frechet_distance,
     inception_score,
     kernel_inception_distance,
+    precision_recall,
     softmax,
 )
 
@@ -86,7 +87,9 @@ def compute_generator_stats(
     """Generates `num_samples` images and accumulates their feature statistics.
 
     Labels cycle over the classes (so every class gets `num_samples / num_classes` images up to
-    one), z comes from `tf_biggan.imaging.truncated_z` with a per-batch seed derived from `seed`.
+    one), z comes from `tf_biggan.imaging.latent_batches` (a per-batch seed derived from `seed`):
+    `python -m tf_biggan.sample --mode=dump` with the same seed, truncation and batch size
+    writes these very images.
 
     Args:
         generate_fn: `(z float32 [B, dim_z], y_onehot float32 [B, K]) -> images [B, H, W, 3]`
@@ -115,10 +118,8 @@ def compute_generator_stats(
     labels = generated_labels(num_samples, num_classes)
 
     def batches():
-        for batch_index, start in enumerate(range(0, num_samples, batch_size)):
-            b = min(batch_size, num_samples - start)
-            z = truncated_z(b, dim_z, truncation, seed=seed * 1_000_003 + batch_index)
-            y_onehot = np.eye(num_classes, dtype=np.float32)[labels[start : start + b]]
+        for start, z in latent_batches(num_samples, batch_size, dim_z, truncation, seed):
+            y_onehot = np.eye(num_classes, dtype=np.float32)[labels[start : start + len(z)]]
             images = generate_fn(tf.constant(z), tf.constant(y_onehot))
             yield quantise_like_real_images(images) if quantise else images
 
@@ -206,11 +207,30 @@ def _check_compatible(reference: StreamingStats, generated: StreamingStats, wher
         )
 
 
-def _load_reference(reference_stats) -> tuple[StreamingStats, str | None]:
-    """The reference statistics and their path (None for an object given in memory)."""
+def _load_reference(reference_stats, precision_recall_k=None) -> tuple[StreamingStats, str | None]:
+    """The reference statistics and their path (None for an object given in memory).
+
+    Raises:
+        ValueError: precision / recall are asked for and the reference holds too few features
+            (checked here, before minutes of generation).
+    """
     if isinstance(reference_stats, StreamingStats):
-        return reference_stats, None
-    return StreamingStats.load(reference_stats), str(reference_stats)
+        reference, name = reference_stats, None
+    else:
+        reference, name = StreamingStats.load(reference_stats), str(reference_stats)
+    if precision_recall_k is not None and reference.features.shape[0] <= precision_recall_k:
+        raise ValueError(_too_few_features(precision_recall_k, name, reference.features))
+    return reference, name
+
+
+def _too_few_features(k, reference_name, real, fake=None) -> str:
+    generated = "" if fake is None else f", the generated sample {fake.shape[0]}"
+    return (
+        f"Precision/recall with k={k} need more than {k} feature vectors on each side; the "
+        f"reference statistics {reference_name or '(in memory)'} hold {real.shape[0]} (a file "
+        f"with only mu and sigma holds none: compute it with tools/reference_stats.py)"
+        f"{generated}."
+    )
 
 
 def evaluate(
@@ -228,42 +248,39 @@ def evaluate(
     kid_subset_size: int = 1000,
     verbose: int = 1,
     quantise: bool = True,
+    precision_recall_k: int | None = None,
 ) -> dict:
-    """FID, Inception Score and KID of a generator against reference statistics.
+    """FID, Inception Score, KID (and precision / recall) of a generator against reference
+    statistics.
 
     Args:
         generate_fn: See `compute_generator_stats`.
         extractor: A `FeatureExtractor`; must be the one the reference was computed with.
         reference_stats: Path of an `.npz` written by `StreamingStats.save`, or the object.
-        num_samples, batch_size, num_classes, dim_z, truncation, seed: See
+        num_samples, batch_size, num_classes, dim_z, truncation, seed, quantise: See
             `compute_generator_stats`.
         is_splits: Inception Score splits.
         kid_subsets, kid_subset_size: See `kernel_inception_distance`.
         verbose: 1 shows a progress bar.
-        quantise: See `compute_generator_stats`.
+        precision_recall_k: If set, the improved precision and recall (Kynkäänniemi et al.,
+            2019, `statistics.precision_recall`) with this k, between the reference's feature
+            sample and the generated one (up to 10,000 each, the reservoirs KID uses).
 
     Returns:
         `{"fid", "inception_score_mean", "inception_score_std", "kid_mean", "kid_std",
-        "class_accuracy", "per_class_accuracy", "num_samples", "truncation", "extractor",
-        "reference_stats", "pipeline"}`. The IS fields are None when the extractor has no
-        logits, the KID fields when the reference holds no feature sample (e.g. a TTUR or
-        pytorch-fid file with only `mu` and `sigma`). `pipeline` is `_pipeline_record`. The accuracy fields (see
-        `class_accuracy`) are set when the extractor is a classifier of the generator's own
-        classes (its logits have `num_classes` entries), e.g. `tools/fmnist_classifier.py`.
+        "class_accuracy", "per_class_accuracy", "precision", "recall", "num_samples",
+        "truncation", "extractor", "reference_stats", "pipeline"}`. None: the IS fields when
+        the extractor has no logits; the KID fields when the reference holds no feature sample
+        (a TTUR or pytorch-fid file with only `mu` and `sigma`); precision and recall unless
+        asked for; the accuracy fields (`class_accuracy`) unless the extractor classifies the
+        generator's own `num_classes` classes (`tools/fmnist_classifier.py`). `pipeline` is
+        `_pipeline_record` with the precision / recall settings.
     """
-    reference, reference_name = _load_reference(reference_stats)
+    reference, reference_name = _load_reference(reference_stats, precision_recall_k)
     generated, probs = compute_generator_stats(
-        generate_fn,
-        extractor,
-        num_samples=num_samples,
-        batch_size=batch_size,
-        num_classes=num_classes,
-        dim_z=dim_z,
-        truncation=truncation,
-        seed=seed,
-        verbose=verbose,
-        quantise=quantise,
-    )
+        generate_fn, extractor, num_samples, batch_size, num_classes, dim_z, truncation, seed,
+        verbose=verbose, quantise=quantise,
+    )  # fmt: skip
     _check_compatible(reference, generated, reference_name or "(in memory)")
     fid = frechet_distance(generated.mean, generated.cov, reference.mean, reference.cov)
     is_mean = is_std = None
@@ -272,11 +289,13 @@ def evaluate(
         is_mean, is_std = inception_score(probs, splits=min(is_splits, num_samples))
         if probs.shape[1] == num_classes:
             accuracy = class_accuracy(probs, generated_labels(num_samples, num_classes))
-    kid_mean = kid_std = None
-    if reference.features.shape[0] >= 2:
-        kid_mean, kid_std = kernel_inception_distance(
-            generated.features, reference.features, kid_subsets, kid_subset_size, seed=seed
-        )
+    kid_mean, kid_std = _kid(reference, generated, kid_subsets, kid_subset_size, seed)
+    pr_metrics, pr_settings = _precision_recall(
+        reference, generated, precision_recall_k, reference_name
+    )
+    pipeline = _pipeline_record(
+        extractor, reference, reference_name, num_samples, truncation, quantise
+    )
     return {
         "fid": fid,
         "inception_score_mean": is_mean,
@@ -284,14 +303,38 @@ def evaluate(
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         **accuracy,
+        **pr_metrics,
         "num_samples": int(num_samples),
         "truncation": None if truncation is None else float(truncation),
         "extractor": extractor.name,
         "reference_stats": reference_name,
-        "pipeline": _pipeline_record(
-            extractor, reference, reference_name, num_samples, truncation, quantise
-        ),
+        "pipeline": {**pipeline, "precision_recall": pr_settings},
     }
+
+
+def _kid(reference, generated, subsets, subset_size, seed) -> tuple[float | None, float | None]:
+    """KID's mean and std, or `(None, None)` when the reference holds no feature sample."""
+    if reference.features.shape[0] < 2:
+        return None, None
+    return kernel_inception_distance(
+        generated.features, reference.features, subsets, subset_size, seed=seed
+    )
+
+
+def _precision_recall(reference, generated, k, reference_name) -> tuple[dict, dict | None]:
+    """`({"precision", "recall"}, settings)` of `evaluate`: None values and None settings when
+    `k` is None, else the metrics and `{"k", "reference_features", "generated_features"}`."""
+    if k is None:
+        return {"precision": None, "recall": None}, None
+    real, fake = reference.features, generated.features
+    if min(real.shape[0], fake.shape[0]) <= k:
+        raise ValueError(_too_few_features(k, reference_name, real, fake))
+    settings = {
+        "k": int(k),
+        "reference_features": int(real.shape[0]),
+        "generated_features": int(fake.shape[0]),
+    }
+    return precision_recall(real, fake, k=k), settings
 
 
 def _pipeline_record(extractor, reference, reference_name, num_samples, truncation, quantise):
@@ -379,7 +422,12 @@ def json_line(record) -> str:
     return json.dumps(clean(record), allow_nan=False)
 
 
-def open_generator(model_dir: str | None = None, saved_model: str | None = None):
+def open_generator(
+    model_dir: str | None = None,
+    saved_model: str | None = None,
+    step: int | None = None,
+    best: bool = False,
+):
     """Loads the generator to evaluate from a training directory or an exported SavedModel.
 
     Args:
@@ -387,14 +435,16 @@ def open_generator(model_dir: str | None = None, saved_model: str | None = None)
             re-estimates the spectral norms of the EMA generator for its own weights).
         saved_model: SavedModel directory with the `default` signature and
             `assets/config.json`.
+        step: With `model_dir`, the checkpoint of this step (default the latest).
+        best: With `model_dir`, the best checkpoint kept by the periodic evaluation.
 
     Returns:
-        An object with `generate(z, y_onehot)`, `dim_z`, `num_classes`, `resolution` and
-        `class_names`.
+        A `tf_biggan.sample.LoadedGenerator`: `generate(z, y_onehot)`, `dim_z`, `num_classes`,
+        `resolution`, `class_names` and `describe()` (source, checkpoint and step).
     """
     if bool(model_dir) == bool(saved_model):
         raise ValueError("Give exactly one of model_dir and saved_model.")
     # Imported here: loading a generator needs the networks, computing metrics does not.
     from tf_biggan.sample import load_generator
 
-    return load_generator(model_dir=model_dir, saved_model=saved_model)
+    return load_generator(model_dir=model_dir, saved_model=saved_model, step=step, best=best)
