@@ -8,7 +8,9 @@ Loads the generator (`--model_dir`, the EMA generator of the latest checkpoint, 
 record of `tf_biggan.metrics.evaluate`. Progress and library output go to stderr. The reference
 statistics come from `tools/reference_stats.py` with the same extractor flags (or are the
 `mu`/`sigma` file of TTUR or pytorch-fid). Without `--truncation` z is not truncated, as in
-training's periodic evaluation; `--truncation=t` resamples the entries of z with |z| > t.
+training's periodic evaluation; `--truncation=t` resamples the entries of z with |z| > t
+and, for a generator with truncation-indexed batch-norm statistics, uses their entry for t
+(`0 < t <= 1`), as sampling and the export do.
 
 The library lives in `tf_biggan.metrics`; this module holds only the program.
 """
@@ -40,7 +42,7 @@ def main(argv) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         generator = metrics.open_generator(f.model_dir, f.saved_model)
         record = metrics.evaluate(
-            generator.generate,
+            lambda z, y: generator.generate(z, y, f.truncation),
             metrics.extractor_from_flags(f),
             f.reference_stats,
             num_classes=generator.num_classes,
