@@ -264,10 +264,12 @@ def spectral_state_variables(model) -> set[int]:
     return ids
 
 
-def write_model_config(model_dir: str, generator, class_names=None) -> None:
-    """Writes `model_dir/model_config.json`: the generator config and the class names."""
+def write_model_config(model_dir: str, generator, class_names=None, extra=None) -> None:
+    """Writes `model_dir/model_config.json`: the generator config, the class names and the
+    entries of `extra` (e.g. a converted model's source)."""
     tf.io.gfile.makedirs(model_dir)
     config = {"generator": generator.get_config(), "class_names": list(class_names or [])}
+    config.update(extra or {})
     with tf.io.gfile.GFile(os.path.join(model_dir, MODEL_CONFIG_FILE), "w") as f:
         json.dump(config, f, indent=2)
 
