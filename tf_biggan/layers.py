@@ -418,6 +418,8 @@ class SyncBatchNorm(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.affine = bool(affine)
         self.num_standing_stats = int(num_standing_stats)
+        # Set by `collect_batch_statistics` (standing statistics); not part of the config.
+        self._collector = None
         if self.num_standing_stats < 0 or self.num_standing_stats == 1:
             raise ValueError(
                 f"num_standing_stats must be 0 (none) or >= 2 (entries for truncation 0 to 1), "
@@ -456,6 +458,16 @@ class SyncBatchNorm(keras.layers.Layer):
                 )
                 for name, initializer in (("standing_mean", "zeros"), ("standing_variance", "ones"))
             )
+
+    def collect_batch_statistics(self, collector) -> None:
+        """While `collector` is set, inference calls normalise with the batch's statistics
+        (as training calls do, without moving the moving statistics) and pass them to
+        `collector.add(mean, variance)` (float32 `[C]` each, variance biased); None stops.
+
+        This is how standing statistics are accumulated (`tf_biggan.standing_stats`): the
+        rest of the network stays in inference mode (no SN power-iteration writes).
+        """
+        self._collector = collector
 
     def standing_statistics(self, truncation) -> tuple[tf.Tensor, tf.Tensor]:
         """The table's mean and variance at `truncation` t, float32 `[C]` each.
@@ -529,6 +541,9 @@ class SyncBatchNorm(keras.layers.Layer):
         if training:
             mean, variance = self._batch_moments(x)
             self._update_moving_statistics(mean, variance)
+        elif self._collector is not None:
+            mean, variance = self._batch_moments(x)
+            self._collector.add(mean, variance)
         else:
             mean, variance = self._inference_statistics(truncation)
         inv = tf.math.rsqrt(variance + self.epsilon)
