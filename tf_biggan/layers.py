@@ -475,7 +475,10 @@ class SyncBatchNorm(keras.layers.Layer):
         Entry k holds truncation `k / (T - 1)`; t in between is interpolated linearly,
         `(1 - f) * entry[i] + f * entry[i + 1]` with `i = floor(t (T - 1))` and
         `f = t (T - 1) - i`, so an entry's own t gives that entry exactly and the result
-        is continuous in t. t is clipped to [0, 1].
+        is continuous in t. t is clipped to [0, 1]. (pytorch-pretrained-BigGAN's port of
+        the biggan-deep modules weights the two entries the other way round, `f` on the
+        lower one, from `math.modf(t / step)`: that jumps at every entry, and float
+        rounding puts t = 0.3 at entry 14 instead of 15; it is not followed here.)
 
         Raises:
           ValueError: the layer has no table.
