@@ -3,8 +3,6 @@ BigGAN TF-Hub modules (at a small width) is converted and checked variable by va
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,8 @@ import tensorflow as tf
 
 import tf_biggan
 from tf_biggan import layers
-from tf_biggan.convert import tfhub
+from tf_biggan.convert import __main__ as convert_main
+from tf_biggan.convert import tfhub, write_model_dir
 
 EMA = "ema_b999900"
 CH = 4
@@ -182,24 +181,13 @@ def test_conditional_bn_computes_the_modules_function(converted):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_cli_writes_a_model_dir_that_samples_by_class_name(converted, tmp_path):
+def test_convert_writes_a_model_dir_that_samples_by_class_name(converted, tmp_path):
+    # `convert_source` is what `python -m tf_biggan.convert --from=tfhub` runs.
     _, folder, _ = converted
+    with pytest.raises(ValueError, match="--module_dir"):
+        convert_main.convert_source("tfhub")
     model_dir = str(tmp_path / "hub128")
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tf_biggan.convert",
-            "--from=tfhub",
-            f"--module_dir={folder}",
-            f"--model_dir={model_dir}",
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    write_model_dir(convert_main.convert_source("tfhub", module_dir=folder), model_dir)
     with open(os.path.join(model_dir, "classes.json")) as f:
         classes = json.load(f)["classes"]
     assert classes[1]["name"] == "goldfish" and classes[1]["wnid"] == "n01443537"
