@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import export, imaging, layers
+from tf_biggan import export, imaging, layers, networks
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -421,3 +421,29 @@ def test_export_leaves_the_logging_levels_as_it_found_them(tmp_path):
         assert absl_logger.level == logging.NOTSET
     finally:
         absl_logger.setLevel(before)
+
+
+def test_truncation_selects_the_standing_statistics_in_every_signature(tmp_path):
+    generator = networks.Generator(**dict(_tiny_generator().get_config(), num_standing_stats=3))
+    generator.build_by_call()
+    tiny_models.fill_standing_stats(generator, seed=3)
+    layers.refine_spectral_norms(generator, exact=True)
+    loaded = tf.saved_model.load(export.export_generator(generator, str(tmp_path / "e")))
+    default, serve = loaded.signatures["default"], loaded.signatures["serving_default"]
+    z = imaging.truncated_z(4, DIM_Z, 0.5, seed=9)
+    y = tf.one_hot([0, 1, 2, 0], NUM_CLASSES)
+    for t in (0.5, 0.8, 0.0, 2.0):
+        expected = generator(z, y, training=False, truncation=tf.constant(t)).numpy()
+        got = default(z=z, y=y, truncation=tf.constant(t))["default"].numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        np.testing.assert_allclose(loaded(y=y, z=z, truncation=t).numpy(), expected, atol=1e-4)
+    moving = generator(z, y, training=False).numpy()
+    standing = default(z=z, y=y, truncation=tf.constant(0.5))["default"].numpy()
+    assert np.abs(standing - moving).max() > 1e-2
+    # serving_default: its own z for the seed, the statistics of the same truncation.
+    labels = tf.constant([0, 1, 2, 0], tf.int64)
+    served = serve(labels=labels, truncation=tf.constant(0.5), seed=tf.constant(9, tf.int64))
+    expected = imaging.to_uint8(
+        default(z=z, y=y, truncation=tf.constant(0.5))["default"]
+    ).numpy()
+    assert np.abs(served["images"].numpy().astype(int) - expected.astype(int)).max() <= 1

@@ -556,3 +556,62 @@ def test_spectral_layers_finds_nested_sn_layers():
     found = layers.spectral_layers(layer)
     assert len(found) == 4
     assert {id(f) for f in found} == {id(layer.theta), id(layer.phi), id(layer.g), id(layer.o)}
+
+
+def _standing_bn(entries=6, channels=3):
+    layer = layers.SyncBatchNorm(affine=False, num_standing_stats=entries)
+    layer.build((2, 2, 2, channels))
+    rng = _rng(11)
+    layer.standing_mean.assign(rng.randn(entries, channels).astype(np.float32))
+    layer.standing_variance.assign(rng.uniform(0.5, 2.0, (entries, channels)).astype(np.float32))
+    layer.moving_mean.assign(rng.randn(channels).astype(np.float32))
+    layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels).astype(np.float32))
+    return layer
+
+
+@pytest.mark.parametrize("truncation", [0.01, 0.2, 0.3, 0.47, 0.6, 0.99, 1.0])
+def test_standing_statistics_interpolate_between_the_entries_around_t(truncation):
+    # 6 entries: truncation 0, 0.2, ..., 1. Between k/5 and (k+1)/5 the weights are linear.
+    layer = _standing_bn()
+    mean, var = layer.standing_mean.numpy(), layer.standing_variance.numpy()
+    k = min(int(np.floor(truncation * 5 + 1e-9)), 4)
+    f = truncation * 5 - k
+    expected_mean = (1 - f) * mean[k] + f * mean[k + 1]
+    expected_var = (1 - f) * var[k] + f * var[k + 1]
+    got_mean, got_var = layer.standing_statistics(truncation)
+    np.testing.assert_allclose(got_mean.numpy(), expected_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_var.numpy(), expected_var, rtol=1e-5, atol=1e-6)
+    x = _rng(12).randn(2, 2, 2, 3).astype(np.float32)
+    out = layer(x, training=False, truncation=tf.constant(truncation)).numpy()
+    np.testing.assert_allclose(
+        out, (x - expected_mean) / np.sqrt(expected_var + EPS), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_standing_statistics_at_an_entry_are_that_entry():
+    layer = _standing_bn()
+    for k in range(6):
+        mean, var = layer.standing_statistics(k / 5)
+        np.testing.assert_allclose(mean.numpy(), layer.standing_mean.numpy()[k], atol=1e-6)
+        np.testing.assert_allclose(var.numpy(), layer.standing_variance.numpy()[k], atol=1e-6)
+
+
+@pytest.mark.parametrize("truncation", [None, 0.0, -1.0, 1.5, float("inf")])
+def test_outside_the_table_inference_uses_the_moving_statistics(truncation):
+    layer = _standing_bn()
+    x = _rng(13).randn(2, 2, 2, 3).astype(np.float32)
+    out = layer(x, training=False, truncation=truncation).numpy()
+    expected = _np_bn(x, layer.moving_mean.numpy(), layer.moving_variance.numpy())
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_standing_table_is_non_trainable_round_trips_and_rejects_one_entry():
+    layer = _standing_bn(entries=51, channels=4)
+    assert layer.standing_mean.shape == (51, 4) and not layer.standing_mean.trainable
+    assert layer.num_standing_stats == 51
+    config = layer.get_config()
+    assert layers.SyncBatchNorm.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="num_standing_stats"):
+        layers.SyncBatchNorm(num_standing_stats=1)
+    with pytest.raises(ValueError, match="no standing statistics"):
+        _cbn().batch_norm.standing_statistics(0.5)

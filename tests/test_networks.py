@@ -336,3 +336,62 @@ def test_the_configured_task_is_read_without_building_the_networks():
         assert networks.configured_task(networks.Discriminator) == (128, 1000)
     finally:
         gin.clear_config()
+
+
+def test_bn_epsilon_is_a_gin_setting_of_every_batch_norm_of_g():
+    gin.clear_config()
+    try:
+        gin.parse_config("Generator.bn_epsilon = 0.25")
+        generator = networks.Generator(
+            resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED, attention=0
+        )
+    finally:
+        gin.clear_config()
+    generator.build_by_call()
+    norms = layers.batch_norm_layers(generator)
+    assert len(norms) == 2 * 3 + 1  # two conditional BNs per block, then the last BN
+    assert {bn.epsilon for bn in norms} == {0.25}
+    assert generator.get_config()["bn_epsilon"] == 0.25
+    # The closed form (x - mean) / sqrt(var + eps) * gamma + beta with the bound eps.
+    bn = generator.output_bn
+    rng = np.random.RandomState(7)
+    bn.moving_mean.assign(rng.randn(4 * CH).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.01, 0.1, 4 * CH).astype(np.float32))
+    bn.gamma.assign(rng.randn(4 * CH).astype(np.float32))
+    x = rng.randn(2, 4, 4, 4 * CH).astype(np.float32)
+    expected = (x - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + 0.25)
+    expected = expected * bn.gamma.numpy() + bn.beta.numpy()
+    np.testing.assert_allclose(bn(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert networks.Generator(resolution=32, ch=CH).bn_epsilon == 1e-5
+    with pytest.raises(ValueError, match="bn_epsilon"):
+        networks.Generator(resolution=32, ch=CH, bn_epsilon=0.0)
+
+
+def test_truncation_reaches_every_batch_norm_table_through_g():
+    kwargs = dict(resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED)
+    generator = networks.Generator(attention=0, num_standing_stats=3, **kwargs)
+    generator.build_by_call()
+    rng = np.random.RandomState(8)
+    norms = layers.batch_norm_layers(generator)
+    for bn in norms:
+        shape = bn.standing_mean.shape
+        bn.standing_mean.assign(rng.randn(*shape).astype(np.float32))
+        bn.standing_variance.assign(rng.uniform(0.5, 2, shape).astype(np.float32))
+    z = rng.randn(2, 20).astype(np.float32)
+    y = tf.one_hot([0, 2], CLASSES)
+    # The same G with the entry of t = 0.5 (the middle one) as its moving statistics.
+    reference = networks.Generator(attention=0, **kwargs)
+    reference.build_by_call()
+    for bn, ref in zip(norms, layers.batch_norm_layers(reference), strict=True):
+        ref.moving_mean.assign(bn.standing_mean[1])
+        ref.moving_variance.assign(bn.standing_variance[1])
+    by_name = {v.path.split("/", 1)[1]: v for v in reference.weights}
+    for v in generator.weights:
+        name = v.path.split("/", 1)[1]
+        if "standing" not in name and "moving" not in name:
+            by_name[name].assign(v)
+    expected = reference(z, y, training=False).numpy()
+    got = generator(z, y, training=False, truncation=tf.constant(0.5)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    untruncated = generator(z, y, training=False).numpy()
+    assert np.abs(untruncated - got).max() > 1e-3

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import export, imaging, layers, metrics, sample
+import tf_biggan
+from tf_biggan import export, imaging, layers, metrics, networks, sample
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -220,3 +221,31 @@ def test_without_classes_a_many_class_model_draws_ten_spread_classes():
     assert sample.default_classes(5) == [0, 1, 2, 3, 4]
     assert sample.default_classes(10) == list(range(10))
     assert sample.default_classes(1000) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+
+
+def test_sample_truncation_picks_the_standing_statistics(tmp_path):
+    generator = networks.Generator(
+        **dict(_generator(1).get_config(), name="ema_generator", num_standing_stats=3)
+    )
+    generator.build_by_call()
+    tiny_models.fill_standing_stats(generator, seed=4)
+    model_dir = str(tmp_path / "run")
+    state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
+    checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(1, dtype=tf.int64))
+    tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=1)
+    # The export's signatures are checked in test_export; here the model_dir path.
+    layers.refine_spectral_norms(generator, exact=True)
+    z = imaging.truncated_z(3, DIM_Z, 0.4, seed=2)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[[2, 0, 1]]
+    expected = imaging.to_uint8(generator(z, y, training=False, truncation=0.4)).numpy()
+    moving = imaging.to_uint8(generator(z, y, training=False)).numpy()
+    assert np.abs(expected.astype(int) - moving.astype(int)).max() > 10
+    gen = tf_biggan.load(model_dir)
+    images = gen.sample(["ring", "circle", "square"], truncation=0.4, seed=2)
+    _assert_close_uint8(images, expected)
+    grid = sample.truncation_grid(gen, 0, [0.4, None], 1, seed=2, pad=0)
+    rows = []
+    for t in (0.4, None):
+        z_row = imaging.truncated_z(1, DIM_Z, t, seed=2)
+        rows.append(generator(z_row, y[1:2], training=False, truncation=t))
+    _assert_close_uint8(grid, imaging.to_uint8(tf.concat(rows, axis=1))[0].numpy())

@@ -62,3 +62,15 @@ def assert_rebuilt_computes_the_same(original, rebuilt, inputs, rtol=1e-5):
         rtol=rtol,
         atol=1e-6,
     )
+
+
+def fill_standing_stats(generator, seed=0):
+    """Random truncation-indexed statistics in every BN table of a built `generator`, far
+    enough from the moving statistics that using one or the other changes the images."""
+    from tf_biggan import layers
+
+    rng = np.random.default_rng(seed)
+    for bn in layers.batch_norm_layers(generator):
+        shape = tuple(bn.standing_mean.shape)
+        bn.standing_mean.assign(rng.normal(0.0, 0.5, shape).astype(np.float32))
+        bn.standing_variance.assign(rng.uniform(0.3, 3.0, shape).astype(np.float32))

@@ -9,7 +9,9 @@ periodic evaluation with `--best`; or `--saved_model`), generates `--num_samples
 prints one line of JSON on stdout: the record of `tf_biggan.metrics.evaluate`. Progress and library output go to stderr. The reference
 statistics come from `tools/reference_stats.py` with the same extractor flags (or are the
 `mu`/`sigma` file of TTUR or pytorch-fid). Without `--truncation` z is not truncated, as in
-training's periodic evaluation; `--truncation=t` resamples the entries of z with |z| > t.
+training's periodic evaluation; `--truncation=t` resamples the entries of z with |z| > t
+and, for a generator with truncation-indexed batch-norm statistics, uses their entry for t
+(`0 < t <= 1`), as sampling and the export do.
 `--precision_recall` (with `--pr_k`) adds improved precision and recall, which need reference
 statistics with a feature sample (those of `tools/reference_stats.py`). The record's
 `generator` object names the weights measured (source, checkpoint, step).
@@ -56,7 +58,7 @@ def main(argv) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         generator = metrics.open_generator(f.model_dir, f.saved_model, **selected)
         record = metrics.evaluate(
-            generator.generate,
+            lambda z, y: generator.generate(z, y, f.truncation),
             metrics.extractor_from_flags(f),
             f.reference_stats,
             num_classes=generator.num_classes,

@@ -12,12 +12,13 @@ as is. The SavedModel has two signatures:
 `default` follows the BigGAN TF-Hub modules published by DeepMind: the
 caller samples z, already scaled or truncated, and passes the threshold too.
 Those modules never scale z themselves (their notebooks pass
-`z = truncation * truncnorm(-2, 2)` *and* `truncation`); the published
-BigGAN-deep graphs use `truncation` only to pick batch-norm statistics
-precomputed per threshold. A tf_biggan generator keeps one set of moving
-statistics, so here `default` returns exactly `G(z, y)` and `truncation` is
-accepted for compatibility and otherwise unused: code written for those
-modules runs unchanged, and the caller controls z entirely.
+`z = truncation * truncnorm(-2, 2)` *and* `truncation`); they use `truncation`
+only to pick batch-norm statistics for that threshold. Here likewise: `default`
+returns `G(z, y)` with, for a generator that has a table of truncation-indexed
+statistics (`Generator.num_standing_stats`, filled by `tf_biggan.standing_stats`
+or a converter), the table's entry for `truncation` when `0 < truncation <= 1`
+(interpolated linearly between entries) and the moving statistics otherwise. A
+generator without a table ignores `truncation`. The caller controls z entirely.
 
 `serving_default` samples z inside the graph with
 `imaging.truncated_normal_stateless` seeded by `[seed, 0]`: entries of
@@ -25,7 +26,9 @@ N(0, 1) beyond `truncation` are re-sampled, so `|z| <= truncation`. A
 `truncation` that is not a positive finite number (0, a negative value or
 inf) means no truncation. For an int seed `s` the latents equal
 `imaging.truncated_z(B, dim_z, truncation, seed=s)`, so served images can be
-reproduced in Python. Labels outside `[0, num_classes)` raise
+reproduced in Python. The same `truncation` then picks the batch-norm statistics
+exactly as in `default`, so `serving_default` equals `default` called with these
+latents and the same `truncation`. Labels outside `[0, num_classes)` raise
 `InvalidArgumentError`.
 
 The loaded object is also callable as the TF2 BigGAN hub modules are:
@@ -119,7 +122,7 @@ class ExportModule(tf.Module):
     def generator(self):
         return self._holder.generator
 
-    def _generate(self, z, y):
+    def _generate(self, z, y, truncation):
         dim_z = self.generator.dim_z
         num_classes = self.generator.num_classes
         checks = [
@@ -138,11 +141,10 @@ class ExportModule(tf.Module):
         with tf.control_dependencies(checks):
             z = tf.reshape(z, [-1, dim_z])
             y = tf.reshape(y, [-1, num_classes])
-        return self.generator(z, y, training=False)
+        return self.generator(z, y, training=False, truncation=truncation)
 
     def _default(self, z, y, truncation):
-        del truncation  # Accepted for TF-Hub compatibility; see the module docstring.
-        return {"default": self._generate(z, y)}
+        return {"default": self._generate(z, y, truncation)}
 
     def _serve(self, labels, truncation, seed):
         num_classes = self.generator.num_classes
@@ -165,7 +167,7 @@ class ExportModule(tf.Module):
             tf.stack([seed, tf.constant(0, tf.int64)]),
         )
         y = tf.one_hot(labels, num_classes, dtype=tf.float32)
-        return {"images": imaging.to_uint8(self._generate(z, y))}
+        return {"images": imaging.to_uint8(self._generate(z, y, truncation))}
 
     @tf.function(
         input_signature=[
@@ -175,9 +177,8 @@ class ExportModule(tf.Module):
         ]
     )
     def __call__(self, y, z, truncation):
-        """TF2-hub style call: images float32 `[B, R, R, 3]` in [-1, 1] for `G(z, y)`."""
-        del truncation
-        return self._generate(z, y)
+        """TF2-hub style call: images float32 `[B, R, R, 3]` in [-1, 1], as `default`."""
+        return self._generate(z, y, truncation)
 
 
 class _Holder:

@@ -391,14 +391,40 @@ class SyncBatchNorm(keras.layers.Layer):
       epsilon: added to the variance (1e-5).
       affine: learn a per-channel scale and offset (the last BN of G has them;
         conditional BN does not).
+      num_standing_stats: T >= 0 entries of truncation-indexed "standing"
+        statistics (paper, appendix): `standing_mean` and `standing_variance`,
+        `[T, C]` non-trainable weights, entry k for truncation `k / (T - 1)`
+        (DeepMind's modules: T = 51, truncation 0 to 1 in steps of 0.02). 0: none.
+
+    Truncation-indexed statistics: an inference call given a `truncation` t
+    with `0 < t <= 1` normalises with `standing_statistics(t)`, the linear
+    interpolation between the two entries around t; any other t (None, 0,
+    negative, above 1, inf: no truncation in tf_biggan's convention) and a
+    layer without a table use the moving statistics. Training calls always use
+    the batch's statistics.
     """
 
-    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, affine: bool = True, **kwargs):
+    def __init__(
+        self,
+        momentum: float = 0.9,
+        epsilon: float = 1e-5,
+        affine: bool = True,
+        num_standing_stats: int = 0,
+        **kwargs,
+    ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.affine = bool(affine)
+        self.num_standing_stats = int(num_standing_stats)
+        # Set by `collect_batch_statistics` (standing statistics); not part of the config.
+        self._collector = None
+        if self.num_standing_stats < 0 or self.num_standing_stats == 1:
+            raise ValueError(
+                f"num_standing_stats must be 0 (none) or >= 2 (entries for truncation 0 to 1), "
+                f"got {num_standing_stats}"
+            )
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -416,6 +442,72 @@ class SyncBatchNorm(keras.layers.Layer):
                 aggregation="mean",
             )
             for name, initializer in (("moving_mean", "zeros"), ("moving_variance", "ones"))
+        )
+        self.standing_mean = self.standing_variance = None
+        if self.num_standing_stats:
+            # Written only by whole-table assignments outside the replicas (the standing
+            # statistics tool, the converters), so every replica holds the same values.
+            self.standing_mean, self.standing_variance = (
+                self.add_weight(
+                    name=name,
+                    shape=(self.num_standing_stats, channels),
+                    initializer=initializer,
+                    trainable=False,
+                    autocast=False,
+                    aggregation="only_first_replica",
+                )
+                for name, initializer in (("standing_mean", "zeros"), ("standing_variance", "ones"))
+            )
+
+    def collect_batch_statistics(self, collector) -> None:
+        """While `collector` is set, inference calls normalise with the batch's statistics
+        (as training calls do, without moving the moving statistics) and pass them to
+        `collector.add(mean, variance)` (float32 `[C]` each, variance biased); None stops.
+
+        This is how standing statistics are accumulated (`tf_biggan.standing_stats`): the
+        rest of the network stays in inference mode (no SN power-iteration writes).
+        """
+        self._collector = collector
+
+    def standing_statistics(self, truncation) -> tuple[tf.Tensor, tf.Tensor]:
+        """The table's mean and variance at `truncation` t, float32 `[C]` each.
+
+        Entry k holds truncation `k / (T - 1)`; t in between is interpolated linearly,
+        `(1 - f) * entry[i] + f * entry[i + 1]` with `i = floor(t (T - 1))` and
+        `f = t (T - 1) - i`, so an entry's own t gives that entry exactly and the result
+        is continuous in t. t is clipped to [0, 1]. (pytorch-pretrained-BigGAN's port of
+        the biggan-deep modules weights the two entries the other way round, `f` on the
+        lower one, from `math.modf(t / step)`: that jumps at every entry, and float
+        rounding puts t = 0.3 at entry 14 instead of 15; it is not followed here.)
+
+        Raises:
+          ValueError: the layer has no table.
+        """
+        if not self.num_standing_stats:
+            raise ValueError(f"{self.name} has no standing statistics (num_standing_stats=0)")
+        last = self.num_standing_stats - 1
+        position = tf.clip_by_value(tf.cast(truncation, tf.float32), 0.0, 1.0) * float(last)
+        lower = tf.minimum(tf.floor(position), float(last - 1))
+        fraction = position - lower
+        index = tf.cast(lower, tf.int32)
+        stats = []
+        for table in (self.standing_mean, self.standing_variance):
+            table = tf.convert_to_tensor(table.value)
+            stats.append((1.0 - fraction) * table[index] + fraction * table[index + 1])
+        return stats[0], stats[1]
+
+    def _inference_statistics(self, truncation) -> tuple[tf.Tensor, tf.Tensor]:
+        """The moving statistics, or the table's entry at `truncation` (see the class doc)."""
+        mean = tf.convert_to_tensor(self.moving_mean.value)
+        variance = tf.convert_to_tensor(self.moving_variance.value)
+        if truncation is None or not self.num_standing_stats:
+            return mean, variance
+        t = tf.cast(truncation, tf.float32)
+        in_table = tf.logical_and(t > 0.0, t <= 1.0)
+        standing_mean, standing_variance = self.standing_statistics(t)
+        return (
+            tf.where(in_table, standing_mean, mean),
+            tf.where(in_table, standing_variance, variance),
         )
 
     def _batch_moments(self, x):
@@ -436,8 +528,12 @@ class SyncBatchNorm(keras.layers.Layer):
         variance = tf.maximum(total[channels : 2 * channels] / global_count - tf.square(mean), 0.0)
         return mean, variance
 
-    def normalize(self, x, training=None):
-        """`(x - mean) / sqrt(var + eps)` in the compute dtype, no affine part."""
+    def normalize(self, x, training=None, truncation=None):
+        """`(x - mean) / sqrt(var + eps)` in the compute dtype, no affine part.
+
+        `truncation` (a float scalar or None) picks the statistics of an inference call
+        (see the class docstring); training calls ignore it.
+        """
         dtype = self.compute_dtype
         if training and x.shape.rank == 4 and _replicas_in_sync() == 1:
             # One replica: the fused kernel computes the statistics and normalises in
@@ -448,9 +544,11 @@ class SyncBatchNorm(keras.layers.Layer):
         if training:
             mean, variance = self._batch_moments(x)
             self._update_moving_statistics(mean, variance)
+        elif self._collector is not None:
+            mean, variance = self._batch_moments(x)
+            self._collector.add(mean, variance)
         else:
-            mean = tf.convert_to_tensor(self.moving_mean.value)
-            variance = tf.convert_to_tensor(self.moving_variance.value)
+            mean, variance = self._inference_statistics(truncation)
         inv = tf.math.rsqrt(variance + self.epsilon)
         return tf.cast(x, dtype) * tf.cast(inv, dtype) - tf.cast(mean * inv, dtype)
 
@@ -489,8 +587,8 @@ class SyncBatchNorm(keras.layers.Layer):
         self.moving_mean.assign_sub((moving_mean - mean) * decay)
         self.moving_variance.assign_sub((moving_variance - variance) * decay)
 
-    def call(self, inputs, training=None):
-        outputs = self.normalize(inputs, training=training)
+    def call(self, inputs, training=None, truncation=None):
+        outputs = self.normalize(inputs, training=training, truncation=truncation)
         if self.affine:
             dtype = self.compute_dtype
             outputs = outputs * tf.cast(self.gamma.value, dtype) + tf.cast(self.beta.value, dtype)
@@ -505,6 +603,7 @@ class SyncBatchNorm(keras.layers.Layer):
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "affine": self.affine,
+            "num_standing_stats": self.num_standing_stats,
         }
 
 
@@ -515,10 +614,11 @@ class ConditionalBatchNorm(keras.layers.Layer):
     vector `c` (shared class embedding, concatenated with a z chunk in the
     hierarchical-latent generator). The `1 +` centres the gain at one.
 
-    Call with `(x [B, H, W, C], c [B, D])`; returns `[B, H, W, C]`.
+    Call with `(x [B, H, W, C], c [B, D])` and optionally `truncation` (float
+    scalar, see `SyncBatchNorm`); returns `[B, H, W, C]`.
 
     Args:
-      momentum, epsilon: of the batch norm.
+      momentum, epsilon, num_standing_stats: of the batch norm.
       kernel_initializer: initialiser of the gain and bias kernels `[D, C]`.
     """
 
@@ -527,13 +627,21 @@ class ConditionalBatchNorm(keras.layers.Layer):
         momentum: float = 0.9,
         epsilon: float = 1e-5,
         kernel_initializer="orthogonal",
+        num_standing_stats: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        self.num_standing_stats = int(num_standing_stats)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.batch_norm = SyncBatchNorm(momentum=momentum, epsilon=epsilon, affine=False, name="bn")
+        self.batch_norm = SyncBatchNorm(
+            momentum=momentum,
+            epsilon=epsilon,
+            affine=False,
+            num_standing_stats=num_standing_stats,
+            name="bn",
+        )
         self.gain = None
         self.bias = None
 
@@ -546,8 +654,8 @@ class ConditionalBatchNorm(keras.layers.Layer):
         self.bias.build(c_shape)
         self.batch_norm.build(x_shape)
 
-    def call(self, x, c, training=None):
-        normalized = self.batch_norm.normalize(x, training=training)
+    def call(self, x, c, training=None, truncation=None):
+        normalized = self.batch_norm.normalize(x, training=training, truncation=truncation)
         gain = self.gain(c, training=training)[:, None, None, :]
         bias = self.bias(c, training=training)[:, None, None, :]
         return normalized * (1.0 + gain) + bias
@@ -560,6 +668,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
             **super().get_config(),
             "momentum": self.momentum,
             "epsilon": self.epsilon,
+            "num_standing_stats": self.num_standing_stats,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 
@@ -656,5 +765,15 @@ def spectral_layers(layer: keras.layers.Layer) -> list[_SpectralNormalized]:
         sub
         for sub in layer._flatten_layers(include_self=False)
         if isinstance(sub, _SpectralNormalized)
+    ]
+    return found
+
+
+def batch_norm_layers(layer: keras.layers.Layer) -> list[SyncBatchNorm]:
+    """All `SyncBatchNorm` layers inside `layer` (those of conditional BNs included), in a
+    stable order."""
+    found = [layer] if isinstance(layer, SyncBatchNorm) else []
+    found += [
+        sub for sub in layer._flatten_layers(include_self=False) if isinstance(sub, SyncBatchNorm)
     ]
     return found

@@ -106,30 +106,50 @@ def _attention_resolutions(attention, default, resolution) -> tuple[int, ...]:
 class GeneratorBlock(keras.layers.Layer):
     """Residual up-block: CBN-ReLU-up-conv3-CBN-ReLU-conv3, shortcut up-conv1.
 
-    Call with `(x [B, H, W, Cin], c [B, D])`, returns `[B, 2H, 2W, filters]`.
+    Call with `(x [B, H, W, Cin], c [B, D])` and optionally `truncation` (float scalar,
+    picks the BN statistics of an inference call, see `layers.SyncBatchNorm`), returns
+    `[B, 2H, 2W, filters]`.
     """
 
     def __init__(
-        self, filters: int, bn_momentum: float = 0.9, kernel_initializer="orthogonal", **kwargs
+        self,
+        filters: int,
+        bn_momentum: float = 0.9,
+        kernel_initializer="orthogonal",
+        bn_epsilon: float = 1e-5,
+        num_standing_stats: int = 0,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+        self.num_standing_stats = int(num_standing_stats)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         init = self.kernel_initializer
-        self.bn1 = layers.ConditionalBatchNorm(bn_momentum, kernel_initializer=init, name="bn1")
+
+        def cbn(name):
+            return layers.ConditionalBatchNorm(
+                bn_momentum,
+                bn_epsilon,
+                kernel_initializer=init,
+                num_standing_stats=num_standing_stats,
+                name=name,
+            )
+
+        self.bn1 = cbn("bn1")
         self.conv1 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv1")
-        self.bn2 = layers.ConditionalBatchNorm(bn_momentum, kernel_initializer=init, name="bn2")
+        self.bn2 = cbn("bn2")
         self.conv2 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv2")
         self.conv_shortcut = layers.SNConv2D(
             self.filters, 1, kernel_initializer=init, name="conv_shortcut"
         )
 
-    def call(self, x, c, training=None):
-        h = tf.nn.relu(self.bn1(x, c, training=training))
+    def call(self, x, c, training=None, truncation=None):
+        h = tf.nn.relu(self.bn1(x, c, training=training, truncation=truncation))
         h = _upsample(h)
         h = self.conv1(h, training=training)
-        h = tf.nn.relu(self.bn2(h, c, training=training))
+        h = tf.nn.relu(self.bn2(h, c, training=training, truncation=truncation))
         h = self.conv2(h, training=training)
         return h + self.conv_shortcut(_upsample(x), training=training)
 
@@ -138,6 +158,8 @@ class GeneratorBlock(keras.layers.Layer):
             **super().get_config(),
             "filters": self.filters,
             "bn_momentum": self.bn_momentum,
+            "bn_epsilon": self.bn_epsilon,
+            "num_standing_stats": self.num_standing_stats,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 
@@ -272,12 +294,20 @@ class Generator(_StagedModel):
       attention: resolutions after whose block a self-attention block runs;
         None → the paper's default, 0 or () → none.
       bn_momentum: decay of the BN moving statistics.
+      bn_epsilon: added to the variance in every batch norm (the conditional ones and
+        the last); 1e-5 as in the PyTorch port, 1e-4 in DeepMind's TF-Hub generators.
+      num_standing_stats: T >= 2 entries of truncation-indexed BN statistics per batch
+        norm (for truncation `k / (T - 1)`, k = 0..T-1; DeepMind's modules: 51), or 0
+        for none. Filled by `tf_biggan.standing_stats` or a converter; see
+        `layers.SyncBatchNorm` for how an inference call picks them.
       kernel_initializer: initialiser of every kernel (conv, linear, embeddings), a
         Keras identifier or config: "orthogonal" (the paper's) or
         `{"class_name": "RandomNormal", "config": {"stddev": 0.02}}` (the port's N02).
 
-    Call with `(z [B, dim_z] float, y [B, num_classes] float class weights)`;
-    returns images `[B, resolution, resolution, 3]` in [-1, 1] (float32 output
+    Call with `(z [B, dim_z] float, y [B, num_classes] float class weights)` and
+    optionally `truncation` (float scalar: with a table of standing statistics, an
+    inference call with `0 < truncation <= 1` uses the table's entry for it; it never
+    changes z, which the caller truncates); returns images `[B, resolution, resolution, 3]` in [-1, 1] (float32 output
     even under mixed precision).
     """
 
@@ -292,6 +322,8 @@ class Generator(_StagedModel):
         attention=None,
         bn_momentum: float = 0.9,
         kernel_initializer="orthogonal",
+        bn_epsilon: float = 1e-5,
+        num_standing_stats: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -308,6 +340,10 @@ class Generator(_StagedModel):
         init = self.kernel_initializer
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
         self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+        if not self.bn_epsilon > 0:
+            raise ValueError(f"bn_epsilon must be > 0, got {bn_epsilon}")
+        self.num_standing_stats = int(num_standing_stats)
 
         num_blocks = len(arch.block_multipliers)
         if self.hierarchical_z:
@@ -338,6 +374,8 @@ class Generator(_StagedModel):
                 multiplier * self.ch,
                 self.bn_momentum,
                 kernel_initializer=init,
+                bn_epsilon=self.bn_epsilon,
+                num_standing_stats=self.num_standing_stats,
                 name=f"block{index}",
             )
             _add_stage(self, block)
@@ -346,10 +384,15 @@ class Generator(_StagedModel):
                     self, layers.SelfAttention(kernel_initializer=init, name=f"attention{size}")
                 )
         self._num_blocks = len(arch.block_multipliers)
-        self.output_bn = layers.SyncBatchNorm(momentum=self.bn_momentum, name="output_bn")
+        self.output_bn = layers.SyncBatchNorm(
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            num_standing_stats=self.num_standing_stats,
+            name="output_bn",
+        )
         self.output_conv = layers.SNConv2D(3, 3, kernel_initializer=init, name="output_conv")
 
-    def call(self, z, y, training=None):
+    def call(self, z, y, training=None, truncation=None):
         z = tf.convert_to_tensor(z)
         y = tf.convert_to_tensor(y)
         y = tf.cast(y, self.compute_dtype)
@@ -367,10 +410,10 @@ class Generator(_StagedModel):
         h = tf.reshape(h, [-1, BOTTOM_WIDTH, BOTTOM_WIDTH, self.input_channels])
         attention = self.attention_blocks
         for index, block in enumerate(self.blocks):
-            h = block(h, conditions[index], training=training)
+            h = block(h, conditions[index], training=training, truncation=truncation)
             if index in attention:
                 h = attention[index](h, training=training)
-        h = tf.nn.relu(self.output_bn(h, training=training))
+        h = tf.nn.relu(self.output_bn(h, training=training, truncation=truncation))
         h = self.output_conv(h, training=training)
         return tf.cast(tf.tanh(h), tf.float32)
 
@@ -400,6 +443,8 @@ class Generator(_StagedModel):
             shared_dim=self.shared_dim,
             hierarchical_z=self.hierarchical_z,
             bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            num_standing_stats=self.num_standing_stats,
         )
 
 

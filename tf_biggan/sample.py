@@ -92,12 +92,15 @@ class LoadedGenerator:
         """Which weights these are, for records: `{"source", "checkpoint", "step"}`."""
         return {"source": self.source, "checkpoint": self.checkpoint, "step": self.step}
 
-    def generate(self, z, y_onehot) -> tf.Tensor:
+    def generate(self, z, y_onehot, truncation=None) -> tf.Tensor:
         """Images for latents and class weights.
 
         Args:
           z: float `[B, dim_z]` (numpy or tensor), already truncated if wanted.
           y_onehot: float `[B, num_classes]`, one-hot or any class weights.
+          truncation: the threshold z was truncated at, or None. It does not change z;
+            for a generator with truncation-indexed BN statistics, `0 < t <= 1` picks
+            the table's entry for t (the export's `default` signature does the same).
 
         Returns:
           float32 tensor `[B, R, R, 3]` in [-1, 1].
@@ -110,7 +113,8 @@ class LoadedGenerator:
             raise ValueError(f"y_onehot must be [B, {self.num_classes}], got {y.shape}")
         if z.shape[0] != y.shape[0]:
             raise ValueError(f"z and y_onehot batch sizes differ: {z.shape[0]} vs {y.shape[0]}")
-        return self._generate_fn(z, y)
+        t = 0.0 if truncation is None else float(truncation)
+        return self._generate_fn(z, y, tf.constant(t, tf.float32))
 
     def sample(
         self, classes, n: int | None = None, truncation=None, seed: int = 0, batch_size: int = 64
@@ -120,7 +124,8 @@ class LoadedGenerator:
         Args:
           classes: class indices or names (see `parse_classes`), or one of them.
           n: number of images (default: one per class given).
-          truncation: None for z ~ N(0, I), or t > 0 to resample entries with |z| > t.
+          truncation: None for z ~ N(0, I), or t > 0 to resample entries with |z| > t;
+            with truncation-indexed BN statistics, `t <= 1` also picks their entry for t.
           seed: seed of z (the same seed gives the same images).
           batch_size: images per generator call.
 
@@ -139,7 +144,7 @@ class LoadedGenerator:
         return np.concatenate(
             [
                 imaging.to_uint8(
-                    self.generate(z[i : i + batch_size], y[i : i + batch_size])
+                    self.generate(z[i : i + batch_size], y[i : i + batch_size], truncation)
                 ).numpy()
                 for i in range(0, n, batch_size)
             ]
@@ -177,9 +182,9 @@ def _from_saved_model(path: str) -> LoadedGenerator:
         raise ValueError(f"SavedModel {path} has no 'default' signature")
     default = loaded.signatures["default"]
 
-    def generate(z, y):
-        # The `default` signature computes G(z, y); its `truncation` input does not change z.
-        return default(z=z, y=y, truncation=tf.constant(1.0))["default"]
+    def generate(z, y, truncation):
+        # `truncation` does not change z; it picks truncation-indexed BN statistics if any.
+        return default(z=z, y=y, truncation=truncation)["default"]
 
     generator = LoadedGenerator(
         generate,
@@ -208,10 +213,11 @@ def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenera
         input_signature=[
             tf.TensorSpec([None, network.dim_z], tf.float32),
             tf.TensorSpec([None, network.num_classes], tf.float32),
+            tf.TensorSpec([], tf.float32),
         ]
     )
-    def generate(z, y):
-        return network(z, y, training=False)
+    def generate(z, y, truncation):
+        return network(z, y, training=False, truncation=truncation)
 
     generator = LoadedGenerator(
         generate,
@@ -320,10 +326,17 @@ def parse_classes(gen: LoadedGenerator, classes) -> list[int]:
     return indices
 
 
-def _render(gen, z, y, rows, cols, batch_size, pad) -> np.ndarray:
+def _render(gen, z, y, rows, cols, batch_size, pad, truncation=None) -> np.ndarray:
+    """The grid of G(z, y); `truncation` is one value for every image or a list of one
+    value per row (the truncation grid), passed to `generate` with the row's images."""
+    if isinstance(truncation, list):
+        spans = [(row * cols, (row + 1) * cols, t) for row, t in enumerate(truncation)]
+    else:
+        spans = [(0, len(z), truncation)]
     images = [
-        gen.generate(z[start : start + batch_size], y[start : start + batch_size])
-        for start in range(0, len(z), batch_size)
+        gen.generate(z[i : min(i + batch_size, stop)], y[i : min(i + batch_size, stop)], t)
+        for begin, stop, t in spans
+        for i in range(begin, stop, batch_size)
     ]
     images = tf.concat(images, axis=0)
     return imaging.image_grid(images, rows, cols, pad=pad).numpy()
@@ -352,7 +365,7 @@ def class_grid(
     z = imaging.truncated_z(samples_per_class, gen.dim_z, truncation, seed)
     z = np.tile(z, [len(classes), 1])
     y = _onehot(gen, np.repeat(classes, samples_per_class))
-    return _render(gen, z, y, len(classes), samples_per_class, batch_size, pad)
+    return _render(gen, z, y, len(classes), samples_per_class, batch_size, pad, truncation)
 
 
 def truncation_grid(
@@ -371,7 +384,7 @@ def truncation_grid(
     truncations = list(truncations)
     z = np.concatenate([imaging.truncated_z(samples, gen.dim_z, t, seed) for t in truncations])
     y = _onehot(gen, [class_id] * len(z))
-    return _render(gen, z, y, len(truncations), samples, batch_size, pad)
+    return _render(gen, z, y, len(truncations), samples, batch_size, pad, truncations)
 
 
 def z_interpolation_sheet(
@@ -390,7 +403,7 @@ def z_interpolation_sheet(
     path = imaging.interpolate(ends[0::2], ends[1::2], num_steps)  # [steps, rows, dim_z]
     z = np.transpose(path, [1, 0, 2]).reshape(-1, gen.dim_z)
     y = _onehot(gen, np.repeat(classes, num_steps))
-    return _render(gen, z, y, len(classes), num_steps, batch_size, pad)
+    return _render(gen, z, y, len(classes), num_steps, batch_size, pad, truncation)
 
 
 def class_interpolation_sheet(
@@ -418,7 +431,7 @@ def class_interpolation_sheet(
     z = np.repeat(z, num_steps, axis=0)
     ys = imaging.interpolate(_onehot(gen, class_a), _onehot(gen, class_b), num_steps)
     y = np.tile(ys, [num_rows, 1])
-    return _render(gen, z, y, num_rows, num_steps, batch_size, pad)
+    return _render(gen, z, y, num_rows, num_steps, batch_size, pad, truncation)
 
 
 def main(argv) -> None:

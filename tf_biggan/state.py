@@ -11,12 +11,14 @@ and the class names, so a checkpoint can be rebuilt without the gin files.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 
 import gin
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -25,6 +27,8 @@ from tf_biggan import layers, networks, paths
 MODEL_CONFIG_FILE = "model_config.json"
 BEST_DIR = "best"
 """Subfolder of a `model_dir` where the periodic evaluation keeps the best checkpoint by FID."""
+STANDING_STATS_FILE = "standing_stats.npz"
+"""Truncation-indexed BN statistics written by `tf_biggan.standing_stats` for one checkpoint."""
 LEARNING_RATE_FACTORS = "learning_rate_factors"
 """Checkpoint key of `TrainState.learning_rate_factors`."""
 
@@ -300,6 +304,9 @@ def restore_ema_generator(model_dir: str, checkpoint_path: str | None = None):
       model_dir: the training `model_dir`.
       checkpoint_path: a specific checkpoint prefix; default the latest.
 
+    With a `standing_stats.npz` computed for this checkpoint (`tf_biggan.standing_stats`),
+    the generator gets its truncation-indexed BN statistics (`num_standing_stats` set).
+
     Returns:
       `(generator, config, checkpoint_path)` with `config` the contents of
       `model_config.json`.
@@ -318,6 +325,9 @@ def restore_ema_generator(model_dir: str, checkpoint_path: str | None = None):
     status = tf.train.Checkpoint(ema_generator=generator, step=step).restore(checkpoint_path)
     status.expect_partial()
     status.assert_existing_objects_matched()
+    table = _standing_table(model_dir, checkpoint_path)
+    if table:
+        generator = _with_standing_table(generator, table, model_dir)
     config["step"] = int(step.numpy())
     return generator, config, checkpoint_path
 
@@ -373,6 +383,57 @@ def find_checkpoint(model_dir: str, step: int | None = None, best: bool = False)
             f"no checkpoint of step {step} in {model_dir}; its checkpoints are at steps: {listed}"
         )
     return available[int(step)]
+
+
+def _with_standing_table(generator, table, model_dir: str):
+    """A copy of `generator` whose BN layers hold `table` (one `(mean, variance)` per layer
+    of `layers.batch_norm_layers`); any table `generator` had is replaced."""
+    config = dict(generator.get_config(), num_standing_stats=table[0][0].shape[0])
+    copy = generator_from_config(config)
+    copy.build_by_call()
+    norms = layers.batch_norm_layers(copy)
+    if len(norms) != len(table):
+        raise ValueError(
+            f"{STANDING_STATS_FILE} in {model_dir} has {len(table)} tables for a generator "
+            f"with {len(norms)} batch norms"
+        )
+    tables = {id(v) for bn in norms for v in (bn.standing_mean, bn.standing_variance)}
+    old_tables = {
+        id(v)
+        for bn in layers.batch_norm_layers(generator)
+        if bn.num_standing_stats
+        for v in (bn.standing_mean, bn.standing_variance)
+    }
+    source = [v for v in generator.variables if id(v) not in old_tables]
+    copy_variables(source, [v for v in copy.variables if id(v) not in tables])
+    for bn, (mean, variance) in zip(norms, table, strict=True):
+        bn.standing_mean.assign(mean)
+        bn.standing_variance.assign(variance)
+    return copy
+
+
+def _standing_table(model_dir: str, checkpoint_path: str):
+    """The `(mean [T, C], variance [T, C])` per BN layer stored in `model_dir` for
+    `checkpoint_path`, or None: no table, or one computed for another checkpoint (logged,
+    since sampling then uses the moving statistics)."""
+    path = os.path.join(model_dir, STANDING_STATS_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        arrays = np.load(io.BytesIO(f.read()))
+        for_checkpoint = str(arrays["checkpoint"])
+        count = sum(1 for name in arrays.files if name.startswith("mean_"))
+        table = [(arrays[f"mean_{i}"], arrays[f"variance_{i}"]) for i in range(count)]
+    if for_checkpoint != os.path.basename(checkpoint_path):
+        logging.warning(
+            "%s was computed for %s, not %s: it is not used (run tools/standing_stats.py "
+            "again for this checkpoint)",
+            path,
+            for_checkpoint,
+            os.path.basename(checkpoint_path),
+        )
+        return None
+    return table
 
 
 def initialize_from(state: TrainState, source: str) -> None:

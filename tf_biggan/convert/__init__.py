@@ -13,6 +13,7 @@ they read a training `model_dir`.
 
 Sources:
 - `biggan_pytorch`: ajbrock/BigGAN-PyTorch checkpoints (`G.pth`, `G_ema.pth`, `D.pth`).
+- `tfhub`: DeepMind's BigGAN TF-Hub generator modules `biggan-128/256/512` (version 2).
 """
 
 from tf_biggan.convert.model_dir import Converted, write_model_dir

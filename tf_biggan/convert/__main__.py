@@ -2,9 +2,11 @@
 
     python -m tf_biggan.convert --from=biggan_pytorch \\
       --checkpoint=weights/BigGAN_ch96_bs256x8_138k --resolution=128 --model_dir=runs/biggan128
+    python -m tf_biggan.convert --from=tfhub --module_dir=biggan-128_2 --model_dir=runs/hub128
 
 `--checkpoint` is the port's run folder (G.pth, G_ema.pth, D.pth: whichever it holds) or
-one of the files. The written folder is read by `sample`, `export`, `eval` and
+one of the files. `--module_dir` is an extracted TF-Hub module folder of DeepMind's
+`biggan-128/256/512` (version 2). The written folder is read by `sample`, `export`, `eval` and
 `train --init_from` (see `tf_biggan.convert.model_dir`).
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from absl import flags
 
-SOURCES = ("biggan_pytorch",)
+SOURCES = ("biggan_pytorch", "tfhub")
 
 
 def convert_source(source: str, checkpoint=None, resolution=None, module_dir=None):
@@ -27,6 +29,12 @@ def convert_source(source: str, checkpoint=None, resolution=None, module_dir=Non
         from tf_biggan.convert import biggan_pytorch
 
         return biggan_pytorch.convert(checkpoint, resolution)
+    if source == "tfhub":
+        if not module_dir:
+            raise ValueError("--from=tfhub needs --module_dir (the extracted module folder)")
+        from tf_biggan.convert import tfhub
+
+        return tfhub.convert(module_dir)
     raise ValueError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
 
 
