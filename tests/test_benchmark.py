@@ -57,3 +57,28 @@ def test_benchmark_cli_prints_one_json_line(tmp_path):
     )
     assert (report["resolution"], report["ch"], report["batch_size"]) == (32, 4, 2)
     assert report["attention"] == [] and report["num_classes"] == 3
+
+
+def test_benchmark_times_biggan_deep_with_model_deep():
+    command = [
+        sys.executable,
+        os.path.join(REPO, "tools", "benchmark.py"),
+        "--model=deep",
+        "--resolution=32",
+        "--ch=4",
+        "--batch_size=2",
+        "--num_classes=3",
+        "--attention=0",
+        "--iters=1",
+        "--warmup=0",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (report["model"], report["depth"], report["ch"]) == ("deep", 2, 4)
+    assert report["train_img_per_s"] > 0 and report["sample_img_per_s"] > 0
+    g = flops.deep_generator_forward_flops(resolution=32, ch=4, num_classes=3, attention=0)
+    d = flops.deep_discriminator_forward_flops(resolution=32, ch=4, num_classes=3, attention=0)
+    assert report["sample_gflop_per_img"] == pytest.approx(g / 1e9)
+    assert report["train_gflop_per_img"] == pytest.approx((4 * g + 9 * d) / 1e9)

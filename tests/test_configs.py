@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 
 from tf_biggan import config as config_lib
-from tf_biggan import data, train
+from tf_biggan import data, networks_deep, train
 from tf_biggan import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +37,9 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 # What each config gets besides the common changes: data bindings, its batch, and whether
 # its accumulation is kept (at 2).
 SMALL_WIDTH = ["Generator.ch = 8", "Discriminator.ch = 8"]
+# BigGAN-deep's bottleneck blocks keep a quarter of the width: ch 4 still has 2 channels in
+# its narrowest bottleneck and 8 (attention needs a multiple of 8) at the attention's 64 px.
+DEEP_WIDTH = ["Generator.ch = 4", "Discriminator.ch = 4"]
 SHORT_RUN = [
     "train.total_steps = 2",
     "train.max_minutes = None",
@@ -159,9 +162,12 @@ def test_every_shipped_config_is_covered_here():
         "fashion_mnist.gin",
         "finetune_folder.gin",
         "imagenet128.gin",
+        "imagenet128_deep.gin",
         "imagenet128_paper.gin",
         "imagenet256.gin",
+        "imagenet256_deep.gin",
         "imagenet512.gin",
+        "imagenet512_deep.gin",
         "imagenet64.gin",
         "quickstart.gin",
         "tiny_test.gin",
@@ -275,10 +281,23 @@ def test_imagenet_configs_train_two_steps_accumulating(config_name, imagenet_bin
     assert shipped["accumulation"] == 8 and shipped["strategy"] == "mirrored"
     # On one device: a step traced for two replicas takes twice as long to build, and the
     # mirrored path of these configs is the one of the full-width run below, which keeps it.
-    bindings = SMALL_WIDTH + imagenet_bindings + ['train.strategy = "default"']
+    deep = config_name.endswith("_deep.gin")
+    width = DEEP_WIDTH if deep else SMALL_WIDTH
+    bindings = width + imagenet_bindings + ['train.strategy = "default"']
     log = _train_with_the_cli(config_name, bindings, tmp_path)
     assert "strategy default: 1 replica(s) in sync on 1 worker(s); batch 4 = 2 micro" in log
-    _assert_checkpoint(tmp_path, shipped)
+    reader = _assert_checkpoint(tmp_path, shipped)
+    shapes = reader.get_variable_to_shape_map()
+    # BigGAN-deep: two bottleneck blocks per resolution (the last of G's ends in a 1x1 conv
+    # from the bottleneck to ch) and D's stem conv; BigGAN has neither.
+    stages = len(networks_deep.DEEP_G_ARCH[_resolution_of(config_name)].stages)
+    last_conv = f"ema_generator/block{2 * stages - 1}/conv4/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    assert (shapes.get(last_conv) == [1, 1, 2, 4]) == deep
+    assert ("discriminator/input_conv/u/.ATTRIBUTES/VARIABLE_VALUE" in shapes) == deep
+
+
+def _resolution_of(config_name):
+    return int(config_name[len("imagenet") :].split("_")[0].split(".")[0])
 
 
 def test_imagenet128_at_full_width_trains_two_steps(imagenet_bindings, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import export, imaging, layers, networks
+from tf_biggan import export, imaging, layers, networks, sample
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -447,3 +447,33 @@ def test_truncation_selects_the_standing_statistics_in_every_signature(tmp_path)
         default(z=z, y=y, truncation=tf.constant(0.5))["default"]
     ).numpy()
     assert np.abs(served["images"].numpy().astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_a_deep_generator_exports_as_biggan_does(tmp_path):
+    # BigGAN-deep through the same export: every SN kernel folded, the signatures as above.
+    ema = tiny_models.generator(NUM_CLASSES, DIM_Z, "ema_generator", architecture="deep")
+    ema.build_by_call()
+    rng = np.random.default_rng(1)
+    for variable in ema.trainable_variables:
+        variable.assign(variable + 0.1 * rng.standard_normal(variable.shape).astype(np.float32))
+    ema(tf.random.normal([8, DIM_Z]), tf.one_hot(np.arange(8) % 3, 3), training=True)
+    path = export.export_generator(ema, str(tmp_path / "export"), CLASS_NAMES)
+    layers.refine_spectral_norms(ema, exact=True)
+    loaded = tf.saved_model.load(path)
+    z = rng.standard_normal([3, DIM_Z]).astype(np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[[2, 0, 1]]
+    got = loaded.signatures["default"](
+        z=tf.constant(z), y=tf.constant(y), truncation=tf.constant(1.0)
+    )["default"]
+    np.testing.assert_allclose(got, ema(z, y, training=False), atol=1e-4)
+    served = loaded.signatures["serving_default"](
+        labels=tf.constant([0, 2], tf.int64),
+        truncation=tf.constant(0.5),
+        seed=tf.constant(3, tf.int64),
+    )["images"]
+    assert served.dtype == tf.uint8 and served.shape == (2, RESOLUTION, RESOLUTION, 3)
+    with open(os.path.join(path, "assets", "config.json")) as f:
+        assert json.load(f)["generator"]["architecture"] == "deep"
+    # The loader of sampling and evaluation reads it as any export.
+    loaded = sample.load_generator(saved_model=path)
+    np.testing.assert_allclose(loaded.generate(z, y), got, atol=1e-5)

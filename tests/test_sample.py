@@ -20,8 +20,10 @@ PAD = 2
 CLASS_NAMES = ["circle", "square", "ring"]
 
 
-def _generator(seed):
-    generator = tiny_models.generator(NUM_CLASSES, DIM_Z, "ema_generator")
+def _generator(seed, architecture="biggan"):
+    generator = tiny_models.generator(
+        NUM_CLASSES, DIM_Z, "ema_generator", architecture=architecture
+    )
     generator.build_by_call()
     rng = np.random.default_rng(seed)
     for variable in generator.trainable_variables:
@@ -249,3 +251,20 @@ def test_sample_truncation_picks_the_standing_statistics(tmp_path):
         z_row = imaging.truncated_z(1, DIM_Z, t, seed=2)
         rows.append(generator(z_row, y[1:2], training=False, truncation=t))
     _assert_close_uint8(grid, imaging.to_uint8(tf.concat(rows, axis=1))[0].numpy())
+
+
+def test_a_deep_model_dir_loads_and_samples(tmp_path):
+    # BigGAN-deep through the model_dir loader that sampling and evaluation
+    # (`metrics.open_generator`) use (its export: tests/test_export.py).
+    generator = _generator(1, architecture="deep")
+    model_dir = str(tmp_path / "run")
+    state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
+    checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(5, dtype=tf.int64))
+    tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=5)
+    layers.refine_spectral_norms(generator, exact=True)
+    z = tf.random.stateless_normal([2, DIM_Z], seed=[4, 4])
+    y = tf.one_hot([1, 2], NUM_CLASSES)
+    loaded = metrics.open_generator(model_dir=model_dir)
+    np.testing.assert_allclose(loaded.generate(z, y), generator(z, y, training=False), atol=1e-4)
+    images = tf_biggan.load(model_dir).sample(classes=["ring"], n=2, truncation=0.5, seed=1)
+    assert images.shape == (2, R, R, 3) and images.dtype == np.uint8

@@ -13,14 +13,19 @@ from tf_biggan import state as state_lib
 RESOLUTION = 32
 
 
-def generator(num_classes=3, dim_z=32, name="generator", cls=networks.Generator):
+def generator(
+    num_classes=3, dim_z=32, name="generator", cls=networks.Generator, architecture="biggan"
+):
+    """BigGAN, or with `architecture="deep"` BigGAN-deep at ch 4 (bottlenecks of 4)."""
+    deep = architecture == "deep"
     return cls(
         resolution=RESOLUTION,
-        ch=8,
+        ch=4 if deep else 8,
         num_classes=num_classes,
         dim_z=dim_z,
         shared_dim=8,
         attention=0,
+        architecture=architecture,
         name=name,
     )
 

@@ -1,10 +1,15 @@
-"""BigGAN generator and discriminator (Brock et al., ICLR 2019), not BigGAN-deep.
+"""BigGAN and BigGAN-deep generator and discriminator (Brock et al., ICLR 2019).
 
 The architecture is data: `G_ARCH[resolution]` and `D_ARCH[resolution]` give
 the channel multipliers of `ch` per residual block (the tables of the paper's
 appendix B and of its public PyTorch port). With `ch=96`, 1000 classes, a
 shared embedding of 128 and hierarchical z, the 128 px networks have exactly
 70,433,988 (G) and 87,982,370 (D) trainable parameters, as the paper's model.
+
+`architecture="deep"` builds BigGAN-deep from `networks_deep`'s blocks and tables, with
+the same embedding, conditional BN, attention and output layers: with `ch=128`, `depth=2`,
+`dim_z=128`, 1000 classes and a shared embedding of 128 the 128 px networks have exactly
+50,244,484 (G) and 34,590,210 (D) trainable parameters, the public port's counts.
 
 Notes on choices where the paper leaves room:
 - The generator takes class *weights* `y` `[B, num_classes]` (one-hot for a
@@ -28,7 +33,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from tf_biggan import layers
+from tf_biggan import layers, networks_deep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +152,11 @@ class GeneratorBlock(keras.layers.Layer):
 
     def call(self, x, c, training=None, truncation=None):
         h = tf.nn.relu(self.bn1(x, c, training=training, truncation=truncation))
-        h = _upsample(h)
+        h = networks_deep.upsample(h)
         h = self.conv1(h, training=training)
         h = tf.nn.relu(self.bn2(h, c, training=training, truncation=truncation))
         h = self.conv2(h, training=training)
-        return h + self.conv_shortcut(_upsample(x), training=training)
+        return h + self.conv_shortcut(networks_deep.upsample(x), training=training)
 
     def get_config(self):
         return {
@@ -203,16 +208,16 @@ class DiscriminatorBlock(keras.layers.Layer):
         h = self.conv1(h, training=training)
         h = self.conv2(tf.nn.relu(h), training=training)
         if self.downsample:
-            h = _downsample(h)
+            h = networks_deep.downsample(h)
         shortcut = x
         if self.preactivation:
             if self.conv_shortcut is not None:
                 shortcut = self.conv_shortcut(shortcut, training=training)
             if self.downsample:
-                shortcut = _downsample(shortcut)
+                shortcut = networks_deep.downsample(shortcut)
         else:
             if self.downsample:
-                shortcut = _downsample(shortcut)
+                shortcut = networks_deep.downsample(shortcut)
             if self.conv_shortcut is not None:
                 shortcut = self.conv_shortcut(shortcut, training=training)
         return h + shortcut
@@ -260,39 +265,52 @@ class _StagedModel(keras.Model):
             **specific,
             "attention": list(self.attention),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "architecture": self.architecture,
+            "depth": self.depth if self.architecture == "deep" else None,
         }
 
 
-def _upsample(x):
-    # Nearest-neighbour 2x, written as a broadcast so XLA and the CPU kernels fuse it.
-    b, h, w, c = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
-    x = tf.broadcast_to(x[:, :, None, :, None, :], [b, h, 2, w, 2, c])
-    return tf.reshape(x, [b, 2 * h, 2 * w, c])
+ARCHITECTURES = ("biggan", "deep")
 
 
-def _downsample(x):
-    return tf.nn.avg_pool2d(x, 2, 2, "VALID")
+def _architecture_and_depth(architecture: str, depth) -> int:
+    """Checks `architecture` and returns the blocks per resolution (1 for BigGAN)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if architecture == "biggan":
+        if depth is not None:
+            raise ValueError(
+                f"depth={depth} is a BigGAN-deep setting; BigGAN has one block per resolution "
+                "(set architecture = 'deep' too, or leave depth unset)"
+            )
+        return 1
+    depth = 2 if depth is None else int(depth)
+    if depth < 1:
+        raise ValueError(f"depth (blocks per resolution) must be >= 1, got {depth}")
+    return depth
 
 
 @_configurable
 class Generator(_StagedModel):
-    """BigGAN generator.
+    """BigGAN or BigGAN-deep generator.
 
     Args:
       resolution: output size in pixels, one of 32, 64, 128, 256, 512.
-      ch: channel width multiplier (96 in the paper at 128 px).
+      ch: channel width multiplier (96 in the paper at 128 px; 128 for BigGAN-deep).
       num_classes: number of classes.
-      dim_z: latent size; None → the paper's value for the resolution. With
-        `hierarchical_z` it must divide evenly into `num_blocks + 1` chunks.
+      dim_z: latent size; None → the paper's value for the resolution (128 for
+        BigGAN-deep). With BigGAN's `hierarchical_z` it must divide evenly into
+        `num_blocks + 1` chunks.
       shared_dim: size of the shared class embedding (128); 0 → no shared
         embedding: each conditional BN's gain and bias read the class weights `y`
         themselves (an SN embedding per layer, the port's setting without
-        `--G_shared`, as in its CIFAR script).
-      hierarchical_z: split z into per-block chunks (the first feeds the linear
+        `--G_shared`, as in its CIFAR script). BigGAN-deep needs the shared embedding.
+      hierarchical_z: BigGAN: split z into per-block chunks (the first feeds the linear
         layer); otherwise all of z feeds the linear layer and each block's
-        conditioning is the class embedding alone.
-      attention: resolutions after whose block a self-attention block runs;
-        None → the paper's default, 0 or () → none.
+        conditioning is the class embedding alone. BigGAN-deep: must be True, and means
+        that `[embedding, z]` feeds the linear layer and every block (no chunks).
+      attention: resolutions after whose block (BigGAN-deep: stage) a self-attention
+        block runs; None → the paper's default, 0 or () → none.
       bn_momentum: decay of the BN moving statistics.
       bn_epsilon: added to the variance in every batch norm (the conditional ones and
         the last); 1e-5 as in the PyTorch port, 1e-4 in DeepMind's TF-Hub generators.
@@ -303,6 +321,9 @@ class Generator(_StagedModel):
       kernel_initializer: initialiser of every kernel (conv, linear, embeddings), a
         Keras identifier or config: "orthogonal" (the paper's) or
         `{"class_name": "RandomNormal", "config": {"stddev": 0.02}}` (the port's N02).
+      architecture: "biggan" or "deep" (BigGAN-deep, `tf_biggan.networks_deep`).
+      depth: BigGAN-deep's blocks per resolution; None → 2 (the paper's). BigGAN has one
+        and takes no `depth`.
 
     Call with `(z [B, dim_z] float, y [B, num_classes] float class weights)` and
     optionally `truncation` (float scalar: with a table of standing statistics, an
@@ -324,10 +345,15 @@ class Generator(_StagedModel):
         kernel_initializer="orthogonal",
         bn_epsilon: float = 1e-5,
         num_standing_stats: int = 0,
+        architecture: str = "biggan",
+        depth: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        arch = _arch(G_ARCH, resolution)
+        self.depth = _architecture_and_depth(architecture, depth)
+        self.architecture = architecture
+        deep = architecture == "deep"
+        arch = _arch(networks_deep.DEEP_G_ARCH if deep else G_ARCH, resolution)
         self.resolution = int(resolution)
         self.ch = int(ch)
         self.num_classes = int(num_classes)
@@ -336,76 +362,105 @@ class Generator(_StagedModel):
         if self.shared_dim < 0:
             raise ValueError(f"shared_dim must be >= 0 (0: no shared embedding), got {shared_dim}")
         self.hierarchical_z = bool(hierarchical_z)
+        if deep and not (self.shared_dim and self.hierarchical_z):
+            raise ValueError(
+                "BigGAN-deep feeds [shared class embedding, z] to every block: it needs "
+                f"shared_dim > 0 and hierarchical_z = True (got {shared_dim}, {hierarchical_z})"
+            )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        init = self.kernel_initializer
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
         if not self.bn_epsilon > 0:
             raise ValueError(f"bn_epsilon must be > 0, got {bn_epsilon}")
         self.num_standing_stats = int(num_standing_stats)
-
-        num_blocks = len(arch.block_multipliers)
-        if self.hierarchical_z:
-            if self.dim_z % (num_blocks + 1):
-                raise ValueError(
-                    f"dim_z={self.dim_z} must split into {num_blocks + 1} equal chunks "
-                    f"(one for the linear layer and one per block) at {resolution} px"
-                )
-            self.z_chunk_size = self.dim_z // (num_blocks + 1)
-        else:
-            self.z_chunk_size = self.dim_z
-
         self.shared_embedding = None
         if self.shared_dim:
             self.shared_embedding = keras.layers.Dense(
-                self.shared_dim, use_bias=False, kernel_initializer=init, name="shared_embedding"
+                self.shared_dim,
+                use_bias=False,
+                kernel_initializer=self.kernel_initializer,
+                name="shared_embedding",
             )
-        input_channels = arch.input_multiplier * self.ch
+        if deep:
+            self.z_chunk_size = self.dim_z
+            self.input_channels = arch.stages[0][0] * self.ch
+            specs = networks_deep.generator_blocks(arch, self.ch, self.depth)
+        else:
+            self.z_chunk_size = self._z_chunk_size(len(arch.block_multipliers))
+            self.input_channels = arch.input_multiplier * self.ch
+            specs = [(None, m * self.ch, True, True) for m in arch.block_multipliers]
         self.linear = layers.SNDense(
-            BOTTOM_WIDTH * BOTTOM_WIDTH * input_channels, kernel_initializer=init, name="linear"
+            BOTTOM_WIDTH * BOTTOM_WIDTH * self.input_channels,
+            kernel_initializer=self.kernel_initializer,
+            name="linear",
         )
-        self.input_channels = input_channels
-        self._attention_after = {}
-        size = BOTTOM_WIDTH
-        for index, multiplier in enumerate(arch.block_multipliers):
-            size *= 2
-            block = GeneratorBlock(
-                multiplier * self.ch,
-                self.bn_momentum,
-                kernel_initializer=init,
-                bn_epsilon=self.bn_epsilon,
-                num_standing_stats=self.num_standing_stats,
-                name=f"block{index}",
-            )
-            _add_stage(self, block)
-            if size in self.attention:
-                self._attention_after[index] = _add_stage(
-                    self, layers.SelfAttention(kernel_initializer=init, name=f"attention{size}")
-                )
-        self._num_blocks = len(arch.block_multipliers)
+        self._add_blocks(specs)
         self.output_bn = layers.SyncBatchNorm(
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             num_standing_stats=self.num_standing_stats,
             name="output_bn",
         )
-        self.output_conv = layers.SNConv2D(3, 3, kernel_initializer=init, name="output_conv")
+        self.output_conv = layers.SNConv2D(
+            3, 3, kernel_initializer=self.kernel_initializer, name="output_conv"
+        )
+
+    def _z_chunk_size(self, num_blocks: int) -> int:
+        """BigGAN: z's part per block (and for the linear layer)."""
+        if not self.hierarchical_z:
+            return self.dim_z
+        if self.dim_z % (num_blocks + 1):
+            raise ValueError(
+                f"dim_z={self.dim_z} must split into {num_blocks + 1} equal chunks "
+                f"(one for the linear layer and one per block) at {self.resolution} px"
+            )
+        return self.dim_z // (num_blocks + 1)
+
+    def _add_blocks(self, specs) -> None:
+        """Adds the residual blocks `(in, out, upsample, ends a stage)` and the attention
+        blocks after the stages that reach an attention resolution."""
+        init = self.kernel_initializer
+        self._attention_after = {}
+        size = BOTTOM_WIDTH
+        bn = {"bn_epsilon": self.bn_epsilon, "num_standing_stats": self.num_standing_stats}
+        for index, (cin, out, up, stage_end) in enumerate(specs):
+            name = f"block{index}"
+            if self.architecture == "deep":
+                hidden = cin // networks_deep.CHANNEL_RATIO
+                block = networks_deep.DeepGeneratorBlock(
+                    out, hidden, up, self.bn_momentum, kernel_initializer=init, name=name, **bn
+                )
+            else:
+                block = GeneratorBlock(
+                    out, self.bn_momentum, kernel_initializer=init, name=name, **bn
+                )
+            _add_stage(self, block)
+            size = size * 2 if up else size
+            if stage_end and size in self.attention:
+                self._attention_after[index] = _add_stage(
+                    self, layers.SelfAttention(kernel_initializer=init, name=f"attention{size}")
+                )
+        self._num_blocks = len(specs)
+
+    def _conditioning(self, z, y):
+        """`(linear layer input [B, *], per-block conditioning [B, D] list)`."""
+        embedding = y if self.shared_embedding is None else self.shared_embedding(y)
+        if self.architecture == "deep":
+            condition = tf.concat([embedding, tf.cast(z, embedding.dtype)], -1)
+            return condition, [condition] * self._num_blocks
+        if self.hierarchical_z:
+            chunks = tf.split(z, self._num_blocks + 1, axis=-1)
+            conditions = [
+                tf.concat([embedding, tf.cast(zk, embedding.dtype)], -1) for zk in chunks[1:]
+            ]
+            return chunks[0], conditions
+        return z, [embedding] * self._num_blocks
 
     def call(self, z, y, training=None, truncation=None):
         z = tf.convert_to_tensor(z)
-        y = tf.convert_to_tensor(y)
-        y = tf.cast(y, self.compute_dtype)
-        embedding = y if self.shared_embedding is None else self.shared_embedding(y)
-        if self.hierarchical_z:
-            chunks = tf.split(z, len(self.blocks) + 1, axis=-1)
-            z_input, block_z = chunks[0], chunks[1:]
-            conditions = [
-                tf.concat([embedding, tf.cast(zk, embedding.dtype)], -1) for zk in block_z
-            ]
-        else:
-            z_input = z
-            conditions = [embedding] * len(self.blocks)
+        y = tf.cast(tf.convert_to_tensor(y), self.compute_dtype)
+        z_input, conditions = self._conditioning(z, y)
         h = self.linear(z_input, training=training)
         h = tf.reshape(h, [-1, BOTTOM_WIDTH, BOTTOM_WIDTH, self.input_channels])
         attention = self.attention_blocks
@@ -450,7 +505,7 @@ class Generator(_StagedModel):
 
 @_configurable
 class Discriminator(_StagedModel):
-    """BigGAN projection discriminator.
+    """BigGAN or BigGAN-deep projection discriminator.
 
     `D(x, y) = psi(h) + <embed(y), h>` with `h` the ReLU'd features of the last
     block (`features`, 4x4 at 64-512 px, 8x8 at 32 px) summed over height and
@@ -458,11 +513,13 @@ class Discriminator(_StagedModel):
 
     Args:
       resolution: input size in pixels, one of 32, 64, 128, 256, 512.
-      ch: channel width multiplier (96 in the paper at 128 px).
+      ch: channel width multiplier (96 in the paper at 128 px; 128 for BigGAN-deep).
       num_classes: number of classes.
-      attention: resolutions after whose block a self-attention block runs;
-        None → the paper's default, 0 or () → none.
+      attention: resolutions after whose block (BigGAN-deep: stage) a self-attention
+        block runs; None → the paper's default, 0 or () → none.
       kernel_initializer: initialiser of every kernel (see `Generator`).
+      architecture: "biggan" or "deep" (BigGAN-deep, `tf_biggan.networks_deep`).
+      depth: BigGAN-deep's blocks per resolution; None → 2. BigGAN takes none.
 
     Call with `(images [B, R, R, 3] in [-1, 1], labels int [B])`; returns
     logits `[B]` float32.
@@ -475,45 +532,66 @@ class Discriminator(_StagedModel):
         num_classes: int = 1000,
         attention=None,
         kernel_initializer="orthogonal",
+        architecture: str = "biggan",
+        depth: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        arch = _arch(D_ARCH, resolution)
+        self.depth = _architecture_and_depth(architecture, depth)
+        self.architecture = architecture
+        deep = architecture == "deep"
+        arch = _arch(networks_deep.DEEP_D_ARCH if deep else D_ARCH, resolution)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         init = self.kernel_initializer
         self.resolution = int(resolution)
         self.ch = int(ch)
         self.num_classes = int(num_classes)
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
-        self._attention_after = {}
-        size = self.resolution
-        placed = set()
-        for index, (multiplier, down) in enumerate(
-            zip(arch.block_multipliers, arch.downsample, strict=True)
-        ):
-            _add_stage(
-                self,
-                DiscriminatorBlock(
-                    multiplier * self.ch,
-                    downsample=down,
-                    preactivation=index > 0,
-                    kernel_initializer=init,
-                    name=f"block{index}",
-                ),
-            )
-            size = size // 2 if down else size
-            # One attention block per resolution, after the first block that reaches it.
-            if size in self.attention and size not in placed:
-                placed.add(size)
-                self._attention_after[index] = _add_stage(
-                    self, layers.SelfAttention(kernel_initializer=init, name=f"attention{size}")
-                )
-        self._num_blocks = len(arch.block_multipliers)
-        features = arch.block_multipliers[-1] * self.ch
+        self.input_conv = None
+        if deep:
+            # BigGAN-deep's blocks all start with a ReLU: a stem conv maps RGB to ch first.
+            first = arch.stages[0][0] * self.ch
+            self.input_conv = layers.SNConv2D(first, 3, kernel_initializer=init, name="input_conv")
+            specs = networks_deep.discriminator_blocks(arch, self.ch, self.depth)
+        else:
+            specs = [
+                (None, m * self.ch, down, True)
+                for m, down in zip(arch.block_multipliers, arch.downsample, strict=True)
+            ]
+        self._add_blocks(specs)
+        features = specs[-1][1]
         self.linear = layers.SNDense(1, kernel_initializer=init, name="linear")
         self.embedding = layers.SNEmbedding(
             self.num_classes, features, kernel_initializer=init, name="embedding"
         )
+
+    def _add_blocks(self, specs) -> None:
+        """Adds the residual blocks `(in, out, downsample, ends a stage)` and one attention
+        block per attention resolution, after the first stage that reaches it."""
+        init = self.kernel_initializer
+        self._attention_after = {}
+        size = self.resolution
+        placed = set()
+        for index, (_, out, down, stage_end) in enumerate(specs):
+            name = f"block{index}"
+            if self.architecture == "deep":
+                hidden = out // networks_deep.CHANNEL_RATIO
+                block = networks_deep.DeepDiscriminatorBlock(
+                    out, hidden, down, kernel_initializer=init, name=name
+                )
+            else:
+                block = DiscriminatorBlock(
+                    out, downsample=down, preactivation=index > 0, kernel_initializer=init,
+                    name=name,
+                )  # fmt: skip
+            _add_stage(self, block)
+            size = size // 2 if down else size
+            if stage_end and size in self.attention and size not in placed:
+                placed.add(size)
+                self._attention_after[index] = _add_stage(
+                    self, layers.SelfAttention(kernel_initializer=init, name=f"attention{size}")
+                )
+        self._num_blocks = len(specs)
 
     def features(self, images, training=None):
         """The last residual block's output, before the ReLU and the sum pooling.
@@ -523,10 +601,12 @@ class Discriminator(_StagedModel):
           training: passed to the blocks (SN power iteration, no batch norm in D).
 
         Returns:
-          `[B, 4, 4, C]` at 64-512 px, `[B, 8, 8, C]` at 32 px, with
-          `C = D_ARCH[resolution].block_multipliers[-1] * ch`, in the compute dtype.
+          `[B, 4, 4, C]` at 64-512 px, `[B, 8, 8, C]` at 32 px, with `C` the last
+          block's width (`D_ARCH` / `DEEP_D_ARCH`, times `ch`), in the compute dtype.
         """
         h = tf.cast(images, self.compute_dtype)
+        if self.input_conv is not None:
+            h = self.input_conv(h, training=training)
         attention = self.attention_blocks
         for index, block in enumerate(self.blocks):
             h = block(h, training=training)

@@ -2,6 +2,8 @@
 
     python tools/benchmark.py --resolution 32 --ch 64 --batch_size 64 --num_classes 10 \\
         --attention 0 --iters 10 --warmup 3
+    python tools/benchmark.py --model=deep --resolution 128 --ch 128 --batch_size 8 \\
+        --num_classes 1000 --attention 64 --iters 10 --warmup 3
     {"train_img_per_s": ..., "sample_img_per_s": ..., "peak_rss_mb": ..., ...}
 
 What is timed:
@@ -12,9 +14,10 @@ What is timed:
   (`d_steps * batch_size`), as the training loop's img/s does;
 - sampling: `ema_generator(z, y, training=False)` inside a `tf.function` on
   batches of `batch_size`.
+`--model=deep` times BigGAN-deep (depth 2, z of 128 dims) instead of BigGAN.
 With `--gin_config` (and `--gin_bindings`) G and D are the networks the gin
 files configure, and `--resolution`, `--ch`, `--num_classes`, `--attention`
-are not used. Each is called `warmup` times untimed (tracing, compilation) and `iters` times
+are not used (nor may `--model` be given: the config's `architecture` decides). Each is called `warmup` times untimed (tracing, compilation) and `iters` times
 timed; the figures are from the median call. Results are read back to the host
 after every call, so each time includes the whole computation.
 
@@ -63,6 +66,7 @@ from tf_biggan import config as config_lib  # noqa: E402
 from tf_biggan import step as step_lib  # noqa: E402
 
 config_lib.define_gin_flags("Gin config file(s) configuring G and D.")
+flags.DEFINE_enum("model", "biggan", ["biggan", "deep"], "BigGAN or BigGAN-deep.")
 flags.DEFINE_integer("resolution", 32, "Image size in pixels (32, 64, 128, 256, 512).")
 flags.DEFINE_integer("ch", 64, "Channel width multiplier of G and D.")
 flags.DEFINE_integer("batch_size", 64, "Global batch per D and per G update, and per sample call.")
@@ -120,6 +124,7 @@ def _networks(FLAGS):
         ch=FLAGS.ch,
         num_classes=FLAGS.num_classes,
         attention=FLAGS.attention,
+        architecture=FLAGS.model,
     )
     return (
         networks.Generator(**g_kwargs, name="generator"),
@@ -159,6 +164,11 @@ def run(FLAGS) -> dict:
     if FLAGS.threads:
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    if FLAGS.gin_config and FLAGS["model"].present:
+        raise app.UsageError(
+            "--model is not used with --gin_config: bind Generator.architecture and "
+            "Discriminator.architecture in the config instead"
+        )
     if FLAGS.gin_config:
         config_lib.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
     if FLAGS.mixed_precision:
@@ -233,6 +243,8 @@ def _report(FLAGS, generator, discriminator, train_s, sample_s, peak) -> dict:
         "matmul_peak_gflops": peak,
         "train_mfu": train_ips * train_flops / 1e9 / peak,
         "sample_mfu": sample_ips * g_flops / 1e9 / peak,
+        "model": generator.architecture,
+        "depth": generator.depth,
         "resolution": generator.resolution,
         "ch": generator.ch,
         "batch_size": FLAGS.batch_size,

@@ -2,6 +2,8 @@
 
     python tools/count_params.py --gin_config=gin_configs/imagenet128.gin
     {"generator": 70433988, "discriminator": 87982370}
+    python tools/count_params.py --gin_config=gin_configs/imagenet128_deep.gin
+    {"generator": 50244484, "discriminator": 34590210}
 
 SN `u` vectors and BN moving statistics are not trainable and are not counted.
 """
