@@ -547,8 +547,10 @@ class _Job:
             return f.read()
 
     def wait(self, timeout=400):
+        """Waits for both workers to exit, `timeout` seconds in all; asserts both exit 0."""
+        deadline = time.time() + timeout
         try:
-            codes = [_wait(worker, timeout) for worker in self.workers]
+            codes = [_wait(w, max(deadline - time.time(), 0.1)) for w in self.workers]
         finally:
             self.close()
         assert codes == [0, 0], f"exit codes {codes}: {self.log(1)[-3000:]}"
