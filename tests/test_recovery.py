@@ -149,3 +149,19 @@ def test_a_save_that_keeps_failing_names_the_last_good_checkpoint():
     ):
         recovery.save_checkpoint(save, 9, config, lambda f: (f,), lambda: "d/ckpt-8")
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGINT"])
+def test_a_signal_is_a_flag_and_a_ctrl_c_after_it_stops_at_once(first):
+    import signal
+
+    first = getattr(signal, first)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with recovery.StopRequest() as stop:
+            assert stop.signal is None
+            os.kill(os.getpid(), first)  # handled before the next line runs
+            assert stop.signal == first
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second request did not stop at once")
+    assert signal.getsignal(signal.SIGINT) is before
