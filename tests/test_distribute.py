@@ -87,3 +87,62 @@ def test_bad_runtime_settings_are_named(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs the TF_CONFIG"):
         distribute.make_strategy("multi_worker")
+
+
+def test_job_decision_on_one_worker_exchanges_nothing(mirrored_strategy):
+    decision = distribute.JobDecision(mirrored_strategy)
+    assert decision.workers == 1 and decision.chief
+    assert decision.any_of(True, False, 0, 1) == (True, False, False, True)
+    assert decision.chief_says(True) and not decision.chief_says(False)
+
+
+def test_job_decision_sums_the_flags_over_every_replica(mirrored_strategy):
+    # The all-reduce that several workers run, here over two local replicas: each flag
+    # raised on a replica counts once, so [1, 0, 1] from both replicas sums to [2, 0, 2].
+    decision = distribute.JobDecision(mirrored_strategy)
+    total = tf.function(decision._all_reduce_sum)(tf.constant([1.0, 0.0, 1.0]))
+    assert total.numpy().tolist() == [2.0, 0.0, 2.0]
+
+
+def test_the_stop_reason_puts_a_collapse_first_and_reads_the_clock_of_the_chief_only():
+    strategy = tf.distribute.get_strategy()
+    decision = distribute.JobDecision(strategy)
+    assert decision.stop_reason(False, False, False) is None
+    assert decision.stop_reason(True, True, True) == "collapse"
+    assert decision.stop_reason(False, True, True) == "signal"
+    assert decision.stop_reason(False, False, True) == "max_minutes reached"
+    # A worker that is not the chief: its own clock counts for nothing.
+    worker = _MultiWorker(_Resolver({"worker": ["h1:1", "h2:1"]}, "worker", 1), replicas=2)
+    decision = distribute.JobDecision(worker)
+    decision._sum = lambda flags: flags  # this worker's flags as the job's sum
+    assert not decision.chief and decision.workers == 2
+    assert decision.stop_reason(False, False, True) is None
+    assert decision.stop_reason(False, True, False) == "signal"
+    assert not decision.chief_says(True)
+
+
+HEARTBEAT_ERROR = """Graph execution error:
+
+Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):
+/job:worker/replica:0/task:1
+The tasks have crashed. Check the task logs for an earlier error."""  # fmt: skip
+
+
+def test_a_collective_aborted_by_a_lost_worker_becomes_a_clear_error():
+    worker = _MultiWorker(_Resolver({"worker": ["h1:1", "h2:1"]}, "worker", 0), replicas=2)
+    decision = distribute.JobDecision(worker)
+    with pytest.raises(distribute.WorkerLostError) as raised:
+        with distribute.stop_when_a_worker_is_lost(decision, lambda: "m/ckpt-8"):
+            raise tf.errors.UnavailableError(None, None, HEARTBEAT_ERROR)
+    assert str(raised.value) == (
+        "worker 0 of 2 stops: another worker of the job died or stopped responding "
+        "(UnavailableError: Collective ops is aborted by: Error reported from "
+        "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats): "
+        "/job:worker/replica:0/task:1). Restart every worker with the same command; they "
+        "resume from m/ckpt-8"
+    )
+    # One worker: the error is not about other workers and passes unchanged.
+    one = distribute.JobDecision(tf.distribute.get_strategy())
+    with pytest.raises(tf.errors.UnavailableError):
+        with distribute.stop_when_a_worker_is_lost(one, lambda: None):
+            raise tf.errors.UnavailableError(None, None, "storage unavailable")

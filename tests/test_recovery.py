@@ -96,3 +96,72 @@ def test_an_index_file_without_timestamps_still_resumes(tmp_path):
 def test_recovery_settings_are_checked(setting, message):
     with pytest.raises(ValueError, match=message):
         recovery.RecoveryConfig(**setting)
+
+
+def test_save_settings_are_checked():
+    with pytest.raises(ValueError, match="save_retries and save_retry_seconds must be >= 0"):
+        recovery.RecoveryConfig(save_retries=-1)
+
+
+def _failing_writes(failures):
+    """A `save()` that raises `failures` times (a full disk), then writes."""
+    calls = []
+
+    def save():
+        calls.append(None)
+        if len(calls) <= failures:
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device\nmore")
+
+    return save, calls
+
+
+def test_a_failed_save_is_retried_with_a_log_line_and_then_succeeds(caplog):
+    save, calls = _failing_writes(2)
+    answers = []
+
+    def agree(*flags):  # one worker: the flags as they are, recorded
+        answers.append(flags)
+        return flags
+
+    config = recovery.RecoveryConfig(save_retries=2, save_retry_seconds=0.0)
+    with caplog.at_level(logging.WARNING):
+        recovery.save_checkpoint(save, 7, config, agree, last_good=lambda: "d/ckpt-5")
+    assert len(calls) == 3 and answers == [(True,), (True,), (False,)]
+    assert caplog.text.count("saving the checkpoint of step 7 failed") == 2
+    assert "(ResourceExhaustedError: No space left on device); retry 1 of 2 in 0 s" in caplog.text
+
+
+def test_a_save_failing_on_another_worker_is_retried_here_too():
+    save, calls = _failing_writes(0)
+    others_fail = iter([True, False])  # the job's answer: another worker failed once
+    config = recovery.RecoveryConfig(save_retries=1, save_retry_seconds=0.0)
+    recovery.save_checkpoint(save, 3, config, lambda flag: (next(others_fail),), lambda: None)
+    assert len(calls) == 2
+
+
+def test_a_save_that_keeps_failing_names_the_last_good_checkpoint():
+    save, calls = _failing_writes(10)
+    config = recovery.RecoveryConfig(save_retries=1, save_retry_seconds=0.0)
+    with pytest.raises(
+        recovery.CheckpointSaveError,
+        match=r"step 9 after 1 retries \(ResourceExhaustedError: No space left on device\); "
+        r"the last good checkpoint is d/ckpt-8",
+    ):
+        recovery.save_checkpoint(save, 9, config, lambda f: (f,), lambda: "d/ckpt-8")
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("first", ["SIGTERM", "SIGINT"])
+def test_a_signal_is_a_flag_and_a_ctrl_c_after_it_stops_at_once(first):
+    import signal
+
+    first = getattr(signal, first)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with recovery.StopRequest() as stop:
+            assert stop.signal is None
+            os.kill(os.getpid(), first)  # handled before the next line runs
+            assert stop.signal == first
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second request did not stop at once")
+    assert signal.getsignal(signal.SIGINT) is before

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ import tiny_models
 
 from tf_biggan import config as config_lib
 from tf_biggan import data, train
+from tf_biggan import recovery as recovery_lib
 from tf_biggan import state as state_lib
 from tf_biggan import step as step_lib
 
@@ -314,6 +316,51 @@ def test_max_minutes_saves_and_stops_after_the_step_that_passes_the_budget(
     assert result["start_step"] == 1 and result["step"] == 3
 
 
+def test_a_failing_save_keeps_the_earlier_checkpoints_retries_and_names_the_last_good(
+    tmp_path, monkeypatch, caplog
+):
+    # The run's own saving (`Run.save`, as the loop calls it), with the retries bound in gin.
+    gin.clear_config()
+    retries = ["train.save_retries = 2", "train.save_retry_seconds = 0.01"]
+    config_lib.parse_gin([TINY], retries, finalize=False)
+    config, network_settings = train.TrainConfig.from_settings(train.train_settings())
+    model_dir = str(tmp_path)
+    run = train.Run(model_dir, config, network_settings)
+    run.state.step.assign(2)
+    run.save(2)
+    last_good = os.path.join(model_dir, "ckpt-2")
+
+    # Then the disk is "full": the writer leaves a truncated file of the new checkpoint and
+    # raises, as TensorFlow's writer does on ENOSPC.
+    write = tf.train.Checkpoint._write
+
+    def full_disk(self, file_prefix, *args, **kwargs):
+        with open(file_prefix + ".index", "wb") as f:
+            f.write(b"\x00" * 7)
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "_write", full_disk)
+    run.state.step.assign(4)
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            recovery_lib.CheckpointSaveError,
+            match=r"step 4 after 2 retries \(ResourceExhaustedError: No space left on device\)"
+            rf"; the last good checkpoint is {re.escape(last_good)},",
+        ),
+    ):
+        run.save(4)
+    gin.clear_config()
+    assert "saving the checkpoint of step 4 failed" in caplog.text
+    assert "retry 1 of 2 in 0.01 s" in caplog.text and "retry 2 of 2 in 0.02 s" in caplog.text
+    # The earlier checkpoint is still the listed one, whole and loadable.
+    monkeypatch.setattr(tf.train.Checkpoint, "_write", write)
+    assert tf.train.latest_checkpoint(model_dir) == last_good
+    run.state.restore(last_good)
+    assert int(run.state.step.numpy()) == 2
+    assert int(_checkpoint_values(last_good)["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 2
+
+
 def _d_updates(model_dir, before, after):
     """D's trainable weights and Adam second moments, before and after one step."""
     read = {
@@ -455,31 +502,159 @@ def test_a_learning_rate_decay_of_a_restore_survives_kill_9_and_restart(
 # --------------------------------------------------------------------------- multi-worker
 
 
-def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    model_dir = str(tmp_path / "run")
-    bindings = [
-        'train.strategy = "multi_worker"',
-        "train.total_steps = 3",
-        "train.checkpoint_every = 1000",
-    ]
-    logs, runs = [], []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        log = open(tmp_path / f"worker{index}.log", "w")
-        logs.append(log)
-        runs.append(_start(model_dir, bindings, env=_env(TF_CONFIG=tf_config), log=log))
-    try:
-        codes = [_wait(run) for run in runs]
-    finally:
-        for log in logs:
+# The training CLI with Grappler off, as in conftest.py: tracing the step with it takes most
+# of a worker's time on a busy CPU, and it changes only how TensorFlow schedules the graph.
+_CLI_WITHOUT_GRAPPLER = """
+import tensorflow as tf
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+from absl import app
+from tf_biggan import train
+train.define_flags()
+app.run(train.main)
+"""
+
+
+class _Job:
+    """Two `MultiWorkerMirroredStrategy` workers of `tiny_test.gin` on localhost ports."""
+
+    def __init__(self, model_dir, logs_dir, name):
+        self.model_dir, self.logs_dir, self.name = model_dir, logs_dir, name
+        self.cluster = {"worker": [f"localhost:{_free_port()}" for _ in range(2)]}
+        self.workers, self.logs = [], []
+
+    def start(self, bindings, per_worker=((), ())):
+        for index in range(2):
+            task = {"cluster": self.cluster, "task": {"type": "worker", "index": index}}
+            log = open(self.log_path(index), "w")
+            command = [PYTHON, "-c", _CLI_WITHOUT_GRAPPLER, f"--gin_config={TINY}"]
+            command += [
+                f"--model_dir={self.model_dir}",
+                '--gin_bindings=train.strategy = "multi_worker"',
+            ]
+            command += [f"--gin_bindings={b}" for b in [*bindings, *per_worker[index]]]
+            env = _env(TF_CONFIG=json.dumps(task))
+            self.logs.append(log)
+            self.workers.append(
+                subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+        return self
+
+    def log_path(self, index):
+        return os.path.join(self.logs_dir, f"{self.name}_worker{index}.log")
+
+    def log(self, index):
+        with open(self.log_path(index)) as f:
+            return f.read()
+
+    def wait(self, timeout=400):
+        """Waits for both workers to exit, `timeout` seconds in all; asserts both exit 0."""
+        deadline = time.time() + timeout
+        try:
+            codes = [_wait(w, max(deadline - time.time(), 0.1)) for w in self.workers]
+        finally:
+            self.close()
+        assert codes == [0, 0], f"exit codes {codes}: {self.log(1)[-3000:]}"
+
+    def close(self):
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        for log in self.logs:
             log.close()
-    assert codes == [0, 0], (tmp_path / "worker1.log").read_text()[-3000:]
-    chief = os.path.join(model_dir, "ckpt-3")
-    other = os.path.join(model_dir, "workertemp_worker_1", "ckpt-3")
-    values = _assert_same_checkpoints(chief, other)
-    assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
+
+
+def _wait_for(condition, job, what, timeout=400):
+    deadline = time.time() + timeout
+    while not condition():
+        assert all(w.poll() is None for w in job.workers), f"a worker ended before {what}"
+        assert time.time() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_two_workers_stop_together_on_sigterm_max_minutes_and_a_lost_worker(tmp_path):
+    """Every stop of a two-worker job is one decision; the restarts repeat a run bit for bit.
+
+    A reference job trains `steps` steps uninterrupted. A second job on the same config:
+    1. SIGTERM to worker 1 only, at a random moment after its first checkpoint: both
+       workers save the same step S and exit 0;
+    2. restarted with budgets that run out at different steps (worker 0, the chief: 0
+       minutes, so after one step; worker 1: an hour): both stop at S + 1;
+    3. restarted, worker 1 killed with -9 while training: worker 0 stops with
+       WorkerLostError (the coordination service's heartbeat check), not the test's
+       timeout, and names the checkpoint to resume from;
+    4. restarted: both resume from S + 1 and end bit-identical to the reference.
+    """
+    steps = 16
+    bindings = [
+        f"train.total_steps = {steps}",
+        "train.deterministic = True",
+        "train.checkpoint_every = 2",
+        "train.summary_every = 1000",
+    ]
+    logs = str(tmp_path)
+    reference_dir, model_dir = str(tmp_path / "reference"), str(tmp_path / "run")
+    worker_copy = os.path.join(model_dir, "workertemp_worker_1")
+    reference = _Job(reference_dir, logs, "reference").start(bindings)
+    job = _Job(model_dir, logs, "sigterm").start(bindings)
+    try:
+        # 1. SIGTERM to worker 1 at a random (seeded) moment after the first checkpoint.
+        _wait_for(lambda: _latest_step(model_dir) is not None, job, "first checkpoint")
+        time.sleep(random.Random(19).uniform(0.0, 0.5))
+        assert all(w.poll() is None for w in job.workers), "raise total_steps"
+        job.workers[1].send_signal(signal.SIGTERM)
+        sent = time.time()
+        job.wait(timeout=60)  # both workers saved and exited 0 within 60 s of the signal
+        print(f"SIGTERM: both workers exited {time.time() - sent:.1f} s after the signal")
+    finally:
+        job.close()
+    stopped = _latest_step(model_dir)
+    assert _latest_step(worker_copy) == stopped < steps
+    for index in range(2):
+        assert f"stopping at step {stopped} (signal)" in job.log(index)
+
+    # 2. The chief's budget runs out after one step, worker 1's would not for an hour.
+    job = _Job(model_dir, logs, "max_minutes")
+    job.start(bindings, per_worker=(["train.max_minutes = 0.0"], ["train.max_minutes = 60.0"]))
+    job.wait(timeout=400)
+    assert _latest_step(model_dir) == _latest_step(worker_copy) == stopped + 1
+    for index in range(2):
+        assert f"stopping at step {stopped + 1} (max_minutes reached)" in job.log(index)
+
+    # 3. kill -9 of worker 1 once this run has trained a step (the chief writes
+    # operative_config.gin after its first step); no checkpoint is due before the end.
+    operative = os.path.join(model_dir, "operative_config.gin")
+    written = os.path.getmtime(operative)
+    job = _Job(model_dir, logs, "kill9").start([*bindings, "train.checkpoint_every = 1000"])
+    try:
+        _wait_for(lambda: os.path.getmtime(operative) > written, job, "a trained step")
+        os.kill(job.workers[1].pid, signal.SIGKILL)
+        killed = time.time()
+        # Bounded: the coordination service's heartbeat check stops worker 0 (about 20 s
+        # measured); a hang would end in this wait's TimeoutExpired, not in an exit code.
+        code = _wait(job.workers[0], timeout=120)
+        print(f"kill -9: worker 0 exited {time.time() - killed:.1f} s after the kill")
+    finally:
+        job.close()
+    log = job.log(0)
+    assert code != 0, log[-3000:]
+    assert "WorkerLostError: worker 0 of 2 stops: another worker of the job died" in log
+    assert f"they resume from {os.path.join(model_dir, f'ckpt-{stopped + 1}')}" in log
+
+    # 4. The restart resumes at S + 1 and ends where the uninterrupted run ends.
+    job = _Job(model_dir, logs, "resume").start(bindings)
+    job.wait(timeout=400)
+    assert f"ckpt-{stopped + 1} at step {stopped + 1}" in job.log(0)
+    reference.wait(timeout=400)
+    values = _assert_same_checkpoints(
+        os.path.join(reference_dir, f"ckpt-{steps}"), os.path.join(model_dir, f"ckpt-{steps}")
+    )
+    assert int(values["step/.ATTRIBUTES/VARIABLE_VALUE"]) == steps
+    # Both workers of the reference hold the same weights too.
+    _assert_same_checkpoints(
+        os.path.join(reference_dir, f"ckpt-{steps}"),
+        os.path.join(reference_dir, "workertemp_worker_1", f"ckpt-{steps}"),
+    )
 
 
 # --------------------------------------------------------------------------- XLA

@@ -560,6 +560,8 @@ def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
         best = json.load(f)
     assert best["fid"] == pytest.approx(min(fids), rel=1e-5)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "best")).endswith(f"-{best['step']}")
+    # The record was renamed into place: no temporary file is left beside it.
+    assert not [name for name in os.listdir(os.path.join(model_dir, "best")) if "tmp" in name]
 
 
 def test_mixed_bfloat16_step_runs_and_keeps_float32_state():

@@ -5,6 +5,9 @@ signals.
 - `Recovery` (configured by `RecoveryConfig`): counts skipped (non-finite) updates,
   restores the last checkpoint when they persist or when the collapse watch fires, and
   lowers the learning rates on each restore.
+- `save_checkpoint`: a checkpoint write that fails (full disk, permissions, a storage
+  outage) is retried a bounded number of times, by every worker together, and then stops
+  the run with `CheckpointSaveError` naming the last good checkpoint.
 - `StopRequest`: SIGTERM / SIGINT become a flag the loop checks after each step, so the
   run saves the current step before it exits; a second Ctrl-C stops at once.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import time
 from collections.abc import Callable
 
 import gin
@@ -43,6 +47,9 @@ class RecoveryConfig:
         `d/real - d/fake` exceeds this (None = off).
       on_collapse: "warn" (log), "stop" (stop without saving the collapsed state) or
         "restore" (restore the last checkpoint, as after non-finite steps).
+      save_retries: times a failed checkpoint write is tried again before the run stops.
+      save_retry_seconds: wait before the first retry, in seconds; doubled for each
+        further retry (a storage outage gets time to pass).
     """
 
     max_consecutive_nonfinite: int = 5
@@ -52,6 +59,8 @@ class RecoveryConfig:
     collapse_window: int = 20
     collapse_gap: float | None = None
     on_collapse: str = "warn"
+    save_retries: int = 3
+    save_retry_seconds: float = 10.0
 
     def __post_init__(self):
         if self.on_collapse not in monitor_lib.ON_COLLAPSE:
@@ -64,6 +73,77 @@ class RecoveryConfig:
             raise ValueError(
                 f"max_consecutive_nonfinite must be >= 1, got {self.max_consecutive_nonfinite}"
             )
+        if self.save_retries < 0 or self.save_retry_seconds < 0:
+            raise ValueError(
+                "save_retries and save_retry_seconds must be >= 0, got "
+                f"{self.save_retries} and {self.save_retry_seconds}"
+            )
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written, even after the retries."""
+
+
+def save_checkpoint(
+    save: Callable[[], object],
+    step: int,
+    config: RecoveryConfig,
+    agree: Callable[..., tuple[bool, ...]],
+    last_good: Callable[[], str | None],
+) -> None:
+    """Runs `save()`, retrying it on failure, with every worker taking the same turns.
+
+    TensorFlow writes a checkpoint's data and index under new names and updates the
+    `checkpoint` file (the list of checkpoints) last, by an atomic rename, and deletes
+    the oldest checkpoint only after that. A write that fails part way therefore leaves
+    the earlier checkpoints listed, intact and loadable; at worst it leaves unlisted
+    files of the failed step, which the next successful save of that step overwrites.
+
+    Args:
+      save: writes the checkpoint (e.g. `manager.save(checkpoint_number=step)`); raises
+        `tf.errors.OpError` or `OSError` on failure.
+      step: the step being saved (for the messages).
+      config: `save_retries` and `save_retry_seconds`.
+      agree: `JobDecision.any_of`: whether any worker's write failed, the same answer on
+        every worker, so all retry together (a save is a collective operation).
+      last_good: returns the newest checkpoint of the run's `model_dir`, or None.
+
+    Raises:
+      CheckpointSaveError: the write still failed after `save_retries` retries; the
+        message names the last good checkpoint.
+    """
+    for attempt in range(config.save_retries + 1):
+        error = None
+        try:
+            save()
+        except (tf.errors.OpError, OSError) as exc:
+            error = exc
+        (failed,) = agree(error is not None)
+        if not failed:
+            return
+        reason = _first_line(error) if error is not None else "the write failed on another worker"
+        if attempt == config.save_retries:
+            break
+        wait = config.save_retry_seconds * 2**attempt
+        logging.warning(
+            "saving the checkpoint of step %d failed (%s); retry %d of %d in %.3g s",
+            step,
+            reason,
+            attempt + 1,
+            config.save_retries,
+            wait,
+        )
+        time.sleep(wait)
+    raise CheckpointSaveError(
+        f"could not save the checkpoint of step {step} after {config.save_retries} retries "
+        f"({reason}); the last good checkpoint is {last_good() or 'none (nothing saved yet)'}, "
+        "which a restart resumes from"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def restore_latest(

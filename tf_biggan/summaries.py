@@ -150,16 +150,31 @@ class EvalConfig:
 class PeriodicEvaluation:
     """Evaluates the EMA generator and keeps the best checkpoint by FID in `out_dir/best/`.
 
-    Every worker evaluates the same (mirrored) generator and keeps its own record in its
-    own directory, so all take the same decision and join the same saves.
+    Every worker evaluates the same (mirrored) generator, but whether the FID improved is
+    the chief's decision (`decide`, e.g. `JobDecision.chief_says`): the workers' FIDs
+    could differ in the last bits, and saving the best checkpoint is a collective
+    operation that all must join or none.
+
+    The best checkpoint is written beside the previous one and the `checkpoint` file is
+    renamed into place before the previous one is deleted; `best_fid.json` is written
+    under a temporary name and renamed over the old record. A crash leaves the old best
+    or the new one, never a mix that cannot be read.
     """
 
     def __init__(
-        self, config: EvalConfig, num_classes: int, dim_z: int, out_dir: str, checkpoint, seed: int
+        self,
+        config: EvalConfig,
+        num_classes: int,
+        dim_z: int,
+        out_dir: str,
+        checkpoint,
+        seed: int,
+        decide=lambda improved: improved,
     ):
         from tf_biggan import metrics
 
         self.every = config.every
+        self.decide = decide
         self.evaluator = metrics.PeriodicEvaluator(
             metrics.make_extractor(
                 config.extractor,
@@ -201,8 +216,15 @@ class PeriodicEvaluation:
         if tf.io.gfile.exists(best_file):
             with tf.io.gfile.GFile(best_file) as f:
                 previous = json.load(f)["fid"]
-        if previous is None or metrics["fid"] < previous:
+        if self.decide(previous is None or metrics["fid"] < previous):
             self.best.save(checkpoint_number=step)
-            with tf.io.gfile.GFile(best_file, "w") as f:
-                json.dump({"fid": metrics["fid"], "step": step}, f)
+            _write_atomically(best_file, json.dumps({"fid": metrics["fid"], "step": step}))
         return metrics
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Writes `path` under a temporary name beside it, then renames it into place."""
+    temp = f"{path}.tmp"
+    with tf.io.gfile.GFile(temp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(temp, path, overwrite=True)

@@ -45,6 +45,7 @@ class Run:
         seed = config.step.seed
         self.strategy = config.runtime.apply(seed)
         self.chief = distribute.is_chief(self.strategy)
+        self.decision = distribute.JobDecision(self.strategy)
         self.out_dir = distribute.worker_dir(model_dir, self.strategy)
         tf.io.gfile.makedirs(self.out_dir)
         # The data first: a missing data set is reported before the networks are built.
@@ -99,11 +100,15 @@ class Run:
                 self.checkpoint, self.model_dir, max_to_keep=self.config.loop.keep_checkpoints
             )
         )
+        # The input position is each worker's own (its shard, its shuffle buffer).
+        own_input = {"iterator": self.iterator} if self.chief else {}
         resumed_from = recovery_lib.restore_latest(
-            lambda path: state.restore(path, iterator=self.iterator),
+            lambda path: state.restore(path, **own_input),
             resume_manager,
             validate=lambda path: state_lib.check_optimizer_slots(state, path),
         )
+        if resumed_from and not self.chief:
+            distribute.restore_input_position(self.iterator, self.out_dir, resumed_from)
         if distribute.worker_position(self.strategy)[0] > 1:
             distribute.check_workers_agree(self.strategy, state.step)
         if resumed_from:
@@ -123,7 +128,22 @@ class Run:
         return int(self.state.step.numpy())
 
     def save(self, step: int) -> None:
-        self.manager.save(checkpoint_number=step)
+        """Saves checkpoint `step` on every worker; failed writes are retried by all together.
+
+        Raises:
+          recovery_lib.CheckpointSaveError: naming the last good checkpoint of `model_dir`.
+        """
+        recovery_lib.save_checkpoint(
+            lambda: self.manager.save(checkpoint_number=step),
+            step,
+            self.config.recovery,
+            agree=self.decision.any_of,
+            last_good=self.last_good,
+        )
+
+    def last_good(self) -> str | None:
+        """The newest checkpoint of the run (the chief's, in `model_dir`), or None."""
+        return tf.train.latest_checkpoint(self.model_dir)
 
     def save_final(self, stopped_by_collapse: bool) -> int:
         """Saves the final step unless saved already (or collapsed); returns the step."""
@@ -201,7 +221,11 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
             loop.total_steps,
         )
     metrics, stopped_by_collapse = {}, False
-    with recovery_lib.StopRequest() as stop, run.writer.as_default():
+    with (
+        distribute.stop_when_a_worker_is_lost(run.decision, run.last_good),
+        recovery_lib.StopRequest() as stop,
+        run.writer.as_default(),
+    ):
         while run.step < loop.total_steps:
             images, labels = next(run.iterator)
             metrics = {k: float(v) for k, v in train_step(images, labels).items()}
@@ -210,23 +234,24 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
                 outputs.write_operative_config(step)
             if recovery.after_step(step, metrics["nonfinite"] > 0):
                 continue
+            action = "go on"
             if step % loop.summary_every == 0 or step == loop.total_steps:
                 sigmas = outputs.summarize(step, metrics)
                 action = recovery.check_collapse(step, sigmas, metrics["d/real"], metrics["d/fake"])
-                if action == "stop":
-                    stopped_by_collapse = True
-                    break
                 if action == "restored":
                     continue
-            outputs.after_step(step, metrics)
             out_of_time = (
                 loop.max_minutes is not None and time.time() - started > 60 * loop.max_minutes
             )
-            if stop.signal or out_of_time:
+            why = run.decision.stop_reason(action == "stop", stop.signal is not None, out_of_time)
+            if why == "collapse":
+                stopped_by_collapse = True
+                break
+            outputs.after_step(step, metrics)
+            if why:
                 # Saved even in a run of non-finite steps: the weights are those of the last
                 # finite update, because bad updates are not applied.
                 run.save(step)
-                why = "signal" if stop.signal else "max_minutes reached"
                 logging.info(
                     "stopping at step %d (%s); saved %s", step, why, run.manager.latest_checkpoint
                 )
@@ -270,6 +295,7 @@ class _Outputs:
                 run.out_dir,
                 run.checkpoint,
                 seed=config.step.seed + 2,
+                decide=run.decision.chief_says,
             )
         self.progress = keras.utils.Progbar(
             config.loop.total_steps, stateful_metrics=["loss/d", "loss/g", "img/s"]

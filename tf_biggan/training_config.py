@@ -42,8 +42,9 @@ class LoopConfig:
 
     Attributes:
       total_steps: G updates to run in all (a resumed run continues to it).
-      max_minutes: wall-clock budget of this process; on reaching it the run saves a
-        checkpoint and stops (a restart continues). None = no budget.
+      max_minutes: wall-clock budget of the run, counted from this process's first step
+        on the chief's clock; on reaching it every worker saves the same step and stops
+        (a restart continues). None = no budget.
       checkpoint_every: steps between checkpoints (also saved at the end and on SIGTERM).
       keep_checkpoints: checkpoints kept.
       summary_every: steps between TensorBoard scalar summaries (and collapse checks).
