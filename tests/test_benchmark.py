@@ -13,7 +13,9 @@ from tf_biggan import flops
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_benchmark_cli_prints_one_json_line(tmp_path):
+def _benchmark(*flags, timeout=300) -> dict:
+    """Runs tools/benchmark.py at 32 px, ch 4, batch 2, 3 classes, no attention, one timed
+    iteration, with `flags` added; returns its one JSON line."""
     command = [
         sys.executable,
         os.path.join(REPO, "tools", "benchmark.py"),
@@ -24,14 +26,18 @@ def test_benchmark_cli_prints_one_json_line(tmp_path):
         "--attention=0",
         "--iters=1",
         "--warmup=0",
-        "--input_pipeline",
+        *flags,
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, result.stdout
-    report = json.loads(lines[0])
+    return json.loads(lines[0])
+
+
+def test_benchmark_cli_prints_one_json_line():
+    report = _benchmark("--input_pipeline")
     positive = (
         "sample_img_per_s",
         "train_img_per_s",
@@ -60,22 +66,7 @@ def test_benchmark_cli_prints_one_json_line(tmp_path):
 
 
 def test_benchmark_times_biggan_deep_with_model_deep():
-    command = [
-        sys.executable,
-        os.path.join(REPO, "tools", "benchmark.py"),
-        "--model=deep",
-        "--resolution=32",
-        "--ch=4",
-        "--batch_size=2",
-        "--num_classes=3",
-        "--attention=0",
-        "--iters=1",
-        "--warmup=0",
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = _benchmark("--model=deep", timeout=900)
     assert (report["model"], report["depth"], report["ch"]) == ("deep", 2, 4)
     assert report["train_img_per_s"] > 0 and report["sample_img_per_s"] > 0
     g = flops.deep_generator_forward_flops(resolution=32, ch=4, num_classes=3, attention=0)

@@ -1,7 +1,6 @@
-"""Tests for the evaluation programs: `python -m tf_biggan.eval`, tools/reference_stats.py and
-tools/truncation_curve.py."""
+"""Tests for the evaluation programs: `python -m tf_biggan.eval`, `tf_biggan.reference_stats` and
+`tf_biggan.truncation_curve` (with their tools/ entry points and installed commands)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import tensorflow as tf
 from test_metrics_extractors import tiny_classifier
 from test_metrics_runners import assert_record_without_class_accuracy
 
-from tf_biggan import metrics
+from tf_biggan import metrics, reference_stats, truncation_curve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -174,14 +173,23 @@ def test_cli_reads_reference_statistics_with_only_mu_and_sigma(tmp_path):
     assert result["pipeline"]["truncation"] == 1.5
 
 
-# ---- tools/reference_stats.py and tools/truncation_curve.py ---------------------------------
+# ---- reference_stats and truncation_curve ----------------------------------------------------
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.mark.parametrize(
+    "script, own_flag",
+    [
+        ("tf-biggan-reference-stats", "--max_kid_features"),
+        ("tf-biggan-standing-stats", "--num_entries"),
+        ("tf-biggan-truncation-curve", "--truncations"),
+    ],
+)
+def test_installed_commands_list_their_flags(script, own_flag):
+    """The programs a pip-installed user needs beside eval are console scripts too."""
+    command = [os.path.join(os.path.dirname(sys.executable), script), "--helpshort"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert own_flag in run.stdout + run.stderr
 
 
 def _rows():
@@ -194,7 +202,7 @@ def _rows():
 
 
 def test_truncation_table_as_csv_and_matplotlib_plot(tmp_path):
-    curve = _load_tool("truncation_curve")
+    curve = truncation_curve
     csv_path, png = str(tmp_path / "t" / "curve.csv"), str(tmp_path / "t" / "curve.png")
     curve.write_csv(_rows(), csv_path)
     with open(csv_path) as f:
@@ -216,7 +224,7 @@ def test_truncation_table_as_csv_and_matplotlib_plot(tmp_path):
 
 
 def test_truncation_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
-    curve = _load_tool("truncation_curve")
+    curve = truncation_curve
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"tf_biggan\[plot\]"):
         curve.plot_rows(_rows(), str(tmp_path / "curve.png"))
@@ -251,7 +259,7 @@ def test_truncation_curve_cli(tmp_path):
 
 
 def test_reference_stats_tool_uses_gin_dataset_at_the_generator_sizes(tmp_path):
-    tool = _load_tool("reference_stats")
+    tool = reference_stats
     extractor = metrics.make_extractor(
         "keras_model", path=tiny_classifier(), feature_layer="features"
     )

@@ -169,3 +169,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 64, "Images per batch.")
     flags.DEFINE_integer("seed", 0, "Seed of the latents and labels.")
     flags.mark_flags_as_required(["model_dir"])
+
+
+def cli() -> None:
+    """The `tf-biggan-standing-stats` console script."""
+    from tf_biggan import cli as cli_lib
+
+    cli_lib.run("tf_biggan.standing_stats", define_flags, main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -5,10 +5,11 @@
 
 Writes `model_dir/standing_stats.npz` for the checkpoint used (the latest by default) and
 prints its path; `sample`, `export`, `eval` and `tf_biggan.load` then use the table with
-that checkpoint. See `tf_biggan.standing_stats`.
+that checkpoint. The program is `tf_biggan.standing_stats` (installed as
+`tf-biggan-standing-stats`); this file runs it from a checkout.
 """
 
-from tf_biggan import cli, standing_stats
+from tf_biggan import standing_stats
 
 if __name__ == "__main__":
-    cli.run("tf_biggan.standing_stats", standing_stats.define_flags, standing_stats.main)
+    standing_stats.cli()
