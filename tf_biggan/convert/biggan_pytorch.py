@@ -22,6 +22,15 @@ What differs between the port's tensors and ours:
 - BN: `stored_mean`/`stored_var` are the moving statistics; the output BN's `gain`/`bias`
   are our `gamma`/`beta`.
 
+BigGAN-deep checkpoints (the port's `BigGANdeep.py`, `scripts/launch_BigGAN_deep.sh`) are
+recognised by their blocks' fourth conv (`conv4`) and built with `architecture="deep"`; the
+depth (blocks per resolution) follows from the number of blocks and the resolution. Their
+differences from the above: G's blocks have four convs and four conditional BNs and no
+shortcut conv, and `[shared embedding, z]` (the port's order, and ours) feeds G's first
+linear layer and every conditional BN. D starts with `input_conv` and keys its blocks by
+stage, `blocks.<stage>.<index in stage>`, with a stage's attention at index `depth`; ours
+are numbered in order (`block<stage * depth + index>`).
+
 Every tensor of a file is used and every variable of a network is set; anything else is
 an error naming the tensor or the variable.
 """
@@ -32,7 +41,7 @@ import os
 
 import numpy as np
 
-from tf_biggan import networks
+from tf_biggan import networks, networks_deep
 from tf_biggan.convert import imagenet
 from tf_biggan.convert.model_dir import Converted
 
@@ -81,6 +90,11 @@ def kind_of(state_dict: dict) -> str:
     if "embed.weight" in state_dict:
         return "discriminator"
     return ""
+
+
+def is_deep(state_dict: dict) -> bool:
+    """Whether a port state dict is BigGAN-deep's: only its blocks have a `conv4`."""
+    return any(key.endswith(".conv4.weight") for key in state_dict)
 
 
 def find_files(path: str) -> dict[str, str]:
@@ -211,12 +225,15 @@ def load_generator(generator: networks.Generator, state_dict: dict, file: str) -
     permutation = _first_linear_permutation(generator.input_channels)
     _sn_layer(m, generator.linear, "linear", permutation)
     attention = generator.attention_blocks
+    # BigGAN-deep's blocks: four convs, each after its conditional BN, and no shortcut conv.
+    convs = 4 if generator.architecture == "deep" else 2
     for index, block in enumerate(generator.blocks):
         prefix = f"blocks.{index}.0"
-        for conv in ("conv1", "conv2"):
-            _sn_layer(m, getattr(block, conv), f"{prefix}.{conv}")
-        _sn_layer(m, block.conv_shortcut, f"{prefix}.conv_sc")
-        for name in ("bn1", "bn2"):
+        for conv in range(1, convs + 1):
+            _sn_layer(m, getattr(block, f"conv{conv}"), f"{prefix}.conv{conv}")
+        if convs == 2:
+            _sn_layer(m, block.conv_shortcut, f"{prefix}.conv_sc")
+        for name in (f"bn{k}" for k in range(1, convs + 1)):
             bn = getattr(block, name)
             _batch_norm(m, bn.batch_norm, f"{prefix}.{name}")
             _sn_layer(m, bn.gain, f"{prefix}.{name}.gain")
@@ -232,14 +249,21 @@ def load_discriminator(discriminator: networks.Discriminator, state_dict: dict, 
     """Sets every variable of the built `discriminator` from the port's D state dict."""
     m = _Mapper(state_dict, file, discriminator)
     attention = discriminator.attention_blocks
+    deep = discriminator.architecture == "deep"
+    if deep:
+        _sn_layer(m, discriminator.input_conv, "input_conv")
+    depth = discriminator.depth
     for index, block in enumerate(discriminator.blocks):
-        prefix = f"blocks.{index}.0"
-        _sn_layer(m, block.conv1, f"{prefix}.conv1")
-        _sn_layer(m, block.conv2, f"{prefix}.conv2")
+        # The port's deep D keys blocks by stage: blocks.<stage>.<index in stage>, and the
+        # stage's attention follows its blocks at index `depth`.
+        stage, position = divmod(index, depth) if deep else (index, 0)
+        prefix = f"blocks.{stage}.{position}"
+        for conv in range(1, 5 if deep else 3):
+            _sn_layer(m, getattr(block, f"conv{conv}"), f"{prefix}.conv{conv}")
         if block.conv_shortcut is not None:
             _sn_layer(m, block.conv_shortcut, f"{prefix}.conv_sc")
         if index in attention:
-            _attention(m, attention[index], f"blocks.{index}.1")
+            _attention(m, attention[index], f"blocks.{stage}.{depth if deep else 1}")
     _sn_layer(m, discriminator.linear, "linear")
     embedding = discriminator.embedding
     table = m.take("embed.weight")
@@ -268,6 +292,8 @@ def _check_resolution(kind: str, table: dict, blocks: int, resolution: int, file
 
 def generator_config(state_dict: dict, resolution: int, file: str) -> dict:
     """`Generator` arguments for the port's G state dict (`--G_shared --hier` layout)."""
+    if is_deep(state_dict):
+        return deep_generator_config(state_dict, resolution, file)
     blocks = _block_indices(state_dict)
     _check_resolution("generator", networks.G_ARCH, len(blocks), resolution, file)
     for key in (
@@ -303,6 +329,8 @@ def generator_config(state_dict: dict, resolution: int, file: str) -> dict:
 
 def discriminator_config(state_dict: dict, resolution: int, file: str) -> dict:
     """`Discriminator` arguments for the port's D state dict."""
+    if is_deep(state_dict):
+        return deep_discriminator_config(state_dict, resolution, file)
     blocks = _block_indices(state_dict)
     _check_resolution("discriminator", networks.D_ARCH, len(blocks), resolution, file)
     arch = networks.D_ARCH[resolution]
@@ -321,6 +349,118 @@ def discriminator_config(state_dict: dict, resolution: int, file: str) -> dict:
         ch=state_dict["blocks.0.0.conv1.weight"].shape[0] // arch.block_multipliers[0],
         num_classes=int(state_dict["embed.weight"].shape[0]),
         attention=attention,
+    )
+
+
+def _deep_depth(kind: str, table: dict, count: int, resolution: int, file: str) -> int:
+    """Blocks per resolution of a BigGAN-deep G with `count` blocks at `resolution`."""
+    if resolution not in table:
+        raise ConversionError(f"--resolution must be one of {sorted(table)}, got {resolution}")
+    stages = len(table[resolution].stages)
+    if count % stages:
+        matching = [f"{r} px" for r, arch in table.items() if count % len(arch.stages) == 0]
+        raise ConversionError(
+            f"{file} has {count} BigGAN-deep {kind} blocks, not a multiple of the "
+            f"{stages} stages of a {resolution} px {kind} (that count fits "
+            f"{', '.join(matching) or 'no resolution known here'}): check --resolution"
+        )
+    return count // stages
+
+
+def _check_deep_widths(specs, prefixes, state_dict, resolution: int, file: str) -> None:
+    """Raises unless each block's conv1 input and conv4 output widths are the table's."""
+    for (cin, cout, _, _), prefix in zip(specs, prefixes, strict=True):
+        key_in, key_out = f"{prefix}.conv1.weight", f"{prefix}.conv4.weight"
+        if key_in not in state_dict or key_out not in state_dict:
+            raise ConversionError(f"{file}: tensor {key_in!r} or {key_out!r} is missing")
+        found = (state_dict[key_in].shape[1], state_dict[key_out].shape[0])
+        if found != (cin, cout):
+            raise ConversionError(
+                f"{file}: {prefix} maps {found[0]} to {found[1]} channels, but block {prefix} "
+                f"of a {resolution} px BigGAN-deep network maps {cin} to {cout}: check "
+                "--resolution"
+            )
+
+
+def deep_generator_config(state_dict: dict, resolution: int, file: str) -> dict:
+    """`Generator` arguments for the port's BigGAN-deep G state dict (`--G_shared --hier`)."""
+    table = networks_deep.DEEP_G_ARCH
+    blocks = _block_indices(state_dict)
+    depth = _deep_depth("generator", table, len(blocks), resolution, file)
+    for key in ("shared.weight", "linear.weight", "output_layer.2.weight"):
+        if key not in state_dict:
+            raise ConversionError(
+                f"{file}: tensor {key!r} is missing; the converter reads BigGAN-deep "
+                "generators trained with --G_shared --hier (launch_BigGAN_deep.sh)"
+            )
+    arch = table[resolution]
+    num_classes, shared_dim = state_dict["shared.weight"].shape
+    dim_z = state_dict["linear.weight"].shape[1] - shared_dim
+    ch = state_dict["output_layer.2.weight"].shape[1] // arch.stages[-1][1]
+    specs = networks_deep.generator_blocks(arch, ch, depth)
+    _check_deep_widths(specs, [f"blocks.{i}.0" for i in blocks], state_dict, resolution, file)
+    attention = []
+    for i in blocks:
+        if f"blocks.{i}.1.gamma" in state_dict:
+            if not specs[i][3]:
+                raise ConversionError(
+                    f"{file}: attention after block {i}, which does not end a stage; "
+                    "tf_biggan places attention after a stage's last block"
+                )
+            attention.append(networks.BOTTOM_WIDTH * 2 ** (i // depth + 1))
+    return dict(
+        resolution=resolution,
+        ch=int(ch),
+        num_classes=int(num_classes),
+        dim_z=int(dim_z),
+        shared_dim=int(shared_dim),
+        hierarchical_z=True,
+        attention=attention,
+        architecture="deep",
+        depth=depth,
+    )
+
+
+def deep_discriminator_config(state_dict: dict, resolution: int, file: str) -> dict:
+    """`Discriminator` arguments for the port's BigGAN-deep D state dict."""
+    table = networks_deep.DEEP_D_ARCH
+    if resolution not in table:
+        raise ConversionError(f"--resolution must be one of {sorted(table)}, got {resolution}")
+    stages = _block_indices(state_dict)
+    if len(stages) != len(table[resolution].stages):
+        matching = [r for r, arch in table.items() if len(arch.stages) == len(stages)]
+        hint = f"a {matching[0]} px D" if matching else "no D resolution known here"
+        raise ConversionError(
+            f"{file} has {len(stages)} BigGAN-deep stages ({hint}), but a {resolution} px "
+            f"discriminator has {len(table[resolution].stages)}: check --resolution"
+        )
+    depth = len({k.split(".")[2] for k in state_dict if k.startswith("blocks.0.")})
+    if f"blocks.0.{depth - 1}.gamma" in state_dict:
+        depth -= 1  # the last index of stage 0 is its attention block
+    for key in ("input_conv.weight", "embed.weight"):
+        if key not in state_dict:
+            raise ConversionError(f"{file}: tensor {key!r} is missing (a BigGAN-deep D has it)")
+    arch = table[resolution]
+    ch = state_dict["input_conv.weight"].shape[0] // arch.stages[0][0]
+    specs = networks_deep.discriminator_blocks(arch, ch, depth)
+    prefixes = [f"blocks.{s}.{d}" for s in stages for d in range(depth)]
+    _check_deep_widths(specs, prefixes, state_dict, resolution, file)
+    sizes = resolution // np.cumprod([2 if down else 1 for down in arch.resample])
+    with_attention = [s for s in stages if f"blocks.{s}.{depth}.gamma" in state_dict]
+    attention = sorted({int(sizes[s]) for s in with_attention})
+    ours = sorted(int(np.argmax(sizes == size)) for size in attention)
+    if ours != with_attention:
+        raise ConversionError(
+            f"{file}: attention after stages {with_attention}; tf_biggan places one per "
+            f"resolution, after stages {ours}"
+        )
+    return dict(
+        resolution=resolution,
+        ch=int(ch),
+        num_classes=int(state_dict["embed.weight"].shape[0]),
+        attention=attention,
+        architecture="deep",
+        depth=depth,
     )
 
 

@@ -132,6 +132,9 @@ def gin_bindings(converted: Converted) -> str:
     ]
     discriminator = converted.discriminator
     d_config = discriminator.get_config() if discriminator is not None else {"ch": ema.ch}
+    if discriminator is None and ema.architecture == "deep":
+        # A generator-only BigGAN-deep release: fine-tuning builds a BigGAN-deep D too.
+        d_config.update(architecture="deep", depth=ema.depth)
     for name, config in (("Generator", ema.get_config()), ("Discriminator", d_config)):
         lines.append(f"{name}.resolution = %RESOLUTION")
         lines.append(f"{name}.num_classes = %NUM_CLASSES")
