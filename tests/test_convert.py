@@ -421,3 +421,225 @@ def test_without_torch_the_error_names_the_extra(monkeypatch, port_run):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"tf_biggan\[convert\]"):
         biggan_pytorch.read_state_dict(os.path.join(port_run[0], "G.pth"))
+
+
+# BigGAN-deep (the port's BigGANdeep.py, launch_BigGAN_deep.sh layout) at 64 px and width 4:
+# the smallest resolution whose G drops channels in its skip and whose D widens with conv_sc.
+DEEP_RES, DEEP_CH, DEPTH, DEEP_Z = 64, 4, 2, 8
+DEEP_G_STAGES = [(16, 16), (16, 8), (8, 4), (4, 2)]  # (in, out) multipliers of ch per stage
+DEEP_D_STAGES = [(1, 2), (2, 4), (4, 8), (8, 16)]
+DEEP_G_ATTENTION = {3: 16}  # after block 3, the last of stage 1 (16x16): key blocks.3.1
+DEEP_D_ATTENTION = {1: 16}  # after stage 1 (16x16): key blocks.1.2
+
+
+def _deep_g_blocks():
+    """(in, out) channels of G's blocks in order: a stage's last block changes the width."""
+    return [
+        (cin * DEEP_CH, (cout if d == DEPTH - 1 else cin) * DEEP_CH)
+        for cin, cout in DEEP_G_STAGES
+        for d in range(DEPTH)
+    ]
+
+
+def _deep_convs(prefix, cin, hidden, cout):
+    shapes = _sn(f"{prefix}.conv1", hidden, cin, 1)
+    shapes.update(_sn(f"{prefix}.conv2", hidden, hidden, 3))
+    shapes.update(_sn(f"{prefix}.conv3", hidden, hidden, 3))
+    shapes.update(_sn(f"{prefix}.conv4", cout, hidden, 1))
+    return shapes
+
+
+def port_deep_generator_shapes():
+    """Key → shape of the port's BigGAN-deep `Generator(G_shared=True, hier=True)`."""
+    condition = SHARED + DEEP_Z
+    shapes = {"shared.weight": (CLASSES, SHARED)}
+    shapes.update(_sn("linear", 16 * 16 * DEEP_CH, condition))
+    for i, (cin, cout) in enumerate(_deep_g_blocks()):
+        p, hidden = f"blocks.{i}.0", cin // 4
+        shapes.update(_deep_convs(p, cin, hidden, cout))
+        for bn, ch in (("bn1", cin), ("bn2", hidden), ("bn3", hidden), ("bn4", hidden)):
+            shapes.update({f"{p}.{bn}.stored_mean": (ch,), f"{p}.{bn}.stored_var": (ch,)})
+            shapes.update(_sn(f"{p}.{bn}.gain", ch, condition, bias=False))
+            shapes.update(_sn(f"{p}.{bn}.bias", ch, condition, bias=False))
+        if i in DEEP_G_ATTENTION:
+            shapes.update(_attention(f"blocks.{i}.1", cout))
+    out = 2 * DEEP_CH
+    for name in ("gain", "bias", "stored_mean", "stored_var"):
+        shapes[f"output_layer.0.{name}"] = (out,)
+    shapes.update(_sn("output_layer.2", 3, out, 3))
+    return shapes
+
+
+def port_deep_discriminator_shapes():
+    """Key → shape of the port's BigGAN-deep `Discriminator`: blocks keyed by stage."""
+    shapes = _sn("input_conv", DEEP_CH, 3, 3)
+    for s, (cin, cout) in enumerate(DEEP_D_STAGES):
+        for d in range(DEPTH):
+            p, inp, out = f"blocks.{s}.{d}", (cin if d == 0 else cout) * DEEP_CH, cout * DEEP_CH
+            shapes.update(_deep_convs(p, inp, out // 4, out))
+            if inp != out:
+                shapes.update(_sn(f"{p}.conv_sc", out - inp, inp, 1))
+        if s in DEEP_D_ATTENTION:
+            shapes.update(_attention(f"blocks.{s}.{DEPTH}", cout * DEEP_CH))
+    features = 16 * DEEP_CH
+    shapes.update(_sn("linear", 1, features))
+    shapes.update({"embed.weight": (CLASSES, features), "embed.u0": (1, CLASSES)})
+    shapes["embed.sv0"] = (1,)
+    return shapes
+
+
+@pytest.fixture(scope="module")
+def deep_run(tmp_path_factory):
+    """A BigGAN-deep run folder (G_ema.pth, D.pth) and its converted networks."""
+    folder = tmp_path_factory.mktemp("deep_run")
+    dicts = {
+        "G_ema.pth": random_state_dict(port_deep_generator_shapes(), 4),
+        "D.pth": random_state_dict(port_deep_discriminator_shapes(), 5),
+    }
+    for name, state in dicts.items():
+        torch.save(state, folder / name)
+    numpy_dicts = {name: {k: v.numpy() for k, v in s.items()} for name, s in dicts.items()}
+    return str(folder), numpy_dicts, biggan_pytorch.convert(str(folder), DEEP_RES)
+
+
+def _deep_d_key_as_flat(key: str) -> str:
+    """The port's deep D key `blocks.<stage>.<i>` as if its blocks were numbered in order
+    (`blocks.<block>.0`, attention `blocks.<stage's last block>.1`), as _our_path reads."""
+    parts = key.split(".")
+    if parts[0] != "blocks":
+        return key
+    stage, index = int(parts[1]), int(parts[2])
+    if index == DEPTH:  # the stage's attention block
+        return ".".join(["blocks", str(stage * DEPTH + DEPTH - 1), "1"] + parts[3:])
+    return ".".join(["blocks", str(stage * DEPTH + index), "0"] + parts[3:])
+
+
+@pytest.mark.parametrize("file", ["G_ema.pth", "D.pth"])
+def test_deep_every_tensor_lands_in_its_variable(deep_run, file):
+    _, dicts, converted = deep_run
+    state = dicts[file]
+    if file == "G_ema.pth":
+        net, attention, channels = converted.ema_generator, DEEP_G_ATTENTION, 16 * DEEP_CH
+        rename = str
+    else:
+        net, channels, rename = converted.discriminator, 0, _deep_d_key_as_flat
+        attention = {s * DEPTH + DEPTH - 1: r for s, r in DEEP_D_ATTENTION.items()}
+    variables = {v.path.split("/", 1)[1]: v.numpy() for v in net.variables}
+    mapped = set()
+    for key, value in state.items():
+        path = _our_path(rename(key), attention)
+        assert path in variables, (key, path)
+        mapped.add(path)
+        if key != "embed.u0":  # checked through sigma in the BigGAN test
+            np.testing.assert_array_equal(variables[path], _expected(key, value, channels), key)
+    assert mapped == set(variables)
+
+
+def test_deep_config_read_from_shapes(deep_run):
+    _, _, converted = deep_run
+    config = converted.generator_config
+    assert (config["architecture"], config["depth"], config["ch"]) == ("deep", DEPTH, DEEP_CH)
+    assert (config["dim_z"], config["shared_dim"], config["attention"]) == (DEEP_Z, SHARED, [16])
+    d_config = converted.discriminator.get_config()
+    assert (d_config["architecture"], d_config["depth"], d_config["ch"]) == ("deep", 2, DEEP_CH)
+    assert d_config["attention"] == [16]
+    assert converted.networks == ["ema_generator", "discriminator"]
+
+
+def _port_deep_generator_block(state, prefix, x, c, out):
+    """The port's BigGAN-deep GBlock (last of a stage: drops channels, upsamples), numpy."""
+
+    def up(t):
+        return t.repeat(2, axis=2).repeat(2, axis=3)
+
+    def conv(name, t):
+        return _conv(t, _normalized(state, f"{prefix}.{name}"), state[f"{prefix}.{name}.bias"])
+
+    def cbn_relu(name, t):
+        return np.maximum(_port_cbn(state, f"{prefix}.{name}", t, c), 0)
+
+    h = cbn_relu("bn2", conv("conv1", cbn_relu("bn1", x)))
+    h = conv("conv2", up(h))
+    h = conv("conv3", cbn_relu("bn3", h))
+    h = conv("conv4", cbn_relu("bn4", h))
+    return h + up(x[:, :out])
+
+
+def _port_deep_discriminator_block(state, prefix, x):
+    """The port's BigGAN-deep DBlock (first of a stage: downsamples, widens), numpy."""
+
+    def pool(t):
+        b, ch, hh, ww = t.shape
+        return t.reshape(b, ch, hh // 2, 2, ww // 2, 2).mean(axis=(3, 5))
+
+    def conv(name, t):
+        return _conv(t, _normalized(state, f"{prefix}.{name}"), state[f"{prefix}.{name}.bias"])
+
+    h = conv("conv1", np.maximum(x, 0))
+    h = conv("conv3", np.maximum(conv("conv2", np.maximum(h, 0)), 0))
+    h = conv("conv4", pool(np.maximum(h, 0)))
+    skip = pool(x)
+    return h + np.concatenate([skip, conv("conv_sc", skip)], axis=1)
+
+
+def test_deep_blocks_match_a_numpy_forward_pass(deep_run):
+    _, dicts, converted = deep_run
+    rng = np.random.default_rng(1)
+    g_state = {k: v.astype(np.float64) for k, v in dicts["G_ema.pth"].items()}
+    x = rng.normal(size=(2, 16 * DEEP_CH, 4, 4))
+    c = rng.normal(size=(2, SHARED + DEEP_Z))
+    # Block 3 ends stage 1: 16 ch -> 8 ch (the skip drops channels), 4x4 -> 8x8.
+    port = _port_deep_generator_block(g_state, "blocks.3.0", x, c, 8 * DEEP_CH)
+    ours = converted.ema_generator.blocks[3](
+        tf.constant(x.transpose(0, 2, 3, 1), tf.float32), tf.constant(c, tf.float32), training=False
+    ).numpy()
+    assert ours.shape == (2, 8, 8, 8 * DEEP_CH) and np.abs(port).max() > 1.0
+    np.testing.assert_allclose(ours.transpose(0, 3, 1, 2), port, atol=1e-4, rtol=1e-4)
+
+    d_state = {k: v.astype(np.float64) for k, v in dicts["D.pth"].items()}
+    x = rng.normal(size=(2, 2 * DEEP_CH, 8, 8))
+    # Stage 1's first block: 2 ch -> 4 ch (conv_sc adds 2 ch to the skip), 8x8 -> 4x4.
+    port = _port_deep_discriminator_block(d_state, "blocks.1.0", x)
+    ours = converted.discriminator.blocks[DEPTH](
+        tf.constant(x.transpose(0, 2, 3, 1), tf.float32), training=False
+    ).numpy()
+    assert ours.shape == (2, 4, 4, 4 * DEEP_CH) and np.abs(port).max() > 1.0
+    np.testing.assert_allclose(ours.transpose(0, 3, 1, 2), port, atol=1e-4, rtol=1e-4)
+
+
+def test_deep_generator_only_release_samples_and_builds_a_deep_d(deep_run, tmp_path):
+    folder, dicts, converted = deep_run
+    out = str(tmp_path / "model")
+    from tf_biggan.convert import __main__ as convert_main
+
+    g_only = convert_main.convert_source("biggan_pytorch", os.path.join(folder, "G_ema.pth"), 64)
+    model_dir.write_model_dir(g_only, out)
+    gen = tf_biggan.load(out)
+    images = gen.sample(classes=["golden retriever"], n=1, seed=0)
+    assert images.shape == (1, DEEP_RES, DEEP_RES, 3)
+    gin.clear_config()
+    try:
+        config_lib.parse_gin([os.path.join(out, model_dir.GIN_FILE)], finalize=False)
+        generator, discriminator = networks.Generator(), networks.Discriminator()
+    finally:
+        gin.clear_config()
+    assert generator.get_config() == dict(converted.generator_config, name=generator.name)
+    assert (discriminator.architecture, discriminator.depth, discriminator.ch) == ("deep", 2, 4)
+
+
+def test_deep_errors_name_what_is_wrong(deep_run, tmp_path):
+    _, dicts, _ = deep_run
+    g_file = _save(tmp_path / "g", "G_ema.pth", dicts["G_ema.pth"])
+    with pytest.raises(biggan_pytorch.ConversionError, match="8 BigGAN-deep generator blocks"):
+        biggan_pytorch.convert(g_file, 128)
+    narrow = dict(dicts["G_ema.pth"], **{"blocks.3.0.conv4.weight": np.zeros((64, 16, 1, 1))})
+    with pytest.raises(biggan_pytorch.ConversionError, match="blocks.3.0 maps 64 to 64 .*to 32"):
+        biggan_pytorch.convert(_save(tmp_path / "n", "G_ema.pth", narrow), DEEP_RES)
+    with pytest.raises(biggan_pytorch.ConversionError, match="4 BigGAN-deep stages .*64 px D"):
+        biggan_pytorch.discriminator_config(dicts["D.pth"], 128, "D.pth")
+    missing = {k: v for k, v in dicts["G_ema.pth"].items() if k != "blocks.5.0.bn3.gain.u0"}
+    with pytest.raises(biggan_pytorch.ConversionError, match="'blocks.5.0.bn3.gain.u0' is missing"):
+        biggan_pytorch.convert(_save(tmp_path / "m", "G_ema.pth", missing), DEEP_RES)
+    extra = dict(dicts["G_ema.pth"], **{"blocks.0.0.conv5.weight": np.zeros(3, np.float32)})
+    with pytest.raises(biggan_pytorch.ConversionError, match=r"not used .*conv5.weight"):
+        biggan_pytorch.convert(_save(tmp_path / "e", "G_ema.pth", extra), DEEP_RES)
