@@ -290,9 +290,12 @@ def test_imagenet_configs_train_two_steps_accumulating(config_name, imagenet_bin
     shapes = reader.get_variable_to_shape_map()
     # BigGAN-deep: two bottleneck blocks per resolution (the last of G's ends in a 1x1 conv
     # from the bottleneck to ch) and D's stem conv; BigGAN has neither.
-    stages = len(networks_deep.DEEP_G_ARCH[_resolution_of(config_name)].stages)
-    last_conv = f"ema_generator/block{2 * stages - 1}/conv4/kernel/.ATTRIBUTES/VARIABLE_VALUE"
-    assert (shapes.get(last_conv) == [1, 1, 2, 4]) == deep
+    arch = networks_deep.DEEP_G_ARCH[_resolution_of(config_name)]
+    blocks = networks_deep.generator_blocks(arch, ch=4, depth=2)
+    last_conv = f"ema_generator/block{len(blocks) - 1}/conv4/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    last_in, last_out = blocks[-1][:2]
+    bottleneck = [1, 1, last_in // networks_deep.CHANNEL_RATIO, last_out]
+    assert (shapes.get(last_conv) == bottleneck) == deep
     assert ("discriminator/input_conv/u/.ATTRIBUTES/VARIABLE_VALUE" in shapes) == deep
 
 

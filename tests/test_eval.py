@@ -188,8 +188,8 @@ def test_installed_commands_list_their_flags(script, own_flag):
     """The programs a pip-installed user needs beside eval are console scripts too."""
     command = [os.path.join(os.path.dirname(sys.executable), script), "--helpshort"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert own_flag in run.stdout + run.stderr
+    # absl prints the program's own flags under --helpshort (and exits 1).
+    assert own_flag in run.stdout, run.stderr[-2000:]
 
 
 def _rows():
