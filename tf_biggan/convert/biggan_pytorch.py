@@ -327,6 +327,24 @@ def generator_config(state_dict: dict, resolution: int, file: str) -> dict:
     )
 
 
+def _discriminator_attention(sizes, with_attention: list[int], unit: str, file: str) -> list[int]:
+    """The resolutions of D's attention blocks, which the port runs after the `unit`s (blocks
+    or stages) `with_attention`, whose outputs have the sizes `sizes`.
+
+    Raises:
+      ConversionError: a placement tf_biggan cannot build: it runs one attention block per
+        resolution, after the first block (stage) that reaches it.
+    """
+    attention = sorted({int(sizes[i]) for i in with_attention})
+    ours = sorted(int(np.argmax(sizes == size)) for size in attention)
+    if ours != with_attention:
+        raise ConversionError(
+            f"{file}: attention after {unit} {with_attention}; tf_biggan places one per "
+            f"resolution, after {unit} {ours}"
+        )
+    return attention
+
+
 def discriminator_config(state_dict: dict, resolution: int, file: str) -> dict:
     """`Discriminator` arguments for the port's D state dict."""
     if is_deep(state_dict):
@@ -336,14 +354,7 @@ def discriminator_config(state_dict: dict, resolution: int, file: str) -> dict:
     arch = networks.D_ARCH[resolution]
     sizes = resolution // np.cumprod([2 if down else 1 for down in arch.downsample])
     with_attention = [i for i in blocks if f"blocks.{i}.1.gamma" in state_dict]
-    attention = sorted({int(sizes[i]) for i in with_attention})
-    # Ours runs one attention block per resolution, after the first block that reaches it.
-    ours = sorted(int(np.argmax(sizes == size)) for size in attention)
-    if ours != with_attention:
-        raise ConversionError(
-            f"{file}: attention after blocks {with_attention}; tf_biggan places one per "
-            f"resolution, after blocks {ours}"
-        )
+    attention = _discriminator_attention(sizes, with_attention, "blocks", file)
     return dict(
         resolution=resolution,
         ch=state_dict["blocks.0.0.conv1.weight"].shape[0] // arch.block_multipliers[0],
@@ -447,13 +458,7 @@ def deep_discriminator_config(state_dict: dict, resolution: int, file: str) -> d
     _check_deep_widths(specs, prefixes, state_dict, resolution, file)
     sizes = resolution // np.cumprod([2 if down else 1 for down in arch.resample])
     with_attention = [s for s in stages if f"blocks.{s}.{depth}.gamma" in state_dict]
-    attention = sorted({int(sizes[s]) for s in with_attention})
-    ours = sorted(int(np.argmax(sizes == size)) for size in attention)
-    if ours != with_attention:
-        raise ConversionError(
-            f"{file}: attention after stages {with_attention}; tf_biggan places one per "
-            f"resolution, after stages {ours}"
-        )
+    attention = _discriminator_attention(sizes, with_attention, "stages", file)
     return dict(
         resolution=resolution,
         ch=int(ch),
