@@ -14,6 +14,8 @@ they read a training `model_dir`.
 Sources:
 - `biggan_pytorch`: ajbrock/BigGAN-PyTorch checkpoints (`G.pth`, `G_ema.pth`, `D.pth`).
 - `tfhub`: DeepMind's BigGAN TF-Hub generator modules `biggan-128/256/512` (version 2).
+- `tfhub_deep`: DeepMind's BigGAN-deep TF-Hub generator modules `biggan-deep-128/256/512`
+  (version 1), with their truncation-indexed batch-norm statistics.
 """
 
 from tf_biggan.convert.model_dir import Converted, write_model_dir

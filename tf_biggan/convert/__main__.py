@@ -3,10 +3,13 @@
     python -m tf_biggan.convert --from=biggan_pytorch \\
       --checkpoint=weights/BigGAN_ch96_bs256x8_138k --resolution=128 --model_dir=runs/biggan128
     python -m tf_biggan.convert --from=tfhub --module_dir=biggan-128_2 --model_dir=runs/hub128
+    python -m tf_biggan.convert --from=tfhub --module_dir=biggan-deep-128_1 \\
+      --model_dir=runs/hubdeep128
 
 `--checkpoint` is the port's run folder (G.pth, G_ema.pth, D.pth: whichever it holds) or
 one of the files. `--module_dir` is an extracted TF-Hub module folder of DeepMind's
-`biggan-128/256/512` (version 2). The written folder is read by `sample`, `export`, `eval` and
+`biggan-128/256/512` (version 2) or `biggan-deep-128/256/512` (version 1), told apart by
+its variables. The written folder is read by `sample`, `export`, `eval` and
 `train --init_from` (see `tf_biggan.convert.model_dir`).
 """
 
@@ -32,8 +35,11 @@ def convert_source(source: str, checkpoint=None, resolution=None, module_dir=Non
     if source == "tfhub":
         if not module_dir:
             raise ValueError("--from=tfhub needs --module_dir (the extracted module folder)")
-        from tf_biggan.convert import tfhub
+        from tf_biggan.convert import tfhub, tfhub_deep
 
+        # The module's variables tell BigGAN (biggan-*/2) and BigGAN-deep (biggan-deep-*/1) apart.
+        if tfhub_deep.is_deep_module(module_dir):
+            return tfhub_deep.convert(module_dir)
         return tfhub.convert(module_dir)
     raise ValueError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
 

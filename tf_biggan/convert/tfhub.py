@@ -2,6 +2,8 @@
 
     python -m tf_biggan.convert --from=tfhub --module_dir=biggan-128_2 --model_dir=OUT
 
+(`--from=tfhub` reads the BigGAN-deep modules too, with `tf_biggan.convert.tfhub_deep`.)
+
 `module_dir` is a downloaded and extracted module (the folder with `saved_model.pb` and
 `variables/`). Only its checkpoint `variables/variables` is read, with
 `tf.train.load_checkpoint`: no TF1 graph is built. The modules hold the generator only;
@@ -52,6 +54,7 @@ import re
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from tf_biggan import networks
 from tf_biggan.convert import imagenet
@@ -68,12 +71,14 @@ class ModuleReader:
 
     Args:
       module_dir: the extracted module folder.
+      ema: the suffix of the EMA weights' names (`ema_b999900` in the BigGAN modules,
+        `ema_0.9999` in the BigGAN-deep ones).
 
     Raises:
       FileNotFoundError: no folder, or no `variables/variables` checkpoint in it.
     """
 
-    def __init__(self, module_dir: str):
+    def __init__(self, module_dir: str, ema: str = EMA):
         if not tf.io.gfile.isdir(module_dir):
             raise FileNotFoundError(f"TF-Hub module folder {module_dir} does not exist")
         prefix = os.path.join(module_dir, "variables", "variables")
@@ -83,6 +88,7 @@ class ModuleReader:
                 "(expected saved_model.pb and variables/variables.*)"
             )
         self.path = prefix
+        self.ema = ema
         self._reader = tf.train.load_checkpoint(prefix)
         self.shapes = {
             name: tuple(shape) for name, shape in self._reader.get_variable_to_shape_map().items()
@@ -109,7 +115,7 @@ class ModuleReader:
         """The EMA value of the weight `name`; its raw value (if stored) is set aside."""
         if name in self.shapes:
             self.set_aside.add(name)
-        return self.take(f"{name}/{EMA}")
+        return self.take(f"{name}/{self.ema}")
 
     def check_all_read(self) -> None:
         """Raises ValueError naming every variable neither used nor set aside."""
@@ -121,7 +127,7 @@ class ModuleReader:
             )
 
 
-class _Targets:
+class Targets:
     """Assigns arrays to the generator's variables, checking shapes, and records them."""
 
     def __init__(self, generator):
@@ -152,7 +158,7 @@ def _settings(reader: ModuleReader) -> dict:
     if len(blocks) not in RESOLUTION_BY_BLOCKS:
         raise ValueError(
             f"{reader.path} has {len(blocks)} GBlock scopes; BigGAN generators at 128, 256 "
-            f"and 512 px have {sorted(RESOLUTION_BY_BLOCKS)} (is this a biggan-deep module?)"
+            f"and 512 px have {sorted(RESOLUTION_BY_BLOCKS)} (biggan-deep modules: tfhub_deep)"
         )
     num_classes, shared_dim = reader.shape(f"linear/w/{EMA}")
     chunk, linear_out = reader.shape(f"Generator/G_Z/G_linear/w/{EMA}")
@@ -173,10 +179,10 @@ def _settings(reader: ModuleReader) -> dict:
     )
 
 
-def _u_vector(reader: ModuleReader, scope: str, sn_layer) -> np.ndarray:
+def _u_vector(reader: ModuleReader, scope: str, layer) -> np.ndarray:
     """`u0` as `[1, out]`; `u1` (the input-space vector) size-checked and set aside."""
-    fan_in = int(np.prod(sn_layer.kernel.shape[:-1]))
-    out = int(sn_layer.kernel.shape[-1])
+    fan_in = int(np.prod(layer.kernel.shape[:-1]))
+    out = int(layer.kernel.shape[-1])
     u = reader.take(f"{scope}/u0")
     if u.size != out:
         raise ValueError(f"{scope}/u0 has {u.size} entries, the layer has {out} outputs")
@@ -188,15 +194,15 @@ def _u_vector(reader: ModuleReader, scope: str, sn_layer) -> np.ndarray:
     return u.reshape(1, out)
 
 
-def _sn_layer(reader, targets, scope, layer, bias=True, kernel_fn=None) -> None:
+def sn_layer(reader, targets, scope, layer, bias=True, kernel_fn=None) -> None:
     """Kernel (EMA, through `kernel_fn`), optional bias and `u` of one SN layer; its sigma
     becomes the estimate an inference call computes from that `u`."""
     kernel = reader.take_ema(f"{scope}/w")
     if kernel_fn is not None:
         kernel = kernel_fn(kernel)
-    targets.set(layer.kernel, kernel, f"{scope}/w/{EMA}")
+    targets.set(layer.kernel, kernel, f"{scope}/w/{reader.ema}")
     if bias:
-        targets.set(layer.bias, reader.take_ema(f"{scope}/b"), f"{scope}/b/{EMA}")
+        targets.set(layer.bias, reader.take_ema(f"{scope}/b"), f"{scope}/b/{reader.ema}")
     targets.set(layer.u, _u_vector(reader, scope, layer), f"{scope}/u0")
     _, inverse_sigma = layer.kernel_and_inverse_sigma(training=False)
     targets.set(layer.sigma, 1.0 / inverse_sigma, f"{scope} (sigma from u0)")
@@ -213,6 +219,16 @@ def _statistics(reader, targets, scope, bn) -> None:
     targets.set(bn.moving_variance, variance, f"{scope}/accumulated_var")
 
 
+def embedding_first(z_size: int):
+    """The kernel map that reorders the rows of a kernel applied to the module's condition
+    `[z, embedding]` (z: its first `z_size` entries) for tf_biggan's `[embedding, z]`."""
+
+    def reorder(kernel):
+        return np.concatenate([kernel[z_size:], kernel[:z_size]], axis=0)
+
+    return reorder
+
+
 def _block(reader, targets, index, block, chunk) -> None:
     scope = "Generator/GBlock" + (f"_{index}" if index else "")
     for source, layer in (
@@ -220,21 +236,22 @@ def _block(reader, targets, index, block, chunk) -> None:
         ("conv1", block.conv2),
         ("conv_sc", block.conv_shortcut),
     ):
-        _sn_layer(reader, targets, f"{scope}/{source}", layer)
-
-    def embedding_first(kernel):
-        # The module's condition is [z_chunk, embedding]; tf_biggan's is [embedding, z_chunk].
-        return np.concatenate([kernel[chunk:], kernel[:chunk]], axis=0)
+        sn_layer(reader, targets, f"{scope}/{source}", layer)
 
     for suffix, cbn in (("", block.bn1), ("_1", block.bn2)):
         for source, layer in (("gamma", cbn.gain), ("beta", cbn.bias)):
-            _sn_layer(
-                reader, targets, f"{scope}/HyperBN{suffix}/{source}", layer, False, embedding_first
+            sn_layer(
+                reader,
+                targets,
+                f"{scope}/HyperBN{suffix}/{source}",
+                layer,
+                False,
+                embedding_first(chunk),
             )
         _statistics(reader, targets, f"{scope}/CrossReplicaBN{suffix}", cbn.batch_norm)
 
 
-def _attention(reader, targets, attention) -> None:
+def attention_layers(reader, targets, attention) -> None:
     scope = "Generator/attention"
     for source, layer in (
         ("theta", attention.theta),
@@ -242,8 +259,8 @@ def _attention(reader, targets, attention) -> None:
         ("g", attention.g),
         ("o_conv", attention.o),
     ):
-        _sn_layer(reader, targets, f"{scope}/{source}", layer, bias=False)
-    targets.set(attention.gamma, reader.take_ema(f"{scope}/gamma"), f"{scope}/gamma/{EMA}")
+        sn_layer(reader, targets, f"{scope}/{source}", layer, bias=False)
+    targets.set(attention.gamma, reader.take_ema(f"{scope}/gamma"), f"{scope}/gamma/{reader.ema}")
 
 
 def _output(reader, targets, generator) -> None:
@@ -251,7 +268,7 @@ def _output(reader, targets, generator) -> None:
     targets.set(bn.gamma, reader.take_ema(f"{scope}/gamma"), f"{scope}/gamma/{EMA}")
     targets.set(bn.beta, reader.take_ema(f"{scope}/beta"), f"{scope}/beta/{EMA}")
     _statistics(reader, targets, f"{scope}bn", bn)
-    _sn_layer(reader, targets, "Generator/conv_2d", generator.output_conv)
+    sn_layer(reader, targets, "Generator/conv_2d", generator.output_conv)
 
 
 def load_generator(module_dir: str) -> networks.Generator:
@@ -266,16 +283,16 @@ def load_generator(module_dir: str) -> networks.Generator:
     settings = _settings(reader)
     generator = networks.Generator(**settings)
     generator.build_by_call()
-    targets = _Targets(generator)
+    targets = Targets(generator)
     targets.set(generator.shared_embedding.kernel, reader.take_ema("linear/w"), f"linear/w/{EMA}")
-    _sn_layer(reader, targets, "Generator/G_Z/G_linear", generator.linear)
+    sn_layer(reader, targets, "Generator/G_Z/G_linear", generator.linear)
     chunk = generator.z_chunk_size
     for index, block in enumerate(generator.blocks):
         _block(reader, targets, index, block, chunk)
     attention = list(generator.attention_blocks.values())
     if len(attention) != 1:
         raise ValueError(f"expected one attention block, the generator has {len(attention)}")
-    _attention(reader, targets, attention[0])
+    attention_layers(reader, targets, attention[0])
     _output(reader, targets, generator)
     reader.check_all_read()
     targets.check_all_set()
@@ -285,6 +302,14 @@ def load_generator(module_dir: str) -> networks.Generator:
 def convert(module_dir: str) -> Converted:
     """Converts the module in `module_dir`; returns the `Converted` for `write_model_dir`."""
     generator = load_generator(module_dir)
+    logging.info(
+        "%s: a BigGAN module (biggan-%d, version 2): ch %d, %d classes, z %d",
+        module_dir,
+        generator.resolution,
+        generator.ch,
+        generator.num_classes,
+        generator.dim_z,
+    )
     return Converted(
         ema_generator=generator,
         source=f"DeepMind's BigGAN TF-Hub module {os.path.abspath(module_dir)} (EMA generator)",
