@@ -62,7 +62,7 @@ def _module_variables(seed=0):
     for name, shape in (("theta", (c, c // 8)), ("phi", (c, c // 8)), ("g", (c, c // 2))):
         sn(f"Generator/attention/{name}", (1, 1, *shape), bias=False)
     sn("Generator/attention/o_conv", (1, 1, c // 2, c), bias=False)
-    weight("Generator/attention/gamma")
+    weight("Generator/attention/gamma", 1)  # [1], as pytorch-pretrained-BigGAN's loader needs
     weight("Generator/BatchNorm/scale", CH)
     weight("Generator/BatchNorm/offset", CH)
     sn("Generator/conv_to_rgb", (3, 3, CH, CH))
@@ -229,7 +229,7 @@ def test_every_variable_and_table_lands_where_the_module_uses_it(converted):
     for name, layer in (("theta", attention.theta), ("phi", attention.phi), ("g", attention.g)):
         _assert_sn(layer, v, f"Generator/attention/{name}", bias=False)
     _assert_sn(attention.o, v, "Generator/attention/o_conv", bias=False)
-    assert attention.gamma.numpy() == v[f"Generator/attention/gamma/{EMA}"]
+    assert attention.gamma.numpy() == v[f"Generator/attention/gamma/{EMA}"][0]
     # The output conv keeps the module's first 3 outputs; sigma(full) / sigma(first 3) is
     # folded into the output BN.
     w = v[f"Generator/conv_to_rgb/w/{EMA}"]

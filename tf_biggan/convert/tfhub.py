@@ -260,7 +260,11 @@ def attention_layers(reader, targets, attention) -> None:
         ("o_conv", attention.o),
     ):
         sn_layer(reader, targets, f"{scope}/{source}", layer, bias=False)
-    targets.set(attention.gamma, reader.take_ema(f"{scope}/gamma"), f"{scope}/gamma/{reader.ema}")
+    gamma = reader.take_ema(f"{scope}/gamma")
+    if gamma.size == 1:
+        # A scalar in the BigGAN modules, `[1]` in the BigGAN-deep ones.
+        gamma = gamma.reshape(())
+    targets.set(attention.gamma, gamma, f"{scope}/gamma/{reader.ema}")
 
 
 def _output(reader, targets, generator) -> None:
