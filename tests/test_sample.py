@@ -105,6 +105,7 @@ def test_model_dir_loader_restores_the_ema_generator(setup):
     generator, model_dir, _ = setup
     loaded = sample.load_generator(model_dir=model_dir)
     assert (loaded.dim_z, loaded.num_classes, loaded.resolution) == (DIM_Z, NUM_CLASSES, R)
+    assert loaded.precision == "float32"  # the default for a model_dir
     assert loaded.class_names == CLASS_NAMES
     z = imaging.truncated_z(4, DIM_Z, None, seed=1)
     y = np.eye(NUM_CLASSES, dtype=np.float32)[[0, 1, 2, 0]]
@@ -237,7 +238,6 @@ def test_bfloat16_from_the_cli_the_api_and_an_export(setup, gen, tmp_path):
 
     loaded = tf_biggan.load(model_dir, precision="bfloat16")
     assert loaded.precision == "bfloat16" and loaded.describe()["precision"] == "bfloat16"
-    assert tf_biggan.load(model_dir).precision == "float32"
     # The same computation up to bfloat16 rounding: Grappler, on in the program and off in the
     # tests, fuses the ops differently (10% of the pixels measured one level apart).
     same = sample.class_grid(loaded, [2, 0], 3, seed=2).astype(int)
