@@ -37,7 +37,7 @@ def _benchmark(*flags, timeout=300) -> dict:
 
 
 def test_benchmark_cli_prints_one_json_line():
-    report = _benchmark("--input_pipeline")
+    report = _benchmark("--input_pipeline", "--export_precision=bfloat16")
     positive = (
         "sample_img_per_s",
         "train_img_per_s",
@@ -50,6 +50,8 @@ def test_benchmark_cli_prints_one_json_line():
         "train_mfu",
         "sample_mfu",
         "input_img_per_s",
+        "export_sample_img_per_s",
+        "export_sample_median_s",
     )
     for key in positive:
         assert report[key] > 0, key
@@ -63,6 +65,8 @@ def test_benchmark_cli_prints_one_json_line():
     )
     assert (report["resolution"], report["ch"], report["batch_size"]) == (32, 4, 2)
     assert report["attention"] == [] and report["num_classes"] == 3
+    assert report["export_precision"] == "bfloat16"
+    assert report["export_sample_img_per_s"] == pytest.approx(2 / report["export_sample_median_s"])
 
 
 def test_benchmark_times_biggan_deep_with_model_deep():

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import export, imaging, layers, networks, sample
+from tf_biggan import export, imaging, layers, networks, precision, sample
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -248,6 +248,7 @@ def test_assets_and_version_folders(exported, tmp_path):
         "class_names": CLASS_NAMES,
         "generator": state.ema_generator.get_config(),
         "step": 17,
+        "precision": "float32",
     }
     with open(os.path.join(path, "assets", "class_names.txt")) as f:
         assert f.read() == "circle\nsquare\nring\n"
@@ -272,7 +273,7 @@ def test_assets_and_version_folders(exported, tmp_path):
 def test_folding_keeps_outputs_and_writes_nothing(exported):
     state, _ = exported
     ema = state.ema_generator
-    folded = export._folded_copy(ema)
+    folded = precision.inference_copy(ema)
     module = export.ExportModule(folded)
     z = tf.random.stateless_normal([3, DIM_Z], seed=[9, 9])
     y = tf.one_hot([2, 0, 1], NUM_CLASSES)
@@ -348,36 +349,67 @@ def test_exported_kernels_of_the_trained_state_have_top_singular_value_one(expor
         np.testing.assert_allclose(np.linalg.svd(kernel, compute_uv=False)[0], 1.0, atol=1e-3)
 
 
-def test_export_cli_from_model_dir(tmp_path):
-    generator = _tiny_generator("ema_generator")
-    generator.build_by_call()
+def _signatures(loaded):
+    """Every signature's inputs and outputs: `{name: (inputs, outputs)}`, each a sorted list of
+    `(name, dtype, shape)`."""
+
+    def specs(structure):
+        return sorted((k, v.dtype.name, tuple(v.shape.as_list())) for k, v in structure.items())
+
+    return {
+        name: (specs(f.structured_input_signature[1]), specs(f.structured_outputs))
+        for name, f in loaded.signatures.items()
+    }
+
+
+def test_export_cli_from_model_dir_in_float32_and_bfloat16(tmp_path):
+    from test_precision import BFLOAT16_MEAN_ABS_BOUND
+    from test_sample import _generator
+
+    generator = _generator(3)  # weights and BN statistics off their initial values
     model_dir = str(tmp_path / "run")
     state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
     step = tf.Variable(40, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=step)
     tf.train.CheckpointManager(checkpoint, model_dir, 2).save(checkpoint_number=40)
     out = str(tmp_path / "export")
-    printed = _run(
-        [
-            sys.executable,
-            "-m",
-            "tf_biggan.export",
-            f"--model_dir={model_dir}",
-            f"--export_dir={out}",
-        ]
-    )
+    command = [sys.executable, "-m", "tf_biggan.export", f"--model_dir={model_dir}"]
+    printed = _run([*command, f"--export_dir={out}"])
     assert printed.strip().endswith(os.path.join(out, "1"))
-    with open(os.path.join(out, "1", "assets", "config.json")) as f:
-        config = json.load(f)
-    assert config["step"] == 40 and config["class_names"] == CLASS_NAMES
-    loaded = tf.saved_model.load(os.path.join(out, "1"))
-    z = tf.random.stateless_normal([2, DIM_Z], seed=[1, 2])
-    y = tf.one_hot([1, 2], NUM_CLASSES)
-    np.testing.assert_allclose(
-        loaded.signatures["default"](z=z, y=y, truncation=tf.constant(1.0))["default"],
-        generator(z, y, training=False),
-        atol=1e-4,
-    )
+    _run([*command, f"--export_dir={out}", "--precision=bfloat16"])
+    configs = []
+    for version in ("1", "2"):
+        with open(os.path.join(out, version, "assets", "config.json")) as f:
+            configs.append(json.load(f))
+    assert configs[0]["step"] == 40 and configs[0]["class_names"] == CLASS_NAMES
+    assert configs[0]["precision"] == "float32" and configs[1]["precision"] == "bfloat16"
+    assert {**configs[1], "precision": "float32"} == configs[0]
+    full, half = (tf.saved_model.load(os.path.join(out, v)) for v in ("1", "2"))
+    # A client sees the same signatures: names, dtypes and shapes of inputs and outputs.
+    assert _signatures(half) == _signatures(full)
+    assert set(_signatures(full)) == {"default", "serving_default"}
+    layers.refine_spectral_norms(generator, exact=True)
+    z = imaging.truncated_z(6, DIM_Z, 1.0, seed=2)
+    y = tf.one_hot([1, 2, 0, 1, 2, 0], NUM_CLASSES)
+    images = [
+        m.signatures["default"](z=z, y=y, truncation=tf.constant(1.0))["default"].numpy()
+        for m in (full, half)
+    ]
+    np.testing.assert_allclose(images[0], generator(z, y, training=False), atol=1e-4)
+    assert np.abs(images[1] - images[0]).mean() < BFLOAT16_MEAN_ABS_BOUND
+    assert np.abs(images[1] - images[0]).max() > 1e-4  # bfloat16 really computed
+    np.testing.assert_array_equal(half(y=y, z=z, truncation=1.0).numpy(), images[1])
+    labels, seed = tf.constant([0, 2], tf.int64), tf.constant(3, tf.int64)
+    served = [
+        m.signatures["serving_default"](labels=labels, truncation=tf.constant(0.5), seed=seed)
+        for m in (full, half)
+    ]
+    assert served[1]["images"].dtype == tf.uint8
+    difference = np.abs(served[1]["images"].numpy() / 127.5 - served[0]["images"].numpy() / 127.5)
+    assert difference.mean() < BFLOAT16_MEAN_ABS_BOUND
+    # The bfloat16 export stores the folded kernels in bfloat16.
+    dtypes = {v.dtype for v in half.generator_variables if v.shape.rank >= 2}
+    assert tf.bfloat16 in dtypes
 
 
 def test_keras3_model_wrapping_the_saved_model(exported):
@@ -443,9 +475,7 @@ def test_truncation_selects_the_standing_statistics_in_every_signature(tmp_path)
     # serving_default: its own z for the seed, the statistics of the same truncation.
     labels = tf.constant([0, 1, 2, 0], tf.int64)
     served = serve(labels=labels, truncation=tf.constant(0.5), seed=tf.constant(9, tf.int64))
-    expected = imaging.to_uint8(
-        default(z=z, y=y, truncation=tf.constant(0.5))["default"]
-    ).numpy()
+    expected = imaging.to_uint8(default(z=z, y=y, truncation=tf.constant(0.5))["default"]).numpy()
     assert np.abs(served["images"].numpy().astype(int) - expected.astype(int)).max() <= 1
 
 

@@ -14,7 +14,9 @@ and, for a generator with truncation-indexed batch-norm statistics, uses their e
 (`0 < t <= 1`), as sampling and the export do.
 `--precision_recall` (with `--pr_k`) adds improved precision and recall, which need reference
 statistics with a feature sample (those of `tools/reference_stats.py`). The record's
-`generator` object names the weights measured (source, checkpoint, step).
+`generator` object names the weights measured (source, checkpoint, step) and the precision
+they computed in: `--precision=bfloat16` evaluates a `--model_dir` in bfloat16
+(`tf_biggan.precision`); an export is evaluated in the precision it was exported with.
 
 The library lives in `tf_biggan.metrics`; this module holds only the program.
 """
@@ -24,7 +26,7 @@ import sys
 
 from absl import flags
 
-from tf_biggan import metrics
+from tf_biggan import metrics, precision
 
 # The flags that set the `metrics.evaluate` argument of the same name.
 _EVALUATE_FLAGS = (
@@ -56,7 +58,9 @@ def main(argv) -> None:
     selected = _selected_checkpoint(f)
     # stdout carries only the JSON result; progress bars and library prints go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        generator = metrics.open_generator(f.model_dir, f.saved_model, **selected)
+        generator = metrics.open_generator(
+            f.model_dir, f.saved_model, precision=f.precision, **selected
+        )
         record = metrics.evaluate(
             lambda z, y: generator.generate(z, y, f.truncation),
             metrics.extractor_from_flags(f),
@@ -91,6 +95,13 @@ def _define_flags() -> None:
         "precision_recall", False, "Also improved precision/recall (Kynkäänniemi et al. 2019)."
     )
     flags.DEFINE_integer("pr_k", 3, "Precision/recall neighbourhood size k.")
+    flags.DEFINE_enum(
+        "precision",
+        None,
+        list(precision.PRECISIONS),
+        "What the generator computes in (bfloat16 is faster on CPUs with AVX512-BF16). "
+        "Default float32 with --model_dir, the export's own with --saved_model.",
+    )
     metrics.define_extractor_flags(flags)
     # Listed by --helpshort with this program's own flags.
     flags.adopt_module_key_flags(metrics.extractors)

@@ -6,6 +6,7 @@ Library and CLI::
       --mode=class_grid --classes=0,1,2 --truncation=0.5 --output=grid.png
     python -m tf_biggan.sample --model_dir=runs/quickstart --mode=dump \\
       --num_samples=50000 --output=samples.npz   # or a folder of PNGs (`tf_biggan.dump`)
+    python -m tf_biggan.sample --model_dir=runs/quickstart --precision=bfloat16 ...
 
 A generator comes from a training `model_dir` (the EMA generator of the
 latest or a given checkpoint) or from an exported SavedModel (a version
@@ -15,6 +16,11 @@ an export stores kernels already divided by it, and the EMA generator restored
 from a `model_dir` gets it from `layers.refine_spectral_norms(..., exact=True)`,
 because its stored `u` and σ are copies of G's (the EMA copies them), not
 estimates for its own averaged weights.
+
+`precision` (`--precision`): a `model_dir` is sampled in float32 by default, or in
+bfloat16 through `tf_biggan.precision.inference_copy` (folded SN, bfloat16 kernels); an
+export computes in the precision it was exported with (its `assets/config.json` says which),
+and asking it for another raises `ValueError` (re-export with `--precision`).
 
 Latents use BigGAN's truncation trick (Brock et al., ICLR 2019, Sec. 3.1)
 through `imaging.truncated_z`: z ~ N(0, I) and each entry beyond the
@@ -66,6 +72,7 @@ class LoadedGenerator:
       source: the folder it was loaded from.
       checkpoint: the checkpoint prefix restored (from a `model_dir`), else None.
       step: the training step of the weights, or None when unknown.
+      precision: "float32" or "bfloat16", what the generator computes in.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class LoadedGenerator:
         source,
         checkpoint=None,
         step=None,
+        precision="float32",
     ):
         self._generate_fn = generate_fn
         self.dim_z = int(dim_z)
@@ -87,10 +95,17 @@ class LoadedGenerator:
         self.source = source
         self.checkpoint = checkpoint
         self.step = None if step is None else int(step)
+        self.precision = precision
 
     def describe(self) -> dict:
-        """Which weights these are, for records: `{"source", "checkpoint", "step"}`."""
-        return {"source": self.source, "checkpoint": self.checkpoint, "step": self.step}
+        """Which weights these are and how they compute, for records:
+        `{"source", "checkpoint", "step", "precision"}`."""
+        return {
+            "source": self.source,
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            "precision": self.precision,
+        }
 
     def generate(self, z, y_onehot, truncation=None) -> tf.Tensor:
         """Images for latents and class weights.
@@ -170,13 +185,20 @@ def resolve_saved_model(path: str) -> str:
     return os.path.join(path, str(max(versions)))
 
 
-def _from_saved_model(path: str) -> LoadedGenerator:
+def _from_saved_model(path: str, precision: str | None) -> LoadedGenerator:
     path = resolve_saved_model(path)
     config_path = os.path.join(path, "assets", "config.json")
     if not tf.io.gfile.exists(config_path):
         raise FileNotFoundError(f"SavedModel config not found: {config_path}")
     with tf.io.gfile.GFile(config_path) as f:
         config = json.load(f)
+    # Exports written before the option existed computed in float32.
+    exported = config.get("precision", "float32")
+    if precision is not None and precision != exported:
+        raise ValueError(
+            f"the export {path} computes in {exported}, not {precision}: export the model_dir "
+            f"again with --precision={precision}, or leave the precision unset"
+        )
     loaded = tf.saved_model.load(path)
     if "default" not in loaded.signatures:
         raise ValueError(f"SavedModel {path} has no 'default' signature")
@@ -194,20 +216,26 @@ def _from_saved_model(path: str) -> LoadedGenerator:
         config.get("class_names"),
         path,
         step=config.get("step"),
+        precision=exported,
     )
     generator.saved_model = loaded  # Keeps the variables alive.
     return generator
 
 
-def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenerator:
+def _from_model_dir(model_dir: str, checkpoint_path: str | None, precision: str) -> LoadedGenerator:
     from tf_biggan import layers
+    from tf_biggan import precision as precision_lib
     from tf_biggan import state as state_lib
 
     network, config, checkpoint_path = state_lib.restore_ema_generator(model_dir, checkpoint_path)
-    # The EMA generator's u and sigma are G's (the EMA copies them). Power iterations from
-    # there can need hundreds of steps where the top singular values are close; an SVD per
-    # kernel costs seconds once per load and matches the export exactly.
-    layers.refine_spectral_norms(network, exact=True)
+    if precision == "float32":
+        # The EMA generator's u and sigma are G's (the EMA copies them). Power iterations
+        # from there can need hundreds of steps where the top singular values are close; an
+        # SVD per kernel costs seconds once per load and matches the export exactly.
+        layers.refine_spectral_norms(network, exact=True)
+    else:
+        # The same exact sigma, folded into the kernels before they are rounded.
+        network = precision_lib.inference_copy(network, precision)
 
     @tf.function(
         input_signature=[
@@ -228,20 +256,22 @@ def _from_model_dir(model_dir: str, checkpoint_path: str | None) -> LoadedGenera
         model_dir,
         checkpoint=checkpoint_path,
         step=config["step"],
+        precision=precision,
     )
     generator.network = network
     return generator
 
 
-def load(path: str) -> LoadedGenerator:
+def load(path: str, precision: str | None = None) -> LoadedGenerator:
     """Loads a generator from a training `model_dir` (its EMA generator, latest checkpoint),
-    an export folder or one of its version folders."""
+    an export folder or one of its version folders, computing in `precision` (see
+    `load_generator`)."""
     path = paths.expand(path)
     if tf.io.gfile.exists(os.path.join(path, "model_config.json")) and tf.train.latest_checkpoint(
         path
     ):
-        return load_generator(model_dir=path)
-    return load_generator(saved_model=path)
+        return load_generator(model_dir=path, precision=precision)
+    return load_generator(saved_model=path, precision=precision)
 
 
 def load_generator(
@@ -250,6 +280,7 @@ def load_generator(
     checkpoint_path=None,
     step: int | None = None,
     best: bool = False,
+    precision: str | None = None,
 ) -> LoadedGenerator:
     """Loads a generator from a training directory or an exported SavedModel.
 
@@ -262,13 +293,16 @@ def load_generator(
       checkpoint_path: with `model_dir`, a checkpoint prefix (default latest).
       step: with `model_dir`, the checkpoint of this training step.
       best: with `model_dir`, the best checkpoint the periodic evaluation kept.
+      precision: "float32" or "bfloat16" (`tf_biggan.precision`). None: float32 for a
+        `model_dir`, the export's own precision for a `saved_model`.
 
     Returns:
       A `LoadedGenerator`.
 
     Raises:
       ValueError: not exactly one of `model_dir` and `saved_model`, more than one of
-        `checkpoint_path`, `step` and `best`, or one of them with `saved_model`.
+        `checkpoint_path`, `step` and `best`, or one of them with `saved_model`; an
+        unknown precision, or one an export was not made in.
       FileNotFoundError: no such checkpoint (see `tf_biggan.state.find_checkpoint`).
     """
     if bool(model_dir) == bool(saved_model):
@@ -277,15 +311,23 @@ def load_generator(
                                    ("best", best or None)) if v is not None]  # fmt: skip
     if len(chosen) > 1:
         raise ValueError(f"give at most one of {' and '.join(chosen)}")
+    if precision is not None:
+        # Imported here, as the networks are: reading an export needs neither.
+        from tf_biggan import precision as precision_lib
+
+        precision_lib.check_precision(precision)
+        precision_lib.warn_if_slow(precision)
     if saved_model:
         if chosen:
             raise ValueError(f"{chosen[0]} selects a checkpoint of a model_dir, not of an export")
-        return _from_saved_model(paths.expand(saved_model))
+        return _from_saved_model(paths.expand(saved_model), precision)
     if step is not None or best:
         from tf_biggan import state as state_lib
 
         checkpoint_path = state_lib.find_checkpoint(model_dir, step=step, best=best)
-    return _from_model_dir(paths.expand(model_dir), paths.expand(checkpoint_path))
+    return _from_model_dir(
+        paths.expand(model_dir), paths.expand(checkpoint_path), precision or "float32"
+    )
 
 
 DEFAULT_MAX_CLASSES = 10
@@ -448,6 +490,7 @@ def main(argv) -> None:
         f.saved_model,
         checkpoint_path=None if by_step else f.checkpoint,
         step=int(f.checkpoint) if by_step else None,
+        precision=f.precision,
     )
     if f.mode == "dump":
         _dump(gen, f)
@@ -488,6 +531,8 @@ def _dump(gen, f) -> None:
 def _define_flags() -> None:
     from absl import flags
 
+    from tf_biggan import precision as precision_lib
+
     flags.DEFINE_string("model_dir", None, "Training directory (EMA generator).")
     flags.DEFINE_string(
         "checkpoint", None, "With --model_dir: a step N or a checkpoint prefix (default latest)."
@@ -521,6 +566,13 @@ def _define_flags() -> None:
         "eval measures.",
     )
     flags.DEFINE_integer("pad", 2, "Pixels between images.")
+    flags.DEFINE_enum(
+        "precision",
+        None,
+        list(precision_lib.PRECISIONS),
+        "What the generator computes in: bfloat16 is faster on CPUs with AVX512-BF16. "
+        "Default float32 with --model_dir, the export's own with --saved_model.",
+    )
     flags.mark_flag_as_required("output")
 
 

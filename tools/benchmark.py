@@ -29,6 +29,12 @@ numpy matmuls in this process, and `train_mfu` / `sample_mfu` the achieved
 FLOP rate over that peak (model FLOP utilisation). `peak_rss_mb` is the
 process's maximum resident set size (`getrusage`), in MiB.
 
+`--export_precision=float32|bfloat16` also exports the EMA generator at that precision
+(`tf_biggan.export.export_generator`, to a temporary folder), loads it back with
+`tf.saved_model.load` and times its `serving_default` signature (labels in, uint8 images
+out, z sampled inside) on batches of `batch_size`: `export_sample_img_per_s` and
+`export_sample_median_s`, the figures a TF Serving user sees at that precision.
+
 `--input_pipeline` also measures `tf_biggan.data.pipeline_throughput` of the
 data pipeline alone (the synthetic source, or the source the gin config binds),
 reported as `input_img_per_s`. `--profile DIR` writes a TensorFlow profiler
@@ -80,6 +86,12 @@ flags.DEFINE_bool("mixed_precision", False, "Run with the mixed_bfloat16 Keras p
 flags.DEFINE_integer("threads", 0, "TensorFlow intra/inter-op and BLAS threads; 0 = default.")
 flags.DEFINE_string("profile", None, "Write a profiler trace of three train steps here.")
 flags.DEFINE_bool("input_pipeline", False, "Also time the input pipeline alone.")
+flags.DEFINE_enum(
+    "export_precision",
+    None,
+    ["float32", "bfloat16"],
+    "Also time sampling from the exported generator at this precision (serving_default).",
+)
 
 MATMUL_SIZE = 2048
 
@@ -217,6 +229,8 @@ def run(FLAGS) -> dict:
     result = _report(FLAGS, generator, discriminator, train_s, sample_s, peak)
     if FLAGS.input_pipeline:
         result["input_img_per_s"] = _input_pipeline(FLAGS, resolution, num_classes, batch)
+    if FLAGS.export_precision:
+        result.update(_export_sampling(FLAGS, state.ema_generator))
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -257,6 +271,32 @@ def _report(FLAGS, generator, discriminator, train_s, sample_s, peak) -> dict:
         "mixed_precision": FLAGS.mixed_precision,
         "threads": FLAGS.threads,
         "gin_config": list(FLAGS.gin_config),
+    }
+
+
+def _export_sampling(FLAGS, ema) -> dict:
+    """Times `serving_default` of a fresh export of `ema` at `--export_precision`."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from tf_biggan import export
+
+    batch = FLAGS.batch_size
+    with tempfile.TemporaryDirectory() as folder:
+        path = export.export_generator(ema, folder, precision=FLAGS.export_precision)
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        labels = tf.range(batch, dtype=tf.int64) % ema.num_classes
+        truncation, seed = tf.constant(1.0), tf.constant(0, tf.int64)
+
+        def one_call():
+            serve(labels=labels, truncation=truncation, seed=seed)["images"].numpy()
+
+        seconds = _median_seconds(one_call, FLAGS.iters, FLAGS.warmup)
+    return {
+        "export_sample_img_per_s": batch / seconds,
+        "export_sample_median_s": seconds,
+        "export_precision": FLAGS.export_precision,
     }
 
 

@@ -427,6 +427,7 @@ def open_generator(
     saved_model: str | None = None,
     step: int | None = None,
     best: bool = False,
+    precision: str | None = None,
 ):
     """Loads the generator to evaluate from a training directory or an exported SavedModel.
 
@@ -437,6 +438,8 @@ def open_generator(
             `assets/config.json`.
         step: With `model_dir`, the checkpoint of this step (default the latest).
         best: With `model_dir`, the best checkpoint kept by the periodic evaluation.
+        precision: "float32" or "bfloat16" (`tf_biggan.precision`); None: float32 for a
+            `model_dir`, the export's own for a `saved_model`.
 
     Returns:
         A `tf_biggan.sample.LoadedGenerator`: `generate(z, y_onehot)`, `dim_z`, `num_classes`,
@@ -447,4 +450,6 @@ def open_generator(
     # Imported here: loading a generator needs the networks, computing metrics does not.
     from tf_biggan.sample import load_generator
 
-    return load_generator(model_dir=model_dir, saved_model=saved_model, step=step, best=best)
+    return load_generator(
+        model_dir=model_dir, saved_model=saved_model, step=step, best=best, precision=precision
+    )
