@@ -113,6 +113,8 @@ class Run:
             distribute.check_workers_agree(self.strategy, state.step)
         if resumed_from:
             logging.info("resumed from %s at step %d", resumed_from, self.step)
+        elif init_from:
+            state_lib.initialize_from(state, init_from)
         if self.step >= self.config.loop.total_steps:
             logging.info(
                 "the run in %s is complete: step %d of train.total_steps = %d; raise "
@@ -121,8 +123,6 @@ class Run:
                 self.step,
                 self.config.loop.total_steps,
             )
-        elif init_from:
-            state_lib.initialize_from(state, init_from)
         for name, previous, rate in state.apply_learning_rate_factors():
             logging.info("%s learning rate %.4g → %.4g from the config", name, previous, rate)
         if self.chief:
