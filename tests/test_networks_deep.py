@@ -184,6 +184,30 @@ def test_generator_block_matches_a_numpy_reference():
     np.testing.assert_allclose(block(x, c, training=False), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_upsample_and_its_gradient_match_numpy(dtype):
+    # The gradient is written by hand (4 x average pooling): it must be the sum over each
+    # 2x2 block of the incoming gradient, in float32 and in bfloat16.
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.standard_normal((2, 3, 5, 4)), dtype)
+    dy = rng.standard_normal((2, 6, 10, 4)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = networks_deep.upsample(x)
+    dx = tape.gradient(y, x, output_gradients=tf.constant(dy, dtype))
+    assert y.dtype == dtype and dx.dtype == dtype
+    x64 = tf.cast(x, tf.float64).numpy()
+    np.testing.assert_array_equal(
+        tf.cast(y, tf.float64).numpy(), x64.repeat(2, axis=1).repeat(2, axis=2)
+    )
+    dy64 = tf.cast(tf.constant(dy, dtype), tf.float64).numpy()
+    expected = dy64.reshape(2, 3, 2, 5, 2, 4).sum(axis=(2, 4))
+    tolerance = 1e-6 if dtype == tf.float32 else 2e-2
+    np.testing.assert_allclose(
+        tf.cast(dx, tf.float64).numpy(), expected, rtol=tolerance, atol=tolerance
+    )
+
+
 def test_discriminator_block_matches_a_numpy_reference():
     rng = np.random.default_rng(1)
     block = networks_deep.DeepDiscriminatorBlock(filters=16, hidden=4, downsample=True)

@@ -295,6 +295,39 @@ def test_ema_warmup_ramps_the_decay_up_from_the_start_step():
             )  # fmt: skip
 
 
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_ema_update_is_the_closed_form_at_each_step(mirrored, request):
+    # ema_update alone, with G's weights redrawn before every call: an exact copy before the
+    # start step (3), then d·t + (1 − d)·s with the warmed-up decay d = min(0.9, (1+n)/(10+n)),
+    # n updates after the start; the SN vectors are copied throughout.
+    strategy = (
+        request.getfixturevalue("mirrored_strategy") if mirrored else tf.distribute.get_strategy()
+    )
+    with strategy.scope():
+        state = tiny_models.train_state(lambda: keras.optimizers.SGD(LR), CLASSES, DIM_Z)
+    config = step_lib.StepConfig(batch_size=BATCH, ema_decay=0.9, ema_start_step=3, ema_warmup=True)
+    update = tf.function(lambda step: step_lib.ema_update(state, strategy, config, step))
+    pairs = list(zip(state.generator.variables, state.ema_generator.variables, strict=True))
+    spectral = state_lib.spectral_state_variables(state.generator)
+    rng = np.random.default_rng(3)
+    for step, decay in [(0, 0.0), (2, 0.0), (3, 0.1), (4, 2 / 11), (5, 3 / 12), (200, 0.9)]:
+        for g, _ in pairs:
+            g.assign(rng.normal(0.0, 1.0, g.shape).astype(np.float32))
+        before = [e.numpy().astype(np.float64) for _, e in pairs]
+        update(tf.constant(step, tf.int64))
+        for (g, e), previous in zip(pairs, before, strict=True):
+            if decay == 0.0 or id(g) in spectral:
+                np.testing.assert_array_equal(e.numpy(), g.numpy(), err_msg=f"{step} {g.path}")
+            else:
+                expected = decay * previous + (1.0 - decay) * g.numpy().astype(np.float64)
+                np.testing.assert_allclose(
+                    e.numpy(), expected, rtol=1e-6, atol=1e-6, err_msg=f"{step} {g.path}"
+                )
+            if mirrored:  # every replica holds the same value
+                copies = [v.numpy() for v in strategy.experimental_local_results(e.value)]
+                np.testing.assert_array_equal(copies[0], copies[1])
+
+
 def test_latents_are_finite_normal_quantiles_of_their_bits():
     # The uniform is (bits + 0.5) / 2^24 as float32 rounds it (from 2^23 up, + 0.5 rounds
     # to an even integer); the top code rounds to 1, where the inverse CDF is +inf, and is

@@ -115,6 +115,14 @@ class Run:
             logging.info("resumed from %s at step %d", resumed_from, self.step)
         elif init_from:
             state_lib.initialize_from(state, init_from)
+        if self.step >= self.config.loop.total_steps:
+            logging.info(
+                "the run in %s is complete: step %d of train.total_steps = %d; raise "
+                "total_steps to train further",
+                self.model_dir,
+                self.step,
+                self.config.loop.total_steps,
+            )
         for name, previous, rate in state.apply_learning_rate_factors():
             logging.info("%s learning rate %.4g → %.4g from the config", name, previous, rate)
         if self.chief:
@@ -203,7 +211,9 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
 
     Returns:
       A dict with the final `step`, the `start_step` this process resumed at, the last
-      metrics, the number of `restores` and `stopped_by_collapse`.
+      metrics, `steady_seconds` (from the end of this process's first step to the end of
+      the last, so without start-up, final save and export), the number of `restores` and
+      `stopped_by_collapse`.
     """
     config, network_settings = TrainConfig.from_settings({**train_settings(), **settings})
     loop = config.loop
@@ -212,14 +222,6 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
     recovery = recovery_lib.Recovery(run.state, run.manager, config.recovery)
     outputs = _Outputs(run)
     start_step, started = run.step, time.time()
-    if start_step >= loop.total_steps:
-        logging.info(
-            "the run in %s is complete: step %d of train.total_steps = %d; raise total_steps "
-            "to train further",
-            model_dir,
-            start_step,
-            loop.total_steps,
-        )
     metrics, stopped_by_collapse = {}, False
     with (
         distribute.stop_when_a_worker_is_lost(run.decision, run.last_good),
@@ -228,14 +230,17 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
     ):
         while run.step < loop.total_steps:
             images, labels = next(run.iterator)
-            metrics = {k: float(v) for k, v in train_step(images, labels).items()}
+            # Only the guard's flag is read back every step (the call returns once the step
+            # has run), the other metrics on summary steps, where they are written and shown.
+            metrics = train_step(images, labels)
             step = run.step
             if step == start_step + 1:
-                outputs.write_operative_config(step)
-            if recovery.after_step(step, metrics["nonfinite"] > 0):
+                outputs.first_step_done(step)
+            if recovery.after_step(step, float(metrics["nonfinite"]) > 0):
                 continue
             action = "go on"
             if step % loop.summary_every == 0 or step == loop.total_steps:
+                metrics = {k: float(v) for k, v in metrics.items()}
                 sigmas = outputs.summarize(step, metrics)
                 action = recovery.check_collapse(step, sigmas, metrics["d/real"], metrics["d/fake"])
                 if action == "restored":
@@ -247,7 +252,7 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
             if why == "collapse":
                 stopped_by_collapse = True
                 break
-            outputs.after_step(step, metrics)
+            outputs.after_step(step)
             if why:
                 # Saved even in a run of non-finite steps: the weights are those of the last
                 # finite update, because bad updates are not applied.
@@ -262,12 +267,14 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
                     logging.warning("step %d: checkpoint skipped after a non-finite step", step)
                 else:
                     run.save(step)
+        steady_seconds = time.time() - outputs.first_step_end if outputs.first_step_end else 0.0
         final_step = run.save_final(stopped_by_collapse)
     run.export_if_done(trained=final_step > start_step)
     return {
         "step": final_step,
         "start_step": start_step,
-        **metrics,
+        **{k: float(v) for k, v in metrics.items()},
+        "steady_seconds": steady_seconds,
         "restores": recovery.restores,
         "stopped_by_collapse": stopped_by_collapse,
     }
@@ -301,23 +308,20 @@ class _Outputs:
             config.loop.total_steps, stateful_metrics=["loss/d", "loss/g", "img/s"]
         )
         self.progress.update(run.step)
-        self.interactive = sys.stdout.isatty()
+        self.interactive, self.shown, self.first_step_end = sys.stdout.isatty(), [], None
         self.last_time, self.last_step = time.time(), run.step
 
-    def write_operative_config(self, step: int) -> None:
-        """`operative_config.gin`: every setting the run used (gin knows it after a step),
-        also in TensorBoard with the settings as hparams and the real-examples grid."""
-        if not self.run.chief:
+    def first_step_done(self, step: int) -> None:
+        """Ends start-up (`first_step_end`, the time) and writes
+        `operative_config.gin`: every setting the run used (gin knows it after a step), also
+        in TensorBoard with the settings as hparams and the real-examples grid."""
+        self.first_step_end, run = time.time(), self.run
+        if not run.chief:
             return
         operative = gin.operative_config_str()
-        model_dir = self.run.model_dir
-        _write_text(os.path.join(model_dir, "operative_config.gin"), operative)
-        summaries.write_run_description(
-            operative,
-            self.run.config.settings(),
-            os.path.join(model_dir, "real_examples.png"),
-            step,
-        )
+        _write_text(os.path.join(run.model_dir, "operative_config.gin"), operative)
+        examples = os.path.join(run.model_dir, "real_examples.png")
+        summaries.write_run_description(operative, run.config.settings(), examples, step)
 
     def summarize(self, step: int, metrics: dict) -> dict:
         """Adds `img/s` to `metrics`, writes the scalars; returns the SN summaries."""
@@ -325,6 +329,7 @@ class _Outputs:
         images = (step - self.last_step) * self.run.config.step.images_per_step
         metrics["img/s"] = images / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step
+        self.shown = [(k, metrics[k]) for k in ("loss/d", "loss/g", "img/s") if k in metrics]
         sigmas = summaries.spectral_norm_summaries(self.run.state)
         if self.run.chief:
             summaries.write_scalars(
@@ -332,14 +337,14 @@ class _Outputs:
             )
         return sigmas
 
-    def after_step(self, step: int, metrics: dict) -> None:
+    def after_step(self, step: int) -> None:
         """The progress bar, and the sample grid and evaluation when due."""
         loop = self.run.config.loop
         # In a terminal the bar redraws in place; in a log (CI, nohup) each update is a line,
         # so there it is updated on summary steps only.
+        # The values shown are those of the last summary step (read back there).
         if self.interactive or step % loop.summary_every == 0 or step == loop.total_steps:
-            shown = [(k, metrics[k]) for k in ("loss/d", "loss/g", "img/s") if k in metrics]
-            self.progress.update(step, shown)
+            self.progress.update(step, self.shown)
         ema_generator = self.run.state.ema_generator
         if step % loop.sample_every == 0 or step == loop.total_steps:
             self.grids.write(ema_generator, self.run.model_dir, step, self.run.chief)

@@ -35,6 +35,15 @@ process's maximum resident set size (`getrusage`), in MiB.
 out, z sampled inside) on batches of `batch_size`: `export_sample_img_per_s` and
 `export_sample_median_s`, the figures a TF Serving user sees at that precision.
 
+`--loop` also runs the training loop itself (`tf_biggan.train.train`, with its input
+pipeline, summaries, sample grids and checkpoints) for `--loop_steps` steps in a temporary
+directory, on the gin config (the quickstart's if none is given; the loop's batch, D steps
+and EMA settings are then the timed step's too, so `--batch_size` and `--d_steps` are not
+used): `loop_img_per_s` counts the images of all steps after the first (start-up: tracing,
+the first batch) over the time from the end of the first step to the end of the last
+(`steady_seconds` of `train`; the final save and the export are not counted), and
+`loop_over_step` is that over `train_img_per_s`.
+
 `--input_pipeline` also measures `tf_biggan.data.pipeline_throughput` of the
 data pipeline alone (the synthetic source, or the source the gin config binds),
 reported as `input_img_per_s`. `--profile DIR` writes a TensorFlow profiler
@@ -61,8 +70,11 @@ def _early_threads(argv):
 
 _early_threads(sys.argv)
 
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -92,6 +104,10 @@ flags.DEFINE_enum(
     ["float32", "bfloat16"],
     "Also time sampling from the exported generator at this precision (serving_default).",
 )
+flags.DEFINE_bool("loop", False, "Also time the training loop (on the quickstart by default).")
+flags.DEFINE_integer("loop_steps", 200, "Steps of the training loop with --loop (>= 2).")
+
+LOOP_CONFIG = "quickstart"
 
 MATMUL_SIZE = 2048
 
@@ -164,25 +180,78 @@ def _train_state(FLAGS, strategy):
     return state
 
 
-def run(FLAGS) -> dict:
-    import keras
-    import tensorflow as tf
-
+def _check_flags(FLAGS) -> None:
+    """Raises `app.UsageError` for bad flags; parses the gin config (the quickstart's for a
+    `--loop` without one)."""
     for name in ("iters", "batch_size", "d_steps"):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
     if FLAGS.warmup < 0:
         raise app.UsageError(f"--warmup must be >= 0, got {FLAGS.warmup}")
-    if FLAGS.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     if FLAGS.gin_config and FLAGS["model"].present:
         raise app.UsageError(
             "--model is not used with --gin_config: bind Generator.architecture and "
             "Discriminator.architecture in the config instead"
         )
+    if FLAGS.loop:
+        if FLAGS.loop_steps < 2:
+            raise app.UsageError(f"--loop_steps must be >= 2, got {FLAGS.loop_steps}")
+        for name in ("batch_size", "d_steps", "model"):
+            if FLAGS[name].present:
+                raise app.UsageError(
+                    f"--{name} is not used with --loop: the gin config sets it (bind "
+                    "train.batch_size, train.d_steps, Generator.architecture)"
+                )
+        FLAGS.gin_config = FLAGS.gin_config or [LOOP_CONFIG]
     if FLAGS.gin_config:
         config_lib.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
+
+
+def _step_config(FLAGS) -> step_lib.StepConfig:
+    """The timed step's settings: the flags', or with `--loop` the loop's own.
+
+    ema_start_step is 0 so that the timed EMA update is the averaging one.
+    """
+    if FLAGS.loop:
+        from tf_biggan.training_config import TrainConfig, train_settings
+
+        config = TrainConfig.from_settings(train_settings())[0].step
+        return dataclasses.replace(config, ema_start_step=0, jit_compile=FLAGS.jit_compile)
+    return step_lib.StepConfig(
+        batch_size=FLAGS.batch_size,
+        d_steps=FLAGS.d_steps,
+        ema_start_step=0,
+        jit_compile=FLAGS.jit_compile,
+    )
+
+
+def _loop(FLAGS, step_config: step_lib.StepConfig, train_img_per_s: float) -> dict:
+    """Runs `tf_biggan.train.train` for `--loop_steps` steps in a temporary directory."""
+    from tf_biggan import train
+
+    # The loop's progress bar goes to stderr: stdout holds the one JSON line.
+    with tempfile.TemporaryDirectory() as model_dir, contextlib.redirect_stdout(sys.stderr):
+        result = train.train(model_dir, total_steps=FLAGS.loop_steps, export_at_end=False)
+    if result["step"] != FLAGS.loop_steps or result["restores"]:
+        raise RuntimeError(f"the loop stopped at step {result['step']} of {FLAGS.loop_steps}")
+    images = (FLAGS.loop_steps - 1) * step_config.images_per_step
+    loop_img_per_s = images / result["steady_seconds"]
+    return {
+        "loop_img_per_s": loop_img_per_s,
+        "loop_over_step": loop_img_per_s / train_img_per_s,
+        "loop_steps": result["step"],
+        "loop_steady_seconds": result["steady_seconds"],
+    }
+
+
+def run(FLAGS) -> dict:
+    import keras
+    import tensorflow as tf
+
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    _check_flags(FLAGS)
     if FLAGS.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
@@ -192,11 +261,8 @@ def run(FLAGS) -> dict:
     state = _train_state(FLAGS, strategy)
     generator, discriminator = state.generator, state.discriminator
     resolution, num_classes = generator.resolution, generator.num_classes
-    batch = FLAGS.batch_size
-    # ema_start_step 0: the timed EMA update is the averaging one (the cost is the same).
-    step_config = step_lib.StepConfig(
-        batch_size=batch, d_steps=FLAGS.d_steps, ema_start_step=0, jit_compile=FLAGS.jit_compile
-    )
+    step_config = _step_config(FLAGS)
+    batch = step_config.batch_size
     train_step = step_lib.make_train_step(state, strategy, step_config)
     images_per_step = step_config.images_per_step
     images = tf.random.uniform([images_per_step, resolution, resolution, 3], -1.0, 1.0, seed=1)
@@ -226,7 +292,9 @@ def run(FLAGS) -> dict:
             one_train_step()
         tf.profiler.experimental.stop()
 
-    result = _report(FLAGS, generator, discriminator, train_s, sample_s, peak)
+    result = _report(FLAGS, step_config, generator, discriminator, train_s, sample_s, peak)
+    if FLAGS.loop:
+        result.update(_loop(FLAGS, step_config, result["train_img_per_s"]))
     if FLAGS.input_pipeline:
         result["input_img_per_s"] = _input_pipeline(FLAGS, resolution, num_classes, batch)
     if FLAGS.export_precision:
@@ -235,15 +303,16 @@ def run(FLAGS) -> dict:
     return result
 
 
-def _report(FLAGS, generator, discriminator, train_s, sample_s, peak) -> dict:
+def _report(FLAGS, step_config, generator, discriminator, train_s, sample_s, peak) -> dict:
     """The JSON record: rates, FLOPs per image, MFU and the settings measured."""
     from tf_biggan import flops
 
     g_flops = flops.forward_flops(generator)
     d_flops = flops.forward_flops(discriminator)
-    train_flops = flops.train_flops_per_image(g_flops, d_flops, FLAGS.d_steps)
-    train_ips = FLAGS.d_steps * FLAGS.batch_size / train_s
-    sample_ips = FLAGS.batch_size / sample_s
+    d_steps, batch = step_config.d_steps, step_config.batch_size
+    train_flops = flops.train_flops_per_image(g_flops, d_flops, d_steps)
+    train_ips = d_steps * batch / train_s
+    sample_ips = batch / sample_s
     return {
         "train_img_per_s": train_ips,
         "sample_img_per_s": sample_ips,
@@ -261,10 +330,10 @@ def _report(FLAGS, generator, discriminator, train_s, sample_s, peak) -> dict:
         "depth": generator.depth,
         "resolution": generator.resolution,
         "ch": generator.ch,
-        "batch_size": FLAGS.batch_size,
+        "batch_size": batch,
         "num_classes": generator.num_classes,
         "attention": list(generator.attention),
-        "d_steps": FLAGS.d_steps,
+        "d_steps": d_steps,
         "iters": FLAGS.iters,
         "warmup": FLAGS.warmup,
         "jit_compile": FLAGS.jit_compile,
