@@ -18,6 +18,27 @@ tf.config.set_logical_device_configuration(
 )
 
 
+@pytest.fixture(autouse=True)
+def _forget_custom_gradients():
+    """Drops the gradient functions that `tf.custom_gradient` registered during the test.
+
+    Each trace through a custom gradient (the G upsample's, and `ReplicaContext.all_reduce`
+    under a tape, as in the batch norms' statistics) registers a uniquely named gradient in
+    TensorFlow's global registry, and its closure holds the whole traced graph: about 80 MB
+    per trace of even a tiny train step, never freed. A test process traces hundreds of
+    steps, so without this a test worker grew past 16 GB. A test's graphs are not
+    differentiated again after it ends, so its registrations can go.
+    """
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    before = set(registry)
+    yield
+    for name in set(registry) - before:
+        if name.startswith("CustomGradient-"):
+            del registry[name]
+
+
 @pytest.fixture(scope="session")
 def mirrored_strategy():
     """One MirroredStrategy over the two logical CPUs for the whole session.
