@@ -500,43 +500,23 @@ def ema_decay(config: StepConfig, step) -> tf.Tensor:
 def ema_update(state, strategy: tf.distribute.Strategy, config: StepConfig, step) -> None:
     """EMA G ← decay · EMA G + (1 − decay) · G; SN vectors and BN statistics are copied.
 
-    Each averaged variable takes one subtraction and one in-place kernel,
-    `t ← t − (1 − decay)(t − s)` (`ResourceApplyGradientDescent`), instead of separate
-    reads, products, a sum and an assignment. Before the start step (decay 0) every
-    variable is assigned G's value, so the EMA is then an exact copy (the fused form would
-    round `t − (t − s)`). Call in cross-replica context.
+    Written as `decay · t + (1 − decay) · s`, the rounding of every release: a resumed run
+    stays bit-identical to an uninterrupted one across versions. (The one-kernel form
+    `t − (1 − decay)(t − s)` rounds differently and gained nothing measurable,
+    docs/performance.md.) Call in cross-replica context.
     """
     decay = ema_decay(config, step)
     spectral_ids = state_lib.spectral_state_variables(state.generator)
-    pairs = list(zip(state.generator.variables, state.ema_generator.variables, strict=True))
-
-    def copy(target, source):
-        strategy.extended.update(target.value, lambda t, s: t.assign(s), args=(source.value,))
-
-    def copy_all():
-        for source, target in pairs:
-            copy(target, source)
-        return tf.constant(True)
-
-    def average_all():
-        for source, target in pairs:
-            if id(source) in spectral_ids:
-                copy(target, source)
-            else:
-                strategy.extended.update(target.value, _average_into, args=(source.value, decay))
-        return tf.constant(True)
-
-    tf.cond(decay > 0.0, average_all, copy_all)
-
-
-def _average_into(target, source, decay) -> tf.Operation:
-    """`target ← target − (1 − decay)(target − source)` in one kernel (on one device)."""
-    source = tf.cast(source, target.dtype)
-    return tf.raw_ops.ResourceApplyGradientDescent(
-        var=target.handle,
-        alpha=tf.cast(1.0 - decay, target.dtype),
-        delta=target.read_value() - source,
-    )
+    pairs = zip(state.generator.variables, state.ema_generator.variables, strict=True)
+    for source, target in pairs:
+        if id(source) in spectral_ids:
+            strategy.extended.update(target.value, lambda t, s: t.assign(s), args=(source.value,))
+        else:
+            strategy.extended.update(
+                target.value,
+                lambda t, s: t.assign(decay * t + (1.0 - decay) * tf.cast(s, t.dtype)),
+                args=(source.value,),
+            )
 
 
 def clamp_sigma0(state, strategy: tf.distribute.Strategy, config: StepConfig) -> None:
