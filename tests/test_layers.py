@@ -254,6 +254,82 @@ def test_sn_conv_kernel_gradient_matches_explicit_computation(input_shape):
     )
 
 
+def _np_same_conv(x, kernel):
+    """'same' stride-1 cross-correlation in float64, one shifted product per kernel tap."""
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    k, height, width = kernel.shape[0], x.shape[1], x.shape[2]
+    pad = k // 2
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    out = np.zeros(x.shape[:3] + kernel.shape[-1:])
+    for i in range(k):
+        for j in range(k):
+            out += padded[:, i : i + height, j : j + width, :] @ kernel[i, j]
+    return out
+
+
+@pytest.mark.parametrize("k, shape", [(3, (2, 4, 4, 6)), (3, (1, 5, 3, 2)), (5, (2, 4, 6, 3))])
+def test_conv_as_matmul_is_the_convolution_and_has_its_gradients(k, shape):
+    rng = _rng(7)
+    x = tf.constant(rng.randn(*shape).astype(np.float32))
+    kernel = tf.constant(rng.randn(k, k, shape[-1], 4).astype(np.float32))
+    upstream = tf.constant(rng.randn(*shape[:3], 4).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        ours = layers.conv_as_matmul(x, kernel)
+        reference = tf.nn.conv2d(x, kernel, 1, "SAME")
+        ours_loss = tf.reduce_sum(ours * upstream)
+        reference_loss = tf.reduce_sum(reference * upstream)
+    np.testing.assert_allclose(ours.numpy(), _np_same_conv(x, kernel), rtol=1e-5, atol=1e-5)
+    for ours_grad, reference_grad in zip(
+        tape.gradient(ours_loss, [x, kernel]), tape.gradient(reference_loss, [x, kernel])
+    ):
+        np.testing.assert_allclose(ours_grad.numpy(), reference_grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_as_matmul_refuses_an_even_kernel():
+    with pytest.raises(ValueError, match="odd square kernel"):
+        layers.conv_as_matmul(tf.zeros([1, 4, 4, 2]), tf.zeros([2, 2, 2, 3]))
+
+
+def _conv_op_types(layer, input_shape):
+    fn = tf.function(lambda x: layer(x, training=True))
+    graph = fn.get_concrete_function(tf.TensorSpec(input_shape, tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize(
+    "filters, kernel_size, padding, input_shape, as_matmul",
+    [
+        # kernel 3*3*64*64 = 36,864 > 8 x output 2*4*4*64 = 16,384: BigGAN's 4x4 wide layers.
+        (64, 3, "same", (2, 4, 4, 64), True),
+        # output 2*8*8*64 = 8,192, and 8 x 8,192 > 36,864: the direct convolution.
+        (64, 3, "same", (2, 8, 8, 64), False),
+        # a dynamic batch, a 1x1 kernel, 'valid' padding: the direct convolution.
+        (64, 3, "same", (None, 4, 4, 64), False),
+        (512, 1, "same", (2, 2, 2, 512), False),
+        (64, 3, "valid", (2, 4, 4, 64), False),
+        # release 0.2's checkpoint test config (ch 1): G's 8x8 conv at batch 2.
+        (4, 3, "same", (2, 8, 8, 4), False),
+    ],
+)
+def test_sn_conv_runs_weight_heavy_layers_as_one_matmul(
+    filters, kernel_size, padding, input_shape, as_matmul
+):
+    layer = layers.SNConv2D(filters, kernel_size, padding=padding)
+    layer.build((None, *input_shape[1:]))
+    assert layer.runs_as_matmul(input_shape) is as_matmul
+    types = _conv_op_types(layer, input_shape)
+    assert ("Conv2D" in types) is not as_matmul
+    assert ("ConcatV2" in types) is as_matmul
+    x = _rng(3).randn(*[d or 3 for d in input_shape]).astype(np.float32)
+    layer.bias.assign(np.linspace(-1, 1, filters).astype(np.float32))
+    normalized = _np_sn(layer.kernel.numpy(), layer.u.numpy())[0].astype(np.float32)
+    expected = tf.nn.conv2d(x, normalized, 1, padding.upper()) + layer.bias.value
+    np.testing.assert_allclose(
+        layer(x, training=False).numpy(), expected.numpy(), rtol=1e-4, atol=1e-4
+    )
+
+
 def test_sn_embedding_rows_are_rows_of_normalized_table():
     layer = layers.SNEmbedding(7, 4)
     layer.build((None,))

@@ -46,6 +46,42 @@ def _static_size(shape) -> int | None:
     return None if any(d is None for d in dims) else math.prod(int(d) for d in dims)
 
 
+MATMUL_CONV_RATIO = 8
+"""A 'same' convolution whose kernel has more than this many times as many elements as its
+output runs as one matmul on CPU (`conv_as_matmul`): measured on oneDNN at BigGAN's
+low-resolution, wide layers (4x4 and 8x8 at 1536 channels), its direct convolution runs at a
+third to a half of the matmul's rate."""
+
+
+def conv_as_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """`tf.nn.conv2d(x, kernel, 1, "SAME")` as one matmul over shifted copies of `x`.
+
+    Args:
+      x: `[N, H, W, C]` with static H, W and C.
+      kernel: `[k, k, C, K]`, k odd.
+
+    Returns:
+      `[N, H, W, K]`: row `(n, h, w)` of `[x shifted by (i - k//2, j - k//2) for i, j]`,
+      concatenated over channels in the kernel's `(i, j, c)` order, times the kernel
+      reshaped to `[k*k*C, K]`. Equal to the convolution up to float rounding; the
+      gradients are the matmul's, the concatenation's and the slices'.
+    """
+    k = int(kernel.shape[0])
+    if k % 2 == 0 or int(kernel.shape[1]) != k:
+        raise ValueError(f"conv_as_matmul needs an odd square kernel, got {kernel.shape}")
+    _, height, width, channels = x.shape
+    pad = k // 2
+    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    shifted = [padded[:, i : i + height, j : j + width, :] for i in range(k) for j in range(k)]
+    columns = tf.reshape(tf.concat(shifted, axis=-1), [-1, k * k * channels])
+    outputs = tf.matmul(columns, tf.reshape(kernel, [k * k * channels, kernel.shape[-1]]))
+    return tf.reshape(outputs, [-1, height, width, kernel.shape[-1]])
+
+
+def _has_accelerator() -> bool:
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 def _power_iteration(matrix: tf.Tensor, u: tf.Tensor, iterations: int = 1):
     """Power iterations for the top singular value of `matrix`, BigGAN's SN estimate.
 
@@ -329,10 +365,27 @@ class SNConv2D(_SpectralNormalized):
         self._build_weights("kernel", (k, k, input_shape[-1], self.filters), self.use_bias)
 
     def call(self, inputs, training=None):
-        def conv(x, kernel):
-            return tf.nn.conv2d(x, kernel, strides=1, padding=self.padding.upper())
+        if self.runs_as_matmul(inputs.shape):
+            conv = conv_as_matmul
+        else:
+
+            def conv(x, kernel):
+                return tf.nn.conv2d(x, kernel, strides=1, padding=self.padding.upper())
 
         return self._add_bias(self._normalized_apply(conv, self._cast(inputs), bool(training)))
+
+    def runs_as_matmul(self, input_shape) -> bool:
+        """Whether a call on inputs of this static shape runs as `conv_as_matmul`.
+
+        True on CPU for a 'same' k x k convolution (k > 1) whose kernel has more than
+        `MATMUL_CONV_RATIO` times as many elements as its output. An unknown dimension
+        (a dynamic batch) or a GPU/TPU keeps `tf.nn.conv2d`.
+        """
+        if self.kernel_size == 1 or self.padding != "same" or _has_accelerator():
+            return False
+        output_size = _static_size(self.compute_output_shape(input_shape))
+        kernel_size = self.kernel_size**2 * int(input_shape[-1]) * self.filters
+        return output_size is not None and MATMUL_CONV_RATIO * output_size < kernel_size
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
