@@ -280,9 +280,9 @@ def test_conv_as_matmul_is_the_convolution_and_has_its_gradients(k, shape):
         ours_loss = tf.reduce_sum(ours * upstream)
         reference_loss = tf.reduce_sum(reference * upstream)
     np.testing.assert_allclose(ours.numpy(), _np_same_conv(x, kernel), rtol=1e-5, atol=1e-5)
-    for ours_grad, reference_grad in zip(
-        tape.gradient(ours_loss, [x, kernel]), tape.gradient(reference_loss, [x, kernel])
-    ):
+    ours_grads = tape.gradient(ours_loss, [x, kernel])
+    reference_grads = tape.gradient(reference_loss, [x, kernel])
+    for ours_grad, reference_grad in zip(ours_grads, reference_grads, strict=True):
         np.testing.assert_allclose(ours_grad.numpy(), reference_grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
