@@ -409,6 +409,35 @@ def test_conditional_bn_moving_statistics_and_inference():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+def _full_size_elementwise_ops(fn, *specs):
+    """Types of the ops in `fn`'s graph whose output has the first spec's full shape."""
+    graph = tf.function(fn).get_concrete_function(*specs).graph
+    shape = specs[0].shape.as_list()
+    return sorted(
+        op.type
+        for op in graph.get_operations()
+        if op.outputs
+        and op.outputs[0].shape.as_list() == shape
+        and op.type not in ("Placeholder", "Identity")
+    )
+
+
+def test_batch_norm_inference_is_one_multiply_add_per_element():
+    # The statistics, gamma/beta or the conditional gain/bias fold into a scale and an
+    # offset; only those two ops touch every element (the values: the tests above).
+    x_spec = tf.TensorSpec([4, 3, 3, 5], tf.float32)
+    conditional = _cbn()
+    assert _full_size_elementwise_ops(
+        lambda x, c: conditional(x, c, training=False), x_spec, tf.TensorSpec([4, 6])
+    ) == ["AddV2", "Mul"]
+    plain = layers.SyncBatchNorm()
+    plain.build((4, 3, 3, 5))
+    assert _full_size_elementwise_ops(lambda x: plain(x, training=False), x_spec) == [
+        "AddV2",
+        "Mul",
+    ]
+
+
 def test_batch_norm_moving_statistics_skip_a_non_finite_batch():
     # The train step skips an update whose forward pass overflowed, but that pass has
     # already run; averaged in, its statistics would make every later inference NaN.

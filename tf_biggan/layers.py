@@ -10,6 +10,9 @@
   the paper. `refine_spectral_norms` re-estimates sigma of a model's current
   weights (the EMA generator's, whose `u` is G's), and `inference_kernel` /
   `fold` give the normalised kernel with the exact sigma (for the export).
+  On CPU, a 'same' `SNConv2D` whose kernel is much larger than its output (BigGAN's
+  wide 4x4 and 8x8 layers) runs as one matmul over shifted copies of its input
+  (`conv_as_matmul`): 1.2-2.2x faster there (forward and backward, docs/performance.md).
 - `SyncBatchNorm` and `ConditionalBatchNorm`: batch norm whose batch statistics
   are reduced over all replicas when a `tf.distribute` strategy runs more than
   one (cross-replica BN, which BigGAN uses in G). The conditional variant is
@@ -48,9 +51,10 @@ def _static_size(shape) -> int | None:
 
 MATMUL_CONV_RATIO = 8
 """A 'same' convolution whose kernel has more than this many times as many elements as its
-output runs as one matmul on CPU (`conv_as_matmul`): measured on oneDNN at BigGAN's
-low-resolution, wide layers (4x4 and 8x8 at 1536 channels), its direct convolution runs at a
-third to a half of the matmul's rate."""
+output runs as one matmul on CPU (`conv_as_matmul`). Measured with oneDNN on BigGAN's wide,
+low-resolution layers (1536 channels at 4x4 and 8x8, batch 8 and 16), the direct convolution's
+forward and backward passes took 1.1-2.2x as long; at 8x8 and 768 channels, batch 16 (kernel
+only 6.8x the output) and at larger outputs, the direct convolution was faster."""
 
 
 def conv_as_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -609,6 +613,19 @@ class SyncBatchNorm(keras.layers.Layer):
         inv = tf.math.rsqrt(variance + self.epsilon)
         return tf.cast(x, dtype) * tf.cast(inv, dtype) - tf.cast(mean * inv, dtype)
 
+    def uses_stored_statistics(self, training) -> bool:
+        """Whether a call normalises with the stored statistics (an inference call that
+        is not collecting standing statistics)."""
+        return not training and self._collector is None
+
+    def inference_scale_and_offset(self, truncation=None) -> tuple[tf.Tensor, tf.Tensor]:
+        """`(1 / sqrt(var + eps), -mean / sqrt(var + eps))` of the stored statistics at
+        `truncation`, float32 `[C]` each: `normalize` of an inference call is
+        `x * scale + offset`."""
+        mean, variance = self._inference_statistics(truncation)
+        scale = tf.math.rsqrt(variance + self.epsilon)
+        return scale, -mean * scale
+
     def _fused_training_normalize(self, x):
         channels = x.shape[-1]
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
@@ -645,9 +662,15 @@ class SyncBatchNorm(keras.layers.Layer):
         self.moving_variance.assign_sub((moving_variance - variance) * decay)
 
     def call(self, inputs, training=None, truncation=None):
+        dtype = self.compute_dtype
+        if self.affine and self.uses_stored_statistics(training):
+            # One multiply-add per element: the statistics and gamma, beta folded in float32.
+            scale, offset = self.inference_scale_and_offset(truncation)
+            gamma = tf.cast(self.gamma.value, tf.float32)
+            scale, offset = scale * gamma, offset * gamma + tf.cast(self.beta.value, tf.float32)
+            return tf.cast(inputs, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
         outputs = self.normalize(inputs, training=training, truncation=truncation)
         if self.affine:
-            dtype = self.compute_dtype
             outputs = outputs * tf.cast(self.gamma.value, dtype) + tf.cast(self.beta.value, dtype)
         return outputs
 
@@ -712,9 +735,17 @@ class ConditionalBatchNorm(keras.layers.Layer):
         self.batch_norm.build(x_shape)
 
     def call(self, x, c, training=None, truncation=None):
-        normalized = self.batch_norm.normalize(x, training=training, truncation=truncation)
         gain = self.gain(c, training=training)[:, None, None, :]
         bias = self.bias(c, training=training)[:, None, None, :]
+        if self.batch_norm.uses_stored_statistics(training):
+            # One multiply-add per element instead of four passes: the statistics, gain and
+            # bias folded into a per-example scale and offset `[B, 1, 1, C]` in float32.
+            scale, offset = self.batch_norm.inference_scale_and_offset(truncation)
+            gain = 1.0 + tf.cast(gain, tf.float32)
+            scale, offset = scale * gain, offset * gain + tf.cast(bias, tf.float32)
+            dtype = self.compute_dtype
+            return tf.cast(x, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
+        normalized = self.batch_norm.normalize(x, training=training, truncation=truncation)
         return normalized * (1.0 + gain) + bias
 
     def compute_output_shape(self, x_shape, c_shape):
