@@ -298,9 +298,32 @@ def _conv_op_types(layer, input_shape):
 
 
 @pytest.mark.parametrize(
+    "filters, input_channels, input_shape, as_matmul",
+    [
+        # BigGAN at 128 px, ch 96: G's first block and D's last two (1536 channels at 8x8
+        # and 4x4, batch 8 or 16); D's 768 -> 1536 at batch 8 (kernel 13.5x the output).
+        (1536, 1536, (8, 8, 8), True),
+        (1536, 1536, (16, 4, 4), True),
+        (1536, 768, (8, 8, 8), True),
+        # The same at batch 16: the kernel is only 6.75x the output.
+        (1536, 768, (16, 8, 8), False),
+        # BigGAN-deep's 512-channel bottleneck: a 2.4M-element kernel.
+        (512, 512, (8, 4, 4), False),
+        # release 0.2's checkpoint test config (ch 1): G's 8x8 conv at batch 2.
+        (4, 4, (2, 8, 8), False),
+    ],
+)
+def test_sn_conv_runs_only_large_weight_heavy_kernels_as_matmul(
+    filters, input_channels, input_shape, as_matmul
+):
+    layer = layers.SNConv2D(filters, 3)
+    assert layer.runs_as_matmul((*input_shape, input_channels)) is as_matmul
+
+
+@pytest.mark.parametrize(
     "filters, kernel_size, padding, input_shape, as_matmul",
     [
-        # kernel 3*3*64*64 = 36,864 > 8 x output 2*4*4*64 = 16,384: BigGAN's 4x4 wide layers.
+        # kernel 3*3*64*64 = 36,864 > 8 x output 2*4*4*64 = 16,384.
         (64, 3, "same", (2, 4, 4, 64), True),
         # output 2*8*8*64 = 8,192, and 8 x 8,192 > 36,864: the direct convolution.
         (64, 3, "same", (2, 8, 8, 64), False),
@@ -308,13 +331,13 @@ def _conv_op_types(layer, input_shape):
         (64, 3, "same", (None, 4, 4, 64), False),
         (512, 1, "same", (2, 2, 2, 512), False),
         (64, 3, "valid", (2, 4, 4, 64), False),
-        # release 0.2's checkpoint test config (ch 1): G's 8x8 conv at batch 2.
-        (4, 3, "same", (2, 8, 8, 4), False),
     ],
 )
-def test_sn_conv_runs_weight_heavy_layers_as_one_matmul(
-    filters, kernel_size, padding, input_shape, as_matmul
+def test_sn_conv_as_matmul_routing_and_values(
+    monkeypatch, filters, kernel_size, padding, input_shape, as_matmul
 ):
+    # Small layers with the kernel-size floor lifted: the ratio rule, the graph and values.
+    monkeypatch.setattr(layers, "MATMUL_CONV_MIN_KERNEL", 0)
     layer = layers.SNConv2D(filters, kernel_size, padding=padding)
     layer.build((None, *input_shape[1:]))
     assert layer.runs_as_matmul(input_shape) is as_matmul

@@ -10,9 +10,9 @@
   the paper. `refine_spectral_norms` re-estimates sigma of a model's current
   weights (the EMA generator's, whose `u` is G's), and `inference_kernel` /
   `fold` give the normalised kernel with the exact sigma (for the export).
-  On CPU, a 'same' `SNConv2D` whose kernel is much larger than its output (BigGAN's
-  wide 4x4 and 8x8 layers) runs as one matmul over shifted copies of its input
-  (`conv_as_matmul`): 1.2-2.2x faster there (forward and backward, docs/performance.md).
+  On CPU, a 'same' `SNConv2D` with a large kernel that is much larger than its output
+  (BigGAN's 1536-channel 4x4 and 8x8 layers) runs as one matmul over shifted copies of
+  its input (`conv_as_matmul`): 1.1-2.2x faster there (docs/performance.md).
 - `SyncBatchNorm` and `ConditionalBatchNorm`: batch norm whose batch statistics
   are reduced over all replicas when a `tf.distribute` strategy runs more than
   one (cross-replica BN, which BigGAN uses in G). The conditional variant is
@@ -50,11 +50,14 @@ def _static_size(shape) -> int | None:
 
 
 MATMUL_CONV_RATIO = 8
-"""A 'same' convolution whose kernel has more than this many times as many elements as its
-output runs as one matmul on CPU (`conv_as_matmul`). Measured with oneDNN on BigGAN's wide,
-low-resolution layers (1536 channels at 4x4 and 8x8, batch 8 and 16), the direct convolution's
-forward and backward passes took 1.1-2.2x as long; at 8x8 and 768 channels, batch 16 (kernel
-only 6.8x the output) and at larger outputs, the direct convolution was faster."""
+MATMUL_CONV_MIN_KERNEL = 2**23
+"""On CPU, a 'same' convolution whose kernel has at least `MATMUL_CONV_MIN_KERNEL` elements
+and more than `MATMUL_CONV_RATIO` times as many as its output runs as one matmul
+(`conv_as_matmul`). Measured with oneDNN, forward and backward, batch 8 and 16: at 1536
+channels and 4x4 or 8x8 (21M-element kernels) the direct convolution took 1.1-2.2x as long,
+and 1.1x at 768 -> 1536 channels, 8x8, batch 8; at 512 channels (2.4M) the matmul's backward
+pass made it 1.4-1.6x slower at 8x8 and at 4x4, batch 16, though its forward pass alone was
+faster; with the kernel under 8x the output the direct convolution was faster."""
 
 
 def conv_as_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -381,15 +384,19 @@ class SNConv2D(_SpectralNormalized):
     def runs_as_matmul(self, input_shape) -> bool:
         """Whether a call on inputs of this static shape runs as `conv_as_matmul`.
 
-        True on CPU for a 'same' k x k convolution (k > 1) whose kernel has more than
-        `MATMUL_CONV_RATIO` times as many elements as its output. An unknown dimension
-        (a dynamic batch) or a GPU/TPU keeps `tf.nn.conv2d`.
+        True on CPU for a 'same' k x k convolution (k > 1) whose kernel has at least
+        `MATMUL_CONV_MIN_KERNEL` elements and more than `MATMUL_CONV_RATIO` times as many as
+        its output. An unknown dimension (a dynamic batch) or a GPU/TPU keeps `tf.nn.conv2d`.
         """
         if self.kernel_size == 1 or self.padding != "same" or _has_accelerator():
             return False
         output_size = _static_size(self.compute_output_shape(input_shape))
         kernel_size = self.kernel_size**2 * int(input_shape[-1]) * self.filters
-        return output_size is not None and MATMUL_CONV_RATIO * output_size < kernel_size
+        return (
+            output_size is not None
+            and kernel_size >= MATMUL_CONV_MIN_KERNEL
+            and MATMUL_CONV_RATIO * output_size < kernel_size
+        )
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
