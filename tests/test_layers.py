@@ -291,10 +291,9 @@ def test_conv_as_matmul_refuses_an_even_kernel():
         layers.conv_as_matmul(tf.zeros([1, 4, 4, 2]), tf.zeros([2, 2, 2, 3]))
 
 
-def _conv_op_types(layer, input_shape):
-    fn = tf.function(lambda x: layer(x, training=True))
-    graph = fn.get_concrete_function(tf.TensorSpec(input_shape, tf.float32)).graph
-    return {op.type for op in graph.get_operations()}
+def _traced_operations(fn, *specs):
+    """The operations of `fn`'s graph traced for input `specs`."""
+    return tf.function(fn).get_concrete_function(*specs).graph.get_operations()
 
 
 @pytest.mark.parametrize(
@@ -341,7 +340,12 @@ def test_sn_conv_as_matmul_routing_and_values(
     layer = layers.SNConv2D(filters, kernel_size, padding=padding)
     layer.build((None, *input_shape[1:]))
     assert layer.runs_as_matmul(input_shape) is as_matmul
-    types = _conv_op_types(layer, input_shape)
+    types = {
+        op.type
+        for op in _traced_operations(
+            lambda x: layer(x, training=True), tf.TensorSpec(input_shape, tf.float32)
+        )
+    }
     assert ("Conv2D" in types) is not as_matmul
     assert ("ConcatV2" in types) is as_matmul
     x = _rng(3).randn(*[d or 3 for d in input_shape]).astype(np.float32)
@@ -434,11 +438,10 @@ def test_conditional_bn_moving_statistics_and_inference():
 
 def _full_size_elementwise_ops(fn, *specs):
     """Types of the ops in `fn`'s graph whose output has the first spec's full shape."""
-    graph = tf.function(fn).get_concrete_function(*specs).graph
     shape = specs[0].shape.as_list()
     return sorted(
         op.type
-        for op in graph.get_operations()
+        for op in _traced_operations(fn, *specs)
         if op.outputs
         and op.outputs[0].shape.as_list() == shape
         and op.type not in ("Placeholder", "Identity")

@@ -625,13 +625,19 @@ class SyncBatchNorm(keras.layers.Layer):
         is not collecting standing statistics)."""
         return not training and self._collector is None
 
-    def inference_scale_and_offset(self, truncation=None) -> tuple[tf.Tensor, tf.Tensor]:
-        """`(1 / sqrt(var + eps), -mean / sqrt(var + eps))` of the stored statistics at
-        `truncation`, float32 `[C]` each: `normalize` of an inference call is
-        `x * scale + offset`."""
+    def affine_with_stored_statistics(self, x, gamma, beta, truncation=None):
+        """`normalize(x) * gamma + beta` of an inference call, as one multiply-add per element.
+
+        The stored statistics at `truncation`, `gamma` and `beta` (`[C]`, or `[B, 1, 1, C]`
+        per example for the conditional BN) are folded into a scale and an offset in
+        float32; `x` is scaled and shifted in the compute dtype.
+        """
         mean, variance = self._inference_statistics(truncation)
-        scale = tf.math.rsqrt(variance + self.epsilon)
-        return scale, -mean * scale
+        inv = tf.math.rsqrt(variance + self.epsilon)
+        gamma = tf.cast(gamma, tf.float32)
+        scale, offset = inv * gamma, (-mean * inv) * gamma + tf.cast(beta, tf.float32)
+        dtype = self.compute_dtype
+        return tf.cast(x, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
 
     def _fused_training_normalize(self, x):
         channels = x.shape[-1]
@@ -669,15 +675,13 @@ class SyncBatchNorm(keras.layers.Layer):
         self.moving_variance.assign_sub((moving_variance - variance) * decay)
 
     def call(self, inputs, training=None, truncation=None):
-        dtype = self.compute_dtype
         if self.affine and self.uses_stored_statistics(training):
-            # One multiply-add per element: the statistics and gamma, beta folded in float32.
-            scale, offset = self.inference_scale_and_offset(truncation)
-            gamma = tf.cast(self.gamma.value, tf.float32)
-            scale, offset = scale * gamma, offset * gamma + tf.cast(self.beta.value, tf.float32)
-            return tf.cast(inputs, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
+            return self.affine_with_stored_statistics(
+                inputs, self.gamma.value, self.beta.value, truncation
+            )
         outputs = self.normalize(inputs, training=training, truncation=truncation)
         if self.affine:
+            dtype = self.compute_dtype
             outputs = outputs * tf.cast(self.gamma.value, dtype) + tf.cast(self.beta.value, dtype)
         return outputs
 
@@ -745,13 +749,10 @@ class ConditionalBatchNorm(keras.layers.Layer):
         gain = self.gain(c, training=training)[:, None, None, :]
         bias = self.bias(c, training=training)[:, None, None, :]
         if self.batch_norm.uses_stored_statistics(training):
-            # One multiply-add per element instead of four passes: the statistics, gain and
-            # bias folded into a per-example scale and offset `[B, 1, 1, C]` in float32.
-            scale, offset = self.batch_norm.inference_scale_and_offset(truncation)
-            gain = 1.0 + tf.cast(gain, tf.float32)
-            scale, offset = scale * gain, offset * gain + tf.cast(bias, tf.float32)
-            dtype = self.compute_dtype
-            return tf.cast(x, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
+            # One multiply-add per element instead of four passes.
+            return self.batch_norm.affine_with_stored_statistics(
+                x, 1.0 + tf.cast(gain, tf.float32), bias, truncation
+            )
         normalized = self.batch_norm.normalize(x, training=training, truncation=truncation)
         return normalized * (1.0 + gain) + bias
 
