@@ -494,6 +494,7 @@ def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):
             + [
                 "train.total_steps = 2",
                 "train.batch_size = 4",
+                "train.max_sample_classes = 2",
                 "make_dataset.source = @image_folder_source",
                 f"image_folder_source.root = '{root}'",
             ]
@@ -506,7 +507,9 @@ def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):
         assert json.load(f) == {"apple": 0, "bird": 1, "cat": 2}
     skipped = _scalar_values(model_dir, "data/skipped_images")
     assert skipped and skipped[-1] == 1.0
-    assert os.path.exists(os.path.join(model_dir, "real_examples.png"))
+    # The real examples in the sample grid's layout: 2 classes x 2 images of 32 px, 2 px apart.
+    grid = tf.io.decode_png(tf.io.read_file(os.path.join(model_dir, "real_examples.png")))
+    assert grid.shape == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2, 3)
 
 
 def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):

@@ -87,7 +87,15 @@ class Run:
             seed=seed,
         )
         if self.chief:
-            data.summarize_dataset(input_data, self.out_dir, resolution)
+            # The real examples in the layout of the sample grid, to compare them side by side
+            # (and a small PNG at 512 px).
+            data.summarize_dataset(
+                input_data,
+                self.out_dir,
+                resolution,
+                examples_per_class=self.config.loop.samples_per_class,
+                max_classes=self.config.loop.max_sample_classes,
+            )
         return input_data
 
     def _resume(self, init_from) -> None:

@@ -49,7 +49,8 @@ class LoopConfig:
       keep_checkpoints: checkpoints kept.
       summary_every: steps between TensorBoard scalar summaries (and collapse checks).
       sample_every: steps between sample grids of the EMA generator.
-      samples_per_class, max_sample_classes: the sample grid's layout.
+      samples_per_class, max_sample_classes: the layout of the sample grids and of
+        `real_examples.png`.
       export_at_end: write a SavedModel to `model_dir/export` at the end.
     """
 

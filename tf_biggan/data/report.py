@@ -19,22 +19,20 @@ from tf_biggan.data.source import Source
 
 __all__ = ["summarize_dataset"]
 
-_MAX_GRID_CLASSES = 20
-
-
 def summarize_dataset(
     input_data_or_source: InputData | Source,
     model_dir: str | None,
     resolution: int,
     examples_per_class: int = 8,
+    max_classes: int = 20,
     max_scan: int = 20_000,
 ) -> dict[str, int]:
     """Logs the data set and writes `model_dir/real_examples.png`.
 
     Logs the resolution, the total and the number of images per class (exact when the
     source knows it, otherwise estimated from up to `max_scan` examples), and writes a grid
-    with one row per class (at most 20 classes) of `examples_per_class` preprocessed real
-    images, so a wrong class mapping shows at a glance.
+    with one row per class (the first `max_classes`) of `examples_per_class` preprocessed
+    real images, so a wrong class mapping shows at a glance.
 
     Args:
       input_data_or_source: an `InputData` (its batches are read from a fresh iterator) or
@@ -42,6 +40,7 @@ def summarize_dataset(
       model_dir: where to write the PNG; None logs only.
       resolution: the training resolution (images of a `Source` are resized to it).
       examples_per_class: columns of the grid.
+      max_classes: most rows of the grid.
       max_scan: most examples read to fill the grid and estimate counts.
 
     Returns:
@@ -50,7 +49,7 @@ def summarize_dataset(
     data = input_data_or_source
     class_names = data.class_names
     num_classes = len(class_names)
-    shown = min(num_classes, _MAX_GRID_CLASSES)
+    shown = min(num_classes, max_classes)
     picked, seen, scanned = _scan(data, resolution, shown, examples_per_class, max_scan)
     counts, how = _class_counts(data, seen, scanned)
     total = data.num_examples
