@@ -357,6 +357,133 @@ def test_sn_conv_as_matmul_routing_and_values(
     )
 
 
+def _np_upsample(x):
+    return np.repeat(np.repeat(np.asarray(x, np.float64), 2, axis=1), 2, axis=2)
+
+
+def _np_avg_pool(x):
+    x = np.asarray(x, np.float64)
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+@pytest.mark.parametrize("k, shape", [(3, (2, 4, 4, 6)), (3, (1, 3, 5, 2)), (1, (2, 4, 2, 3))])
+@pytest.mark.parametrize("resample", ["up", "down"])
+def test_resampling_convs_are_the_resampled_convolution_and_have_its_gradients(resample, k, shape):
+    """`upsample_conv` against numpy's upsample-then-convolve and `conv_avg_pool` against
+    convolve-then-average-pool, in float64; their gradients against TensorFlow's
+    gradients of the unfused ops."""
+    if resample == "down":
+        shape = (shape[0], 2 * shape[1], 2 * shape[2], shape[3])
+    rng = _rng(11)
+    x = tf.constant(rng.randn(*shape).astype(np.float32))
+    kernel = tf.constant(rng.randn(k, k, shape[-1], 5).astype(np.float32))
+    if resample == "up":
+        fused, expected = layers.upsample_conv, _np_same_conv(_np_upsample(x), kernel)
+
+        def unfused(x, kernel):
+            return tf.nn.conv2d(layers.upsample(x), kernel, 1, "SAME")
+    else:
+        fused, expected = layers.conv_avg_pool, _np_avg_pool(_np_same_conv(x, kernel))
+
+        def unfused(x, kernel):
+            return layers.downsample(tf.nn.conv2d(x, kernel, 1, "SAME"))
+
+    upstream = tf.constant(rng.randn(*expected.shape).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        ours = fused(x, kernel)
+        ours_loss = tf.reduce_sum(ours * upstream)
+        reference_loss = tf.reduce_sum(unfused(x, kernel) * upstream)
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-5)
+    ours_grads = tape.gradient(ours_loss, [x, kernel])
+    reference_grads = tape.gradient(reference_loss, [x, kernel])
+    for ours_grad, reference_grad in zip(ours_grads, reference_grads, strict=True):
+        np.testing.assert_allclose(ours_grad.numpy(), reference_grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_resampling_convs_refuse_other_kernels():
+    for fused in (layers.upsample_conv, layers.conv_avg_pool):
+        with pytest.raises(ValueError, match="1x1 or 3x3 kernel"):
+            fused(tf.zeros([1, 4, 4, 2]), tf.zeros([5, 5, 2, 3]))
+
+
+@pytest.mark.parametrize(
+    "filters, input_shape, resample, fused",
+    [
+        # BigGAN at 32 px, ch 64, batch 64: G's 8 -> 16 px conv and D's 32 px pooled conv.
+        (256, (64, 8, 8, 256), "up", True),
+        (256, (64, 32, 32, 256), "down", True),
+        # 128 px, ch 96, batch 8: G's 32 -> 64 px conv, D's 16 px pooled conv (batch 16).
+        (192, (8, 32, 32, 384), "up", True),
+        (768, (16, 16, 16, 768), "down", True),
+        # G's first block and D's 8 px block at 128 px run as `conv_as_matmul` instead.
+        (1536, (8, 4, 4, 1536), "up", False),
+        (1536, (16, 8, 8, 1536), "down", False),
+        # The Fashion-MNIST width (ch 16, batch 32): only G's last conv does enough work.
+        (64, (32, 16, 16, 64), "up", True),
+        (64, (32, 8, 8, 64), "up", False),
+        # A dynamic batch counts one example: 128 px's G at 16 -> 32 px, and ch 16 at 32 px.
+        (384, (None, 16, 16, 768), "up", True),
+        (64, (None, 16, 16, 64), "up", False),
+        # release 0.2's checkpoint test config (ch 1): G's 4 -> 8 px conv at batch 2.
+        (4, (2, 4, 4, 4), "up", False),
+    ],
+)
+def test_sn_conv_fuses_resampling_only_where_it_pays(filters, input_shape, resample, fused):
+    layer = layers.SNConv2D(filters, 3)
+    assert layer.fuses_resampling(input_shape, resample) is fused
+
+
+@pytest.mark.parametrize(
+    "kernel_size, resample, input_shape, fused",
+    [
+        (3, "up", (2, 4, 4, 8), True),
+        (1, "up", (2, 4, 4, 8), True),
+        (3, "down", (2, 8, 8, 8), True),
+        (1, "down", (2, 8, 8, 8), True),
+        (3, "up", (None, 4, 4, 8), True),
+    ],
+)
+def test_sn_conv_resampling_routing_and_values(
+    monkeypatch, kernel_size, resample, input_shape, fused
+):
+    # Small layers with the work floor lifted: the graph's op types and the values against
+    # the SN formula applied to the resampled convolution in numpy.
+    monkeypatch.setattr(layers, "RESAMPLE_CONV_MIN_MACS", 0)
+    filters = 6
+    layer = layers.SNConv2D(filters, kernel_size)
+    layer.build((None, *input_shape[1:]))
+    assert layer.fuses_resampling(input_shape, resample) is fused
+    types = [
+        op.type
+        for op in _traced_operations(
+            lambda x: layer(x, training=True, resample=resample),
+            tf.TensorSpec(input_shape, tf.float32),
+        )
+    ]
+    convs = types.count("Conv2D")
+    if kernel_size == 3:
+        # Four phase convolutions, or one strided 4x4 convolution; no pooling either way.
+        assert convs == (4 if resample == "up" else 1)
+        assert "AvgPool" not in types
+    x = _rng(5).randn(*[d or 3 for d in input_shape]).astype(np.float32)
+    layer.bias.assign(np.linspace(-1, 1, filters).astype(np.float32))
+    normalized = _np_sn(layer.kernel.numpy(), layer.u.numpy())[0]
+    if resample == "up":
+        expected = _np_same_conv(_np_upsample(x), normalized)
+    else:
+        expected = _np_avg_pool(_np_same_conv(x, normalized))
+    np.testing.assert_allclose(
+        layer(x, training=False, resample=resample).numpy(),
+        expected + layer.bias.numpy(),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    with pytest.raises(ValueError, match="resample must be"):
+        layer(x, resample="sideways")
+
+
 def test_sn_embedding_rows_are_rows_of_normalized_table():
     layer = layers.SNEmbedding(7, 4)
     layer.build((None,))

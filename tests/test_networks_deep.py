@@ -193,7 +193,7 @@ def test_upsample_and_its_gradient_match_numpy(dtype):
     dy = rng.standard_normal((2, 6, 10, 4)).astype(np.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = networks_deep.upsample(x)
+        y = layers.upsample(x)
     dx = tape.gradient(y, x, output_gradients=tf.constant(dy, dtype))
     assert y.dtype == dtype and dx.dtype == dtype
     x64 = tf.cast(x, tf.float64).numpy()

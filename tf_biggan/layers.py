@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 SN_EPSILON = 1e-6
@@ -59,6 +60,14 @@ and 1.1x at 768 -> 1536 channels, 8x8, batch 8; at 512 channels (2.4M) the matmu
 pass made it 1.4-1.6x slower at 8x8 and at 4x4, batch 16, though its forward pass alone was
 faster; with the kernel under 8x the output the direct convolution was faster."""
 
+RESAMPLE_CONV_MIN_MACS = 2**29
+"""On CPU, an `SNConv2D` called with `resample="up"` or `"down"` runs as `upsample_conv` or
+`conv_avg_pool` when the convolution it stands for does at least this many multiply-adds
+per call (counting one example when the batch is dynamic). Measured with oneDNN, forward
+and backward: G's upsampling convs at 32 px (ch 64, batch 64) and 128 px (ch 96, batch 8)
+1.6-2.0x faster and D's pooled convs 1.6-2.1x; at 4 channels, or 64 channels at 4x4 and
+8x8 (batch 32), the extra ops made it up to 1.5x slower."""
+
 
 def conv_as_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """`tf.nn.conv2d(x, kernel, 1, "SAME")` as one matmul over shifted copies of `x`.
@@ -83,6 +92,123 @@ def conv_as_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     columns = tf.reshape(tf.concat(shifted, axis=-1), [-1, k * k * channels])
     outputs = tf.matmul(columns, tf.reshape(kernel, [k * k * channels, kernel.shape[-1]]))
     return tf.reshape(outputs, [-1, height, width, kernel.shape[-1]])
+
+
+@tf.custom_gradient
+def upsample(x):
+    """Nearest-neighbour 2x of `[B, H, W, C]` → `[B, 2H, 2W, C]`.
+
+    Its gradient is the 2x2 sum pooling of the incoming gradient, computed as 4 x the
+    average pooling: scaling by 4 is exact in binary floating point, and the pooling kernel
+    is about 8x faster on CPU than the 6-D reduction that automatic differentiation derives
+    from the broadcast (docs/performance.md).
+    """
+    # Written as a broadcast so XLA and the CPU kernels fuse it.
+    b, h, w, c = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    y = tf.reshape(
+        tf.broadcast_to(x[:, :, None, :, None, :], [b, h, 2, w, 2, c]), [b, 2 * h, 2 * w, c]
+    )
+
+    def gradient(dy):
+        return tf.nn.avg_pool2d(dy, 2, 2, "VALID") * tf.constant(4.0, dy.dtype)
+
+    return y, gradient
+
+
+def downsample(x):
+    """2x2 average pooling of `[B, H, W, C]` → `[B, H/2, W/2, C]`."""
+    return tf.nn.avg_pool2d(x, 2, 2, "VALID")
+
+
+def _resampling_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """The linear maps from a 3x3 kernel's taps to the kernels of `upsample_conv` and
+    `conv_avg_pool`, `[16, 9]` each (rows and columns in row-major tap order).
+
+    Along one axis, output row `2i + a` of a 'same' 3-tap convolution of the upsampled input
+    reads input rows `i - 1, i` with taps `(w0, w1 + w2)` when a = 0 and rows `i, i + 1`
+    with `(w0 + w1, w2)` when a = 1. Average-pooling pairs of a 3-tap convolution's outputs
+    is one 4-tap convolution with stride 2 and taps `(w0, w0 + w1, w1 + w2, w2) / 2`. The
+    2-D maps are the outer products of the 1-D ones.
+    """
+    up = np.zeros([2, 2, 3], np.float32)  # [phase, tap, 3x3 tap]
+    up[0, 0, 0] = up[0, 1, 1] = up[0, 1, 2] = 1.0
+    up[1, 0, 0] = up[1, 0, 1] = up[1, 1, 2] = 1.0
+    up_2d = np.einsum("ari,bcj->abrcij", up, up).reshape(16, 9)  # rows (a, b, r, c)
+    down = np.zeros([4, 3], np.float32)
+    for pooled in (0, 1):
+        for tap in range(3):
+            down[pooled + tap, tap] += 0.5
+    down_2d = np.einsum("ri,cj->rcij", down, down).reshape(16, 9)
+    return up_2d, down_2d
+
+
+_UPSAMPLE_TAPS, _AVG_POOL_TAPS = _resampling_matrices()
+
+
+def _combined_taps(matrix: np.ndarray, kernel: tf.Tensor) -> tf.Tensor:
+    """`matrix [R, 9]` times a 3x3 kernel's taps → `[R, C, K]`, summed in float32 (a sum
+    of bfloat16 taps rounded to bfloat16 would lose precision the layer does not lose)."""
+    channels, filters = kernel.shape[2], kernel.shape[3]
+    taps = tf.reshape(tf.cast(kernel, tf.float32), [9, channels * filters])
+    combined = tf.matmul(tf.constant(matrix), taps)
+    return tf.cast(tf.reshape(combined, [-1, channels, filters]), kernel.dtype)
+
+
+def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """`tf.nn.conv2d(upsample(x), kernel, 1, "SAME")` without the upsampled tensor.
+
+    A 1x1 kernel is applied before the upsampling (they commute). A 3x3 kernel becomes four
+    2x2 kernels, one per output phase `(a, b)` (output pixel `(2i + a, 2j + b)`), each a sum
+    of the original taps, applied to `x` padded by one pixel on the phase's side; the four
+    outputs are interleaved with `depth_to_space`. That is 16 instead of 36 multiply-adds per
+    input pixel and channel pair, and the gradients are those of these ops.
+
+    Args:
+      x: `[N, H, W, C]` with static H, W and C.
+      kernel: `[k, k, C, K]`, k = 1 or 3.
+
+    Returns:
+      `[N, 2H, 2W, K]`, equal to the convolution of the upsampled `x` up to float rounding.
+    """
+    k = int(kernel.shape[0])
+    if k == 1:
+        return upsample(tf.nn.conv2d(x, kernel, 1, "VALID"))
+    if k != 3 or int(kernel.shape[1]) != 3:
+        raise ValueError(f"upsample_conv needs a 1x1 or 3x3 kernel, got {kernel.shape}")
+    phase_kernels = _combined_taps(_UPSAMPLE_TAPS, kernel)
+    outputs = []
+    for a in (0, 1):
+        for b in (0, 1):
+            phase = 2 * a + b
+            phase_kernel = tf.reshape(
+                phase_kernels[4 * phase : 4 * phase + 4], [2, 2, -1, kernel.shape[3]]
+            )
+            padded = tf.pad(x, [[0, 0], [1 - a, a], [1 - b, b], [0, 0]])
+            outputs.append(tf.nn.conv2d(padded, phase_kernel, 1, "VALID"))
+    return tf.nn.depth_to_space(tf.concat(outputs, axis=-1), 2)
+
+
+def conv_avg_pool(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """`downsample(tf.nn.conv2d(x, kernel, 1, "SAME"))` as one strided convolution.
+
+    A 1x1 kernel is applied after the pooling (they commute). A 3x3 kernel becomes one 4x4
+    kernel applied with stride 2 to `x` padded by one pixel: 16 instead of 36 multiply-adds
+    per output pixel and channel pair at the pooled resolution.
+
+    Args:
+      x: `[N, H, W, C]`, H and W even.
+      kernel: `[k, k, C, K]`, k = 1 or 3.
+
+    Returns:
+      `[N, H/2, W/2, K]`, equal to the pooled convolution up to float rounding.
+    """
+    k = int(kernel.shape[0])
+    if k == 1:
+        return tf.nn.conv2d(downsample(x), kernel, 1, "VALID")
+    if k != 3 or int(kernel.shape[1]) != 3:
+        raise ValueError(f"conv_avg_pool needs a 1x1 or 3x3 kernel, got {kernel.shape}")
+    pooled_kernel = tf.reshape(_combined_taps(_AVG_POOL_TAPS, kernel), [4, 4, -1, kernel.shape[3]])
+    return tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), pooled_kernel, 2, "VALID")
 
 
 def _has_accelerator() -> bool:
@@ -266,7 +392,7 @@ class _SpectralNormalized(keras.layers.Layer):
         kernel, inverse_sigma = self.kernel_and_inverse_sigma(training)
         return kernel if inverse_sigma is None else kernel * inverse_sigma
 
-    def _normalized_apply(self, op, inputs, training):
+    def _normalized_apply(self, op, inputs, training, output_shape=None):
         """`op(inputs, kernel / sigma)` in the compute dtype.
 
         `1 / sigma` scales whichever is smaller, the kernel or the output: the two are
@@ -277,13 +403,16 @@ class _SpectralNormalized(keras.layers.Layer):
         Args:
           op: `(inputs, kernel) -> outputs`, linear in `kernel`, without bias.
           inputs: passed to `op` as they are (callers cast them).
+          output_shape: the shape of `op`'s output, if not `compute_output_shape`'s.
         """
         if self.folded:
             # Read as stored: a bfloat16 kernel of a bfloat16 inference copy is used without
             # a round trip through float32.
             return op(inputs, self._cast(self.kernel.value))
         kernel, inverse_sigma = self.kernel_and_inverse_sigma(training)
-        output_size = _static_size(self.compute_output_shape(inputs.shape))
+        if output_shape is None:
+            output_shape = self.compute_output_shape(inputs.shape)
+        output_size = _static_size(output_shape)
         if output_size is not None and output_size < kernel.shape.num_elements():
             outputs = op(inputs, self._cast(kernel))
             # Scaled in float32: a bfloat16 `1 / sigma` would be off by up to 0.4% for the
@@ -371,7 +500,25 @@ class SNConv2D(_SpectralNormalized):
         k = self.kernel_size
         self._build_weights("kernel", (k, k, input_shape[-1], self.filters), self.use_bias)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, resample=None):
+        """`inputs [N, H, W, C]` → `[N, H', W', filters]`.
+
+        `resample="up"` convolves the nearest-neighbour 2x upsampling of `inputs` (G's
+        blocks) and `resample="down"` average-pools the convolution 2x2 (D's blocks); either
+        runs as one fused op (`upsample_conv`, `conv_avg_pool`) where `fuses_resampling`
+        says so, else as the resampling and the convolution.
+        """
+        if resample not in (None, "up", "down"):
+            raise ValueError(f"resample must be None, 'up' or 'down', got {resample!r}")
+        inputs = self._cast(inputs)
+        if resample and self.fuses_resampling(inputs.shape, resample):
+            conv = upsample_conv if resample == "up" else conv_avg_pool
+            b, h, w, _ = inputs.shape
+            h, w = (h * 2, w * 2) if resample == "up" else (h // 2, w // 2)
+            outputs = self._normalized_apply(conv, inputs, bool(training), (b, h, w, self.filters))
+            return self._add_bias(outputs)
+        if resample == "up":
+            inputs = upsample(inputs)
         if self.runs_as_matmul(inputs.shape):
             conv = conv_as_matmul
         else:
@@ -379,7 +526,30 @@ class SNConv2D(_SpectralNormalized):
             def conv(x, kernel):
                 return tf.nn.conv2d(x, kernel, strides=1, padding=self.padding.upper())
 
-        return self._add_bias(self._normalized_apply(conv, self._cast(inputs), bool(training)))
+        outputs = self._add_bias(self._normalized_apply(conv, inputs, bool(training)))
+        return downsample(outputs) if resample == "down" else outputs
+
+    def fuses_resampling(self, input_shape, resample: str) -> bool:
+        """Whether a call with `resample` ("up" or "down") on inputs of this shape runs as
+        `upsample_conv` or `conv_avg_pool`.
+
+        True on CPU for a 'same' 1x1 or 3x3 convolution with static height, width and
+        channels whose unfused convolution does at least `RESAMPLE_CONV_MIN_MACS`
+        multiply-adds (for one example when the batch is dynamic) and would not run as
+        `conv_as_matmul` (whose matmul is faster than the fused convolution at those
+        shapes). A GPU or TPU keeps the resampling and the convolution apart.
+        """
+        if self.padding != "same" or self.kernel_size not in (1, 3) or _has_accelerator():
+            return False
+        batch, height, width, channels = input_shape
+        if height is None or width is None or channels is None:
+            return False
+        if resample == "up":
+            height, width = 2 * height, 2 * width
+        if self.runs_as_matmul((batch, height, width, channels)):
+            return False
+        macs = (batch or 1) * height * width * self.kernel_size**2 * channels * self.filters
+        return macs >= RESAMPLE_CONV_MIN_MACS
 
     def runs_as_matmul(self, input_shape) -> bool:
         """Whether a call on inputs of this static shape runs as `conv_as_matmul`.

@@ -152,11 +152,10 @@ class GeneratorBlock(keras.layers.Layer):
 
     def call(self, x, c, training=None, truncation=None):
         h = tf.nn.relu(self.bn1(x, c, training=training, truncation=truncation))
-        h = networks_deep.upsample(h)
-        h = self.conv1(h, training=training)
+        h = self.conv1(h, training=training, resample="up")
         h = tf.nn.relu(self.bn2(h, c, training=training, truncation=truncation))
         h = self.conv2(h, training=training)
-        return h + self.conv_shortcut(networks_deep.upsample(x), training=training)
+        return h + self.conv_shortcut(x, training=training, resample="up")
 
     def get_config(self):
         return {
@@ -204,20 +203,19 @@ class DiscriminatorBlock(keras.layers.Layer):
             )
 
     def call(self, x, training=None):
+        resample = "down" if self.downsample else None
         h = tf.nn.relu(x) if self.preactivation else x
         h = self.conv1(h, training=training)
-        h = self.conv2(tf.nn.relu(h), training=training)
-        if self.downsample:
-            h = networks_deep.downsample(h)
+        h = self.conv2(tf.nn.relu(h), training=training, resample=resample)
         shortcut = x
         if self.preactivation:
             if self.conv_shortcut is not None:
-                shortcut = self.conv_shortcut(shortcut, training=training)
-            if self.downsample:
-                shortcut = networks_deep.downsample(shortcut)
+                shortcut = self.conv_shortcut(shortcut, training=training, resample=resample)
+            elif self.downsample:
+                shortcut = layers.downsample(shortcut)
         else:
             if self.downsample:
-                shortcut = networks_deep.downsample(shortcut)
+                shortcut = layers.downsample(shortcut)
             if self.conv_shortcut is not None:
                 shortcut = self.conv_shortcut(shortcut, training=training)
         return h + shortcut

@@ -97,32 +97,6 @@ def discriminator_blocks(arch: DeepArch, ch: int, depth: int) -> list[tuple[int,
     return blocks
 
 
-@tf.custom_gradient
-def upsample(x):
-    """Nearest-neighbour 2x of `[B, H, W, C]` → `[B, 2H, 2W, C]`.
-
-    Its gradient is the 2x2 sum pooling of the incoming gradient, computed as 4 x the
-    average pooling: scaling by 4 is exact in binary floating point, and the pooling kernel
-    is about 8x faster on CPU than the 6-D reduction that automatic differentiation derives
-    from the broadcast (docs/performance.md).
-    """
-    # Written as a broadcast so XLA and the CPU kernels fuse it.
-    b, h, w, c = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
-    y = tf.reshape(
-        tf.broadcast_to(x[:, :, None, :, None, :], [b, h, 2, w, 2, c]), [b, 2 * h, 2 * w, c]
-    )
-
-    def gradient(dy):
-        return tf.nn.avg_pool2d(dy, 2, 2, "VALID") * tf.constant(4.0, dy.dtype)
-
-    return y, gradient
-
-
-def downsample(x):
-    """2x2 average pooling of `[B, H, W, C]` → `[B, H/2, W/2, C]`."""
-    return tf.nn.avg_pool2d(x, 2, 2, "VALID")
-
-
 class DeepGeneratorBlock(keras.layers.Layer):
     """BigGAN-deep's G block: CBN-ReLU-conv1x1 (down to `hidden`), CBN-ReLU-(up)-conv3x3,
     CBN-ReLU-conv3x3, CBN-ReLU-conv1x1 (up to `filters`), plus the skip: the first `filters`
@@ -189,8 +163,8 @@ class DeepGeneratorBlock(keras.layers.Layer):
         h = norm(self.bn2, h)
         skip = x[..., : self.filters]
         if self.upsample:
-            h, skip = upsample(h), upsample(skip)
-        h = self.conv2(h, training=training)
+            skip = layers.upsample(skip)
+        h = self.conv2(h, training=training, resample="up" if self.upsample else None)
         h = self.conv3(norm(self.bn3, h), training=training)
         h = self.conv4(norm(self.bn4, h), training=training)
         return h + skip
@@ -259,7 +233,7 @@ class DeepDiscriminatorBlock(keras.layers.Layer):
         h = tf.nn.relu(self.conv3(tf.nn.relu(h), training=training))
         skip = x
         if self.downsample:
-            h, skip = downsample(h), downsample(skip)
+            h, skip = layers.downsample(h), layers.downsample(skip)
         h = self.conv4(h, training=training)
         if self.conv_shortcut is not None:
             skip = tf.concat([skip, self.conv_shortcut(skip, training=training)], axis=-1)
