@@ -86,16 +86,10 @@ class Run:
             model_dir=self.out_dir,
             seed=seed,
         )
-        if self.chief:
-            # The real examples in the layout of the sample grid, to compare them side by side
-            # (and a small PNG at 512 px).
-            data.summarize_dataset(
-                input_data,
-                self.out_dir,
-                resolution,
-                examples_per_class=self.config.loop.samples_per_class,
-                max_classes=self.config.loop.max_sample_classes,
-            )
+        if self.chief:  # real examples in the sample grids' layout, to compare side by side
+            loop = self.config.loop
+            grid = (loop.samples_per_class, loop.max_sample_classes)
+            data.summarize_dataset(input_data, self.out_dir, resolution, *grid)
         return input_data
 
     def _resume(self, init_from) -> None:
