@@ -428,6 +428,8 @@ def test_resampling_convs_refuse_other_kernels():
         (64, (None, 16, 16, 64), "up", False),
         # release 0.2's checkpoint test config (ch 1): G's 4 -> 8 px conv at batch 2.
         (4, (2, 4, 4, 4), "up", False),
+        # An odd size is pooled as the unfused ops pool it.
+        (256, (64, 31, 32, 256), "down", False),
     ],
 )
 def test_sn_conv_fuses_resampling_only_where_it_pays(filters, input_shape, resample, fused):

@@ -148,13 +148,15 @@ def _resampling_matrices() -> tuple[np.ndarray, np.ndarray]:
 _UPSAMPLE_TAPS, _AVG_POOL_TAPS = _resampling_matrices()
 
 
-def _combined_taps(matrix: np.ndarray, kernel: tf.Tensor) -> tf.Tensor:
-    """`matrix [R, 9]` times a 3x3 kernel's taps → `[R, C, K]`, summed in float32 (a sum
-    of bfloat16 taps rounded to bfloat16 would lose precision the layer does not lose)."""
+def _combined_kernel(matrix: np.ndarray, kernel: tf.Tensor) -> tf.Tensor:
+    """`matrix [s*s, 9]` times a 3x3 kernel's taps → an `[s, s, C, K]` kernel, summed in
+    float32 (a sum of bfloat16 taps rounded to bfloat16 would lose precision the layer does
+    not lose). A matmul, so the kernel's gradient is one matmul too."""
     channels, filters = kernel.shape[2], kernel.shape[3]
+    size = math.isqrt(matrix.shape[0])
     taps = tf.reshape(tf.cast(kernel, tf.float32), [9, channels * filters])
     combined = tf.matmul(tf.constant(matrix), taps)
-    return tf.cast(tf.reshape(combined, [-1, channels, filters]), kernel.dtype)
+    return tf.cast(tf.reshape(combined, [size, size, channels, filters]), kernel.dtype)
 
 
 def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -162,9 +164,9 @@ def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 
     A 1x1 kernel is applied before the upsampling (they commute). A 3x3 kernel becomes four
     2x2 kernels, one per output phase `(a, b)` (output pixel `(2i + a, 2j + b)`), each a sum
-    of the original taps, applied to `x` padded by one pixel on the phase's side; the four
-    outputs are interleaved with `depth_to_space`. That is 16 instead of 36 multiply-adds per
-    input pixel and channel pair, and the gradients are those of these ops.
+    of the original taps, applied to `x` padded with zeros by one pixel on the phase's side;
+    the four outputs are interleaved with `depth_to_space`. That is 16 instead of 36
+    multiply-adds per input pixel and channel pair, and the gradients are those of these ops.
 
     Args:
       x: `[N, H, W, C]` with static H, W and C.
@@ -178,16 +180,20 @@ def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return upsample(tf.nn.conv2d(x, kernel, 1, "VALID"))
     if k != 3 or int(kernel.shape[1]) != 3:
         raise ValueError(f"upsample_conv needs a 1x1 or 3x3 kernel, got {kernel.shape}")
-    phase_kernels = _combined_taps(_UPSAMPLE_TAPS, kernel)
     outputs = []
     for a in (0, 1):
         for b in (0, 1):
+            # One matmul per phase: slices of one combined kernel would cost a kernel-sized
+            # gradient tensor each. Phase (1, 1) pads after, as "SAME" does; the others take
+            # padded copies of `x`, as the convolution's explicit padding made oneDNN's
+            # gradients 1.2-1.8x slower.
             phase = 2 * a + b
-            phase_kernel = tf.reshape(
-                phase_kernels[4 * phase : 4 * phase + 4], [2, 2, -1, kernel.shape[3]]
-            )
-            padded = tf.pad(x, [[0, 0], [1 - a, a], [1 - b, b], [0, 0]])
-            outputs.append(tf.nn.conv2d(padded, phase_kernel, 1, "VALID"))
+            phase_kernel = _combined_kernel(_UPSAMPLE_TAPS[4 * phase : 4 * phase + 4], kernel)
+            if phase == 3:
+                outputs.append(tf.nn.conv2d(x, phase_kernel, 1, "SAME"))
+            else:
+                padded = tf.pad(x, [[0, 0], [1 - a, a], [1 - b, b], [0, 0]])
+                outputs.append(tf.nn.conv2d(padded, phase_kernel, 1, "VALID"))
     return tf.nn.depth_to_space(tf.concat(outputs, axis=-1), 2)
 
 
@@ -195,8 +201,8 @@ def conv_avg_pool(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """`downsample(tf.nn.conv2d(x, kernel, 1, "SAME"))` as one strided convolution.
 
     A 1x1 kernel is applied after the pooling (they commute). A 3x3 kernel becomes one 4x4
-    kernel applied with stride 2 to `x` padded by one pixel: 16 instead of 36 multiply-adds
-    per output pixel and channel pair at the pooled resolution.
+    kernel applied with stride 2 and one pixel of zero padding on each side: 16 instead of
+    36 multiply-adds per output pixel and channel pair at the pooled resolution.
 
     Args:
       x: `[N, H, W, C]`, H and W even.
@@ -210,8 +216,9 @@ def conv_avg_pool(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return tf.nn.conv2d(downsample(x), kernel, 1, "VALID")
     if k != 3 or int(kernel.shape[1]) != 3:
         raise ValueError(f"conv_avg_pool needs a 1x1 or 3x3 kernel, got {kernel.shape}")
-    pooled_kernel = tf.reshape(_combined_taps(_AVG_POOL_TAPS, kernel), [4, 4, -1, kernel.shape[3]])
-    return tf.nn.conv2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), pooled_kernel, 2, "VALID")
+    pooled_kernel = _combined_kernel(_AVG_POOL_TAPS, kernel)
+    # With stride 2 and an even size, "SAME" pads a 4x4 kernel by one pixel on each side.
+    return tf.nn.conv2d(x, pooled_kernel, 2, "SAME")
 
 
 def _has_accelerator() -> bool:
@@ -536,8 +543,8 @@ class SNConv2D(_SpectralNormalized):
         """Whether a call with `resample` ("up" or "down") on inputs of this shape runs as
         `upsample_conv` or `conv_avg_pool`.
 
-        True on CPU for a 'same' 1x1 or 3x3 convolution with static height, width and
-        channels whose unfused convolution does at least `RESAMPLE_CONV_MIN_MACS`
+        True on CPU for a 'same' 1x1 or 3x3 convolution with static height, width (even to
+        pool) and channels whose unfused convolution does at least `RESAMPLE_CONV_MIN_MACS`
         multiply-adds (for one example when the batch is dynamic) and would not run as
         `conv_as_matmul` (whose matmul is faster than the fused convolution at those
         shapes). A GPU or TPU keeps the resampling and the convolution apart.
@@ -549,6 +556,8 @@ class SNConv2D(_SpectralNormalized):
             return False
         if resample == "up":
             height, width = 2 * height, 2 * width
+        elif height % 2 or width % 2:
+            return False  # `conv_avg_pool` pads as for an even size
         if self.runs_as_matmul((batch, height, width, channels)):
             return False
         macs = (batch or 1) * height * width * self.kernel_size**2 * channels * self.filters
