@@ -68,8 +68,9 @@ RESAMPLE_CONV_MIN_MACS = 2**29
 `conv_avg_pool` when the convolution it stands for does at least this many multiply-adds
 per call (counting one example when the batch is dynamic). Measured with oneDNN, forward
 and backward: G's upsampling convs at 32 px (ch 64, batch 64) and 128 px (ch 96, batch 8)
-1.6-2.0x faster and D's pooled convs 1.6-2.1x; at 4 channels, or 64 channels at 4x4 and
-8x8 (batch 32), the extra ops made it up to 1.5x slower."""
+1.6-2.0x faster and D's pooled convs 1.6-2.1x. With less work the gain shrinks and turns
+into a loss: 64 channels, batch 32, 1.5x at 16 -> 32 px (2.25x the floor), 1.1x at 8 -> 16
+and 0.97x at 4 -> 8; 4 channels 0.7x."""
 
 
 def conv_as_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
