@@ -149,15 +149,18 @@ def _resampling_matrices() -> tuple[np.ndarray, np.ndarray]:
 _UPSAMPLE_TAPS, _AVG_POOL_TAPS = _resampling_matrices()
 
 
-def _combined_kernel(matrix: np.ndarray, kernel: tf.Tensor) -> tf.Tensor:
-    """`matrix [s*s, 9]` times a 3x3 kernel's taps → an `[s, s, C, K]` kernel, summed in
-    float32 (a sum of bfloat16 taps rounded to bfloat16 would lose precision the layer does
-    not lose). A matmul, so the kernel's gradient is one matmul too."""
-    channels, filters = kernel.shape[2], kernel.shape[3]
+def _float32_taps(kernel: tf.Tensor) -> tf.Tensor:
+    """A 3x3 kernel's taps as float32 `[9, C * K]`: sums of bfloat16 taps rounded to
+    bfloat16 would lose precision the layer does not lose."""
+    return tf.reshape(tf.cast(kernel, tf.float32), [9, -1])
+
+
+def _combined_kernel(matrix: np.ndarray, taps: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """`matrix [s*s, 9]` times `taps` (`_float32_taps(kernel)`) → an `[s, s, C, K]` kernel in
+    `kernel`'s dtype. A matmul, so the kernel's gradient is one matmul too."""
     size = math.isqrt(matrix.shape[0])
-    taps = tf.reshape(tf.cast(kernel, tf.float32), [9, channels * filters])
     combined = tf.matmul(tf.constant(matrix), taps)
-    return tf.cast(tf.reshape(combined, [size, size, channels, filters]), kernel.dtype)
+    return tf.cast(tf.reshape(combined, [size, size, *kernel.shape[2:]]), kernel.dtype)
 
 
 def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -181,7 +184,7 @@ def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return upsample(tf.nn.conv2d(x, kernel, 1, "VALID"))
     if k != 3 or int(kernel.shape[1]) != 3:
         raise ValueError(f"upsample_conv needs a 1x1 or 3x3 kernel, got {kernel.shape}")
-    outputs = []
+    taps, outputs = _float32_taps(kernel), []
     for a in (0, 1):
         for b in (0, 1):
             # One matmul per phase: slices of one combined kernel would cost a kernel-sized
@@ -189,7 +192,8 @@ def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
             # padded copies of `x`, as the convolution's explicit padding made oneDNN's
             # gradients 1.2-1.8x slower.
             phase = 2 * a + b
-            phase_kernel = _combined_kernel(_UPSAMPLE_TAPS[4 * phase : 4 * phase + 4], kernel)
+            rows = _UPSAMPLE_TAPS[4 * phase : 4 * phase + 4]
+            phase_kernel = _combined_kernel(rows, taps, kernel)
             if phase == 3:
                 outputs.append(tf.nn.conv2d(x, phase_kernel, 1, "SAME"))
             else:
@@ -217,7 +221,7 @@ def conv_avg_pool(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return tf.nn.conv2d(downsample(x), kernel, 1, "VALID")
     if k != 3 or int(kernel.shape[1]) != 3:
         raise ValueError(f"conv_avg_pool needs a 1x1 or 3x3 kernel, got {kernel.shape}")
-    pooled_kernel = _combined_kernel(_AVG_POOL_TAPS, kernel)
+    pooled_kernel = _combined_kernel(_AVG_POOL_TAPS, _float32_taps(kernel), kernel)
     # With stride 2 and an even size, "SAME" pads a 4x4 kernel by one pixel on each side.
     return tf.nn.conv2d(x, pooled_kernel, 2, "SAME")
 
