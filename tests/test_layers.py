@@ -420,9 +420,13 @@ def test_resampling_convs_refuse_other_kernels():
         # G's first block and D's 8 px block at 128 px run as `conv_as_matmul` instead.
         (1536, (8, 4, 4, 1536), "up", False),
         (1536, (16, 8, 8, 1536), "down", False),
-        # The Fashion-MNIST width (ch 16, batch 32): only G's last conv does enough work.
+        # The Fashion-MNIST width (ch 16, batch 32): all of G's convs, D's at 32 and 16 px.
         (64, (32, 16, 16, 64), "up", True),
-        (64, (32, 8, 8, 64), "up", False),
+        (64, (32, 4, 4, 64), "up", True),
+        (64, (64, 32, 32, 64), "down", True),
+        (64, (64, 16, 16, 64), "down", True),
+        # ... but at batch 8 the 4 -> 8 px conv would not pay.
+        (64, (8, 4, 4, 64), "up", False),
         # A dynamic batch counts one example: 128 px's G at 16 -> 32 px, and ch 16 at 32 px.
         (384, (None, 16, 16, 768), "up", True),
         (64, (None, 16, 16, 64), "up", False),
@@ -452,7 +456,8 @@ def test_sn_conv_resampling_routing_and_values(
 ):
     # Small layers with the work floor lifted: the graph's op types and the values against
     # the SN formula applied to the resampled convolution in numpy.
-    monkeypatch.setattr(layers, "RESAMPLE_CONV_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "UPSAMPLE_CONV_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "POOLED_CONV_MIN_MACS", 0)
     filters = 6
     layer = layers.SNConv2D(filters, kernel_size)
     layer.build((None, *input_shape[1:]))
@@ -464,11 +469,11 @@ def test_sn_conv_resampling_routing_and_values(
             tf.TensorSpec(input_shape, tf.float32),
         )
     ]
-    convs = types.count("Conv2D")
     if kernel_size == 3:
-        # Four phase convolutions, or one strided 4x4 convolution; no pooling either way.
-        assert convs == (4 if resample == "up" else 1)
-        assert "AvgPool" not in types
+        # One strided 4x4 convolution, transposed to upsample; no resampling op either way.
+        expected_conv = "Conv2DBackpropInput" if resample == "up" else "Conv2D"
+        assert [t for t in types if t.startswith("Conv2D")] == [expected_conv]
+        assert "AvgPool" not in types and "BroadcastTo" not in types
     x = _rng(5).randn(*[d or 3 for d in input_shape]).astype(np.float32)
     layer.bias.assign(np.linspace(-1, 1, filters).astype(np.float32))
     normalized = _np_sn(layer.kernel.numpy(), layer.u.numpy())[0]
@@ -635,6 +640,122 @@ def test_sync_batch_norm_affine_and_inference():
     np.testing.assert_allclose(
         out, _np_bn(x, mean, var) * [0.5, 2.0, -1.0] + [1.0, 0.0, 3.0], rtol=1e-4, atol=1e-4
     )
+
+
+def _bn_relu_composition(x, scale, offset):
+    """What autodiff sees without `batch_norm_relu`: the fused BN kernel, then scale, offset
+    and ReLU as separate ops."""
+    channels = x.shape[-1]
+    normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        x, tf.ones([channels]), tf.zeros([channels]), epsilon=EPS, is_training=True
+    )
+    return tf.nn.relu(normalized * scale + offset)
+
+
+@pytest.mark.parametrize("per_example", [True, False])
+def test_batch_norm_relu_is_the_composition_and_has_its_gradients(per_example):
+    """Values and statistics against numpy in float64; the gradients with respect to x, the
+    scale and the offset against autodiff of the composition."""
+    rng = _rng(21)
+    x = tf.constant((rng.randn(4, 3, 5, 6) * 3 + 1).astype(np.float32))
+    shape = (4, 1, 1, 6) if per_example else (6,)
+    scale = tf.constant((rng.randn(*shape) + 1).astype(np.float32))
+    offset = tf.constant((rng.randn(*shape) * 0.5).astype(np.float32))
+    upstream = tf.constant(rng.randn(4, 3, 5, 6).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, scale, offset])
+        ours, mean, variance = layers.batch_norm_relu(x, scale, offset, EPS)
+        ours_loss = tf.reduce_sum(ours * upstream)
+        reference_loss = tf.reduce_sum(_bn_relu_composition(x, scale, offset) * upstream)
+    expected = np.maximum(_np_bn(x) * scale.numpy() + offset.numpy(), 0.0)
+    assert 0.2 < np.mean(expected > 0) < 0.8  # both sides of the ReLU are exercised
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean.numpy(), x.numpy().mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(variance.numpy(), x.numpy().var(axis=(0, 1, 2)), rtol=1e-5)
+    ours_grads = tape.gradient(ours_loss, [x, scale, offset])
+    reference_grads = tape.gradient(reference_loss, [x, scale, offset])
+    for ours_grad, reference_grad in zip(ours_grads, reference_grads, strict=True):
+        assert ours_grad.shape == reference_grad.shape
+        np.testing.assert_allclose(ours_grad.numpy(), reference_grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def _backward_readers(bn_relu, name="previous_layer"):
+    """The backward-pass ops that read BN's input, an op's output named `name`."""
+
+    def step(a, scale, offset):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            x = tf.multiply(a, 2.0, name=name)  # stands for the previous conv's output
+            loss = tf.reduce_sum(bn_relu(x, scale, offset))
+        return tape.gradient(loss, a)
+
+    graph = (
+        tf.function(step)
+        .get_concrete_function(
+            tf.TensorSpec([4, 3, 3, 6]), tf.TensorSpec([4, 1, 1, 6]), tf.TensorSpec([4, 1, 1, 6])
+        )
+        .graph
+    )
+    x = graph.get_operation_by_name(name).outputs[0]
+    return [op.type for op in x.consumers() if op.name.startswith("gradient_tape")]
+
+
+def test_batch_norm_relu_backward_does_not_read_its_input():
+    # The memory it saves: the composition's backward pass reads BN's input (so the
+    # previous layer's output stays alive until then); batch_norm_relu's does not.
+    assert _backward_readers(_bn_relu_composition) == ["FusedBatchNormGradV3"]
+    assert _backward_readers(lambda x, s, o: layers.batch_norm_relu(x, s, o, EPS)[0]) == []
+
+
+@pytest.mark.parametrize("floor", [0, 2**62])
+def test_batch_norm_layers_with_relu_are_the_relu_of_their_output(monkeypatch, floor):
+    """Training calls with `relu=True`, through `batch_norm_relu` (floor 0) or the separate
+    ops: values and moving statistics against numpy; inference calls unchanged."""
+    monkeypatch.setattr(layers, "BATCH_NORM_RELU_MIN_ELEMENTS", floor)
+    rng = _rng(22)
+    x = (rng.randn(4, 3, 3, 5) * 2 + 1).astype(np.float32)
+    c = rng.randn(4, 6).astype(np.float32)
+    conditional = _cbn()
+    plain = layers.SyncBatchNorm()
+    plain.build((4, 3, 3, 5))
+    plain.gamma.assign([0.5, 2.0, -1.0, 1.0, 0.1])
+    plain.beta.assign([1.0, 0.0, 3.0, -0.5, 0.2])
+    assert conditional.batch_norm._fuses_relu(tf.constant(x), True) is (floor == 0)
+    for layer, args in ((conditional, (x, c)), (plain, (x,))):
+        reference = layer(*args, training=True).numpy()
+        bn = layer.batch_norm if layer is conditional else layer
+        moving = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+        out = layer(*args, training=True, relu=True).numpy()
+        np.testing.assert_allclose(out, np.maximum(reference, 0.0), rtol=1e-5, atol=1e-5)
+        expected_mean = 0.9 * moving[0] + 0.1 * x.mean(axis=(0, 1, 2))
+        expected_variance = 0.9 * moving[1] + 0.1 * x.var(axis=(0, 1, 2))
+        np.testing.assert_allclose(bn.moving_mean.numpy(), expected_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), expected_variance, rtol=1e-5)
+        np.testing.assert_array_equal(
+            layer(*args, training=False, relu=True).numpy(),
+            np.maximum(layer(*args, training=False).numpy(), 0.0),
+        )
+
+
+@pytest.mark.parametrize(
+    "input_shape, fused",
+    [
+        # G's last BNs at 32 px (ch 64, batch 64) and 128 px (ch 96, batch 8).
+        ((64, 32, 32, 256), True),
+        ((8, 128, 128, 96), True),
+        # The first blocks' small activations, and a dynamic batch (one example counted).
+        ((64, 4, 4, 256), False),
+        ((None, 32, 32, 256), False),
+        # release 0.2's checkpoint test config (ch 1, batch 2).
+        ((2, 32, 32, 4), False),
+    ],
+)
+def test_batch_norm_relu_runs_where_the_activation_is_large(input_shape, fused):
+    layer = layers.SyncBatchNorm()
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, input_shape)
+        assert layer._fuses_relu(x, True) is fused
+        assert layer._fuses_relu(x, False) is False
 
 
 # ---- Cross-replica: two logical CPUs, each replica sees a different half of the batch.

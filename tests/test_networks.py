@@ -395,3 +395,41 @@ def test_truncation_reaches_every_batch_norm_table_through_g():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     untruncated = generator(z, y, training=False).numpy()
     assert np.abs(untruncated - got).max() > 1e-3
+
+
+@pytest.mark.parametrize("architecture", ["biggan", "deep"])
+def test_g_training_pass_is_the_same_with_batch_norm_relu(monkeypatch, architecture):
+    """Every BN-ReLU of G (both architectures' blocks and the output BN) through
+    `layers.batch_norm_relu` (floor 0) gives the outputs, the gradients of every trainable
+    variable and the moving statistics of the separate ops."""
+    generator = tiny_models.generator(architecture=architecture)
+    rng = np.random.RandomState(9)
+    z = tf.constant(rng.randn(4, 32).astype(np.float32))
+    y = tf.one_hot([0, 2, 1, 2], CLASSES)
+    upstream = tf.constant(rng.randn(4, 32, 32, 3).astype(np.float32))
+    generator(z, y, training=False)
+    start = [v.numpy() for v in generator.variables]
+    batch_norms = layers.batch_norm_layers(generator)
+    calls = []
+    fused_op = layers.batch_norm_relu
+    monkeypatch.setattr(layers, "batch_norm_relu", lambda *a: calls.append(1) or fused_op(*a))
+    results = []
+    for floor in (2**62, 0):
+        monkeypatch.setattr(layers, "BATCH_NORM_RELU_MIN_ELEMENTS", floor)
+        for variable, value in zip(generator.variables, start, strict=True):
+            variable.assign(value)
+        with tf.GradientTape() as tape:
+            images = generator(z, y, training=True)
+            loss = tf.reduce_sum(images * upstream)
+        grads = tape.gradient(loss, generator.trainable_variables)
+        moving = [bn.moving_variance.numpy() for bn in batch_norms]
+        results.append((images.numpy(), [g.numpy() for g in grads], moving))
+    assert len(calls) == len(batch_norms) >= 7  # each BN once, with the floor at 0 only
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for fused, separate in zip(results[1][1], results[0][1], strict=True):
+        # Float32 sums in another order: within 1e-4 of each gradient's largest element, or
+        # 1e-4 for the biases of the convs before a BN, whose gradient is 0 up to rounding.
+        atol = 1e-4 * max(np.abs(separate).max(), 1.0)
+        np.testing.assert_allclose(fused, separate, rtol=0, atol=atol)
+    for fused, separate in zip(results[1][2], results[0][2], strict=True):
+        np.testing.assert_allclose(fused, separate, rtol=1e-5)

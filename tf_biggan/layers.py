@@ -14,12 +14,15 @@
   (BigGAN's 1536-channel 4x4 and 8x8 layers) runs as one matmul over shifted copies of
   its input (`conv_as_matmul`): 1.1-2.2x faster there (docs/performance.md). Called with
   `resample="up"` (G) or `"down"` (D), a large enough CPU conv folds the nearest-neighbour
-  upsampling or the 2x2 average pooling into its kernel (`upsample_conv`,
-  `conv_avg_pool`): 16 instead of 36 multiply-adds per pixel, 1.6-2.1x faster.
+  upsampling or the 2x2 average pooling into its kernel (`upsample_conv`, a transposed
+  convolution, and `conv_avg_pool`): 16 instead of 36 multiply-adds per pixel, 1.3-2.2x
+  faster.
 - `SyncBatchNorm` and `ConditionalBatchNorm`: batch norm whose batch statistics
   are reduced over all replicas when a `tf.distribute` strategy runs more than
   one (cross-replica BN, which BigGAN uses in G). The conditional variant is
   `BN(x) * (1 + gain(c)) + bias(c)`, gain and bias SN linear maps without bias.
+  Called with `relu=True`, a large single-replica training call runs BN, scale, offset
+  and ReLU as `batch_norm_relu`, whose backward pass keeps one activation fewer.
 - `SelfAttention`: the SA-GAN block, `x + gamma * o`, gamma starting at 0.
 
 Layers know nothing of gin or of strategies beyond the replica context. They
@@ -63,14 +66,20 @@ and 1.1x at 768 -> 1536 channels, 8x8, batch 8; at 512 channels (2.4M) the matmu
 pass made it 1.4-1.6x slower at 8x8 and at 4x4, batch 16, though its forward pass alone was
 faster; with the kernel under 8x the output the direct convolution was faster."""
 
-RESAMPLE_CONV_MIN_MACS = 2**29
-"""On CPU, an `SNConv2D` called with `resample="up"` or `"down"` runs as `upsample_conv` or
-`conv_avg_pool` when the convolution it stands for does at least this many multiply-adds
-per call (counting one example when the batch is dynamic). Measured with oneDNN, forward
-and backward: G's upsampling convs at 32 px (ch 64, batch 64) and 128 px (ch 96, batch 8)
-1.6-2.0x faster and D's pooled convs 1.6-2.1x. With less work the gain shrinks and turns
-into a loss: 64 channels, batch 32, 1.5x at 16 -> 32 px (2.25x the floor), 1.1x at 8 -> 16
-and 0.97x at 4 -> 8; 4 channels 0.7x."""
+UPSAMPLE_CONV_MIN_MACS = 2**26
+"""On CPU, an `SNConv2D` called with `resample="up"` runs as `upsample_conv` when the
+convolution it stands for does at least this many multiply-adds per call (counting one
+example when the batch is dynamic). Measured with oneDNN on 2 cores, forward and backward
+against the upsampling followed by the convolution: 1.3-1.4x faster at 2^26.2 (64 channels,
+4 -> 8 px at batch 32 and 8 -> 16 px at batch 8), 1.5-2.2x at BigGAN's 32 px and 128 px
+shapes; at 2^25.2 1.1x and at 2^24.2 0.8-0.9x."""
+
+POOLED_CONV_MIN_MACS = 2**29
+"""On CPU, an `SNConv2D` called with `resample="down"` runs as `conv_avg_pool` when the
+convolution it stands for does at least this many multiply-adds per call (counting one
+example when the batch is dynamic). Measured with oneDNN, forward and backward: D's pooled
+convs at 32 px (ch 64, batch 64) and 128 px (ch 96, batch 8) 1.6-2.1x faster. With less work
+the gain shrinks and turns into a loss."""
 
 
 def conv_as_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -125,52 +134,46 @@ def downsample(x):
 
 
 def _resampling_matrices() -> tuple[np.ndarray, np.ndarray]:
-    """The linear maps from a 3x3 kernel's taps to the kernels of `upsample_conv` and
+    """The linear maps from a 3x3 kernel's taps to the 4x4 kernels of `upsample_conv` and
     `conv_avg_pool`, `[16, 9]` each (rows and columns in row-major tap order).
 
     Along one axis, output row `2i + a` of a 'same' 3-tap convolution of the upsampled input
     reads input rows `i - 1, i` with taps `(w0, w1 + w2)` when a = 0 and rows `i, i + 1`
-    with `(w0 + w1, w2)` when a = 1. Average-pooling pairs of a 3-tap convolution's outputs
-    is one 4-tap convolution with stride 2 and taps `(w0, w0 + w1, w1 + w2, w2) / 2`. The
-    2-D maps are the outer products of the 1-D ones.
+    with `(w0 + w1, w2)` when a = 1: a transposed convolution with stride 2, 'same' padding
+    (one row on each side of the output) and taps `(w2, w1 + w2, w0 + w1, w0)`.
+    Average-pooling pairs of a 3-tap convolution's outputs is one 4-tap convolution with
+    stride 2 and taps `(w0, w0 + w1, w1 + w2, w2) / 2`. The 2-D maps are the outer products
+    of the 1-D ones.
     """
-    up = np.zeros([2, 2, 3], np.float32)  # [phase, tap, 3x3 tap]
-    up[0, 0, 0] = up[0, 1, 1] = up[0, 1, 2] = 1.0
-    up[1, 0, 0] = up[1, 0, 1] = up[1, 1, 2] = 1.0
-    up_2d = np.einsum("ari,bcj->abrcij", up, up).reshape(16, 9)  # rows (a, b, r, c)
+    up = np.zeros([4, 3], np.float32)  # [4x4 tap, 3x3 tap] along one axis
+    up[0, 2] = up[1, 1] = up[1, 2] = up[2, 0] = up[2, 1] = up[3, 0] = 1.0
     down = np.zeros([4, 3], np.float32)
     for pooled in (0, 1):
         for tap in range(3):
             down[pooled + tap, tap] += 0.5
-    down_2d = np.einsum("ri,cj->rcij", down, down).reshape(16, 9)
-    return up_2d, down_2d
+    return tuple(np.einsum("ri,cj->rcij", m, m).reshape(16, 9) for m in (up, down))
 
 
 _UPSAMPLE_TAPS, _AVG_POOL_TAPS = _resampling_matrices()
 
 
-def _float32_taps(kernel: tf.Tensor) -> tf.Tensor:
-    """A 3x3 kernel's taps as float32 `[9, C * K]`: sums of bfloat16 taps rounded to
-    bfloat16 would lose precision the layer does not lose."""
-    return tf.reshape(tf.cast(kernel, tf.float32), [9, -1])
-
-
-def _combined_kernel(matrix: np.ndarray, taps: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    """`matrix [s*s, 9]` times `taps` (`_float32_taps(kernel)`) → an `[s, s, C, K]` kernel in
-    `kernel`'s dtype. A matmul, so the kernel's gradient is one matmul too."""
-    size = math.isqrt(matrix.shape[0])
+def _combined_kernel(matrix: np.ndarray, kernel: tf.Tensor) -> tf.Tensor:
+    """`matrix [16, 9]` times the taps of the 3x3 `kernel [3, 3, C, K]` → a `[4, 4, C, K]`
+    kernel in `kernel`'s dtype. A matmul, so the kernel's gradient is one matmul too; in
+    float32, as sums of bfloat16 taps rounded to bfloat16 would lose precision the layer does
+    not lose."""
+    taps = tf.reshape(tf.cast(kernel, tf.float32), [9, -1])
     combined = tf.matmul(tf.constant(matrix), taps)
-    return tf.cast(tf.reshape(combined, [size, size, *kernel.shape[2:]]), kernel.dtype)
+    return tf.cast(tf.reshape(combined, [4, 4, *kernel.shape[2:]]), kernel.dtype)
 
 
 def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """`tf.nn.conv2d(upsample(x), kernel, 1, "SAME")` without the upsampled tensor.
 
-    A 1x1 kernel is applied before the upsampling (they commute). A 3x3 kernel becomes four
-    2x2 kernels, one per output phase `(a, b)` (output pixel `(2i + a, 2j + b)`), each a sum
-    of the original taps, applied to `x` padded with zeros by one pixel on the phase's side;
-    the four outputs are interleaved with `depth_to_space`. That is 16 instead of 36
-    multiply-adds per input pixel and channel pair, and the gradients are those of these ops.
+    A 1x1 kernel is applied before the upsampling (they commute). A 3x3 kernel becomes one
+    transposed convolution of `x` with stride 2 and a 4x4 kernel whose taps are sums of the
+    original ones (`_resampling_matrices`): 16 instead of 36 multiply-adds per input pixel
+    and channel pair, and the backward pass keeps only `x`.
 
     Args:
       x: `[N, H, W, C]` with static H, W and C.
@@ -184,22 +187,10 @@ def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return upsample(tf.nn.conv2d(x, kernel, 1, "VALID"))
     if k != 3 or int(kernel.shape[1]) != 3:
         raise ValueError(f"upsample_conv needs a 1x1 or 3x3 kernel, got {kernel.shape}")
-    taps, outputs = _float32_taps(kernel), []
-    for a in (0, 1):
-        for b in (0, 1):
-            # One matmul per phase: slices of one combined kernel would cost a kernel-sized
-            # gradient tensor each. Phase (1, 1) pads after, as "SAME" does; the others take
-            # padded copies of `x`, as the convolution's explicit padding made oneDNN's
-            # gradients 1.2-1.8x slower.
-            phase = 2 * a + b
-            rows = _UPSAMPLE_TAPS[4 * phase : 4 * phase + 4]
-            phase_kernel = _combined_kernel(rows, taps, kernel)
-            if phase == 3:
-                outputs.append(tf.nn.conv2d(x, phase_kernel, 1, "SAME"))
-            else:
-                padded = tf.pad(x, [[0, 0], [1 - a, a], [1 - b, b], [0, 0]])
-                outputs.append(tf.nn.conv2d(padded, phase_kernel, 1, "VALID"))
-    return tf.nn.depth_to_space(tf.concat(outputs, axis=-1), 2)
+    # A transposed convolution's filter is laid out [h, w, out, in].
+    transposed = _combined_kernel(_UPSAMPLE_TAPS, tf.transpose(kernel, [0, 1, 3, 2]))
+    output_shape = [tf.shape(x)[0], 2 * x.shape[1], 2 * x.shape[2], kernel.shape[-1]]
+    return tf.nn.conv2d_transpose(x, transposed, output_shape, 2, "SAME")
 
 
 def conv_avg_pool(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -221,9 +212,78 @@ def conv_avg_pool(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return tf.nn.conv2d(downsample(x), kernel, 1, "VALID")
     if k != 3 or int(kernel.shape[1]) != 3:
         raise ValueError(f"conv_avg_pool needs a 1x1 or 3x3 kernel, got {kernel.shape}")
-    pooled_kernel = _combined_kernel(_AVG_POOL_TAPS, _float32_taps(kernel), kernel)
+    pooled_kernel = _combined_kernel(_AVG_POOL_TAPS, kernel)
     # With stride 2 and an even size, "SAME" pads a 4x4 kernel by one pixel on each side.
     return tf.nn.conv2d(x, pooled_kernel, 2, "SAME")
+
+
+BATCH_NORM_RELU_MIN_ELEMENTS = 2**20
+"""A single-replica training call of `SyncBatchNorm` or `ConditionalBatchNorm` with
+`relu=True` runs as `batch_norm_relu` when its input has at least this many elements (4 MiB
+in float32; counting one example when the batch is dynamic). Smaller activations cost little
+memory, and below the floor the composition keeps the numerics of earlier releases."""
+
+
+def batch_norm_relu(x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor, epsilon: float):
+    """`relu(BN(x) * scale + offset)` with the batch's statistics, whose gradient keeps less.
+
+    Autodiff of the composition keeps three activations of x's size for the backward pass:
+    x (for BN's gradient), the normalised x (for the scale's) and the output (for ReLU's and
+    the next layer's). This keeps the last two: BN's input gradient is computed from the
+    normalised x, `inv_std * (d - mean(d) - x_hat mean(d x_hat))` with `d` the gradient at
+    the normalised x, by the fused BN gradient kernel given `x_hat` with zero mean and unit
+    variance. In BigGAN's G the input is the previous conv's output, which nothing else
+    keeps, so each BN-ReLU of a training step holds one activation fewer at the peak.
+
+    Args:
+      x: `[B, H, W, C]`, float32 or bfloat16.
+      scale, offset: `[C]` (per channel) or `[B, 1, 1, C]` (per example, conditional BN),
+        in x's dtype.
+      epsilon: added to the variance.
+
+    Returns:
+      `(outputs, mean, variance)`: outputs of x's shape and dtype; the batch's mean and
+      biased variance, float32 `[C]`, without gradient.
+    """
+    channels = x.shape[-1]
+    per_example = scale.shape.rank == 4
+    ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
+
+    @tf.custom_gradient
+    def forward(x, scale, offset):
+        normalized, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=ones, offset=zeros, mean=zeros[:0], variance=zeros[:0],
+            epsilon=epsilon, is_training=True,
+        )  # fmt: skip
+        outputs = tf.nn.relu(normalized * scale + offset)
+        # The kernel returns the Bessel-corrected variance; it normalised with the biased one.
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        inverse_std = tf.math.rsqrt(variance + epsilon)
+
+        def gradient(d_outputs, *unused_statistics_gradients):
+            d_affine = tf.raw_ops.ReluGrad(gradients=d_outputs, features=outputs)
+            if per_example:
+                d_scale = tf.reduce_sum(d_affine * normalized, [1, 2], keepdims=True)
+                d_offset = tf.reduce_sum(d_affine, [1, 2], keepdims=True)
+                d_normalized, bn_scale = d_affine * scale, ones
+            else:
+                d_normalized, bn_scale = d_affine, tf.cast(scale, tf.float32)
+            # x_hat = normalized has mean 0 and variance 1: with epsilon 0 the kernel's
+            # x_hat is `normalized` itself, and its result lacks only the factor inv_std.
+            d_centered, d_bn_scale, d_bn_offset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+                y_backprop=d_normalized, x=normalized, scale=bn_scale, reserve_space_1=zeros,
+                reserve_space_2=ones, reserve_space_3=zeros[:0], epsilon=0.0, is_training=True,
+            )  # fmt: skip
+            if not per_example:
+                d_scale = tf.cast(d_bn_scale, scale.dtype)
+                d_offset = tf.cast(d_bn_offset, offset.dtype)
+            d_x = d_centered * tf.cast(inverse_std, d_centered.dtype)
+            return d_x, d_scale, d_offset
+
+        return (outputs, tf.stop_gradient(mean), tf.stop_gradient(variance)), gradient
+
+    return forward(x, scale, offset)
 
 
 def _has_accelerator() -> bool:
@@ -549,8 +609,9 @@ class SNConv2D(_SpectralNormalized):
         `upsample_conv` or `conv_avg_pool`.
 
         True on CPU for a 'same' 1x1 or 3x3 convolution with static height, width (even to
-        pool) and channels whose unfused convolution does at least `RESAMPLE_CONV_MIN_MACS`
-        multiply-adds (for one example when the batch is dynamic) and would not run as
+        pool) and channels whose unfused convolution does at least `UPSAMPLE_CONV_MIN_MACS`
+        (up) or `POOLED_CONV_MIN_MACS` (down) multiply-adds (for one example when the batch
+        is dynamic) and would not run as
         `conv_as_matmul` (whose matmul is faster than the fused convolution at those
         shapes). A GPU or TPU keeps the resampling and the convolution apart.
         """
@@ -566,7 +627,7 @@ class SNConv2D(_SpectralNormalized):
         if self.runs_as_matmul((batch, height, width, channels)):
             return False
         macs = (batch or 1) * height * width * self.kernel_size**2 * channels * self.filters
-        return macs >= RESAMPLE_CONV_MIN_MACS
+        return macs >= (UPSAMPLE_CONV_MIN_MACS if resample == "up" else POOLED_CONV_MIN_MACS)
 
     def runs_as_matmul(self, input_shape) -> bool:
         """Whether a call on inputs of this static shape runs as `conv_as_matmul`.
@@ -861,16 +922,45 @@ class SyncBatchNorm(keras.layers.Layer):
         self.moving_mean.assign_sub((moving_mean - mean) * decay)
         self.moving_variance.assign_sub((moving_variance - variance) * decay)
 
-    def call(self, inputs, training=None, truncation=None):
-        if self.affine and self.uses_stored_statistics(training):
-            return self.affine_with_stored_statistics(
-                inputs, self.gamma.value, self.beta.value, truncation
+    def call(self, inputs, training=None, truncation=None, relu=False):
+        """`relu`: apply a ReLU to the output (see `normalize_scale_offset`)."""
+        if not self.affine:
+            outputs = self.normalize(inputs, training=training, truncation=truncation)
+            return tf.nn.relu(outputs) if relu else outputs
+        dtype = self.compute_dtype
+        if self.uses_stored_statistics(training):
+            scale, offset = self.gamma.value, self.beta.value
+        else:
+            scale, offset = tf.cast(self.gamma.value, dtype), tf.cast(self.beta.value, dtype)
+        return self.normalize_scale_offset(inputs, scale, offset, training, truncation, relu)
+
+    def normalize_scale_offset(self, x, scale, offset, training=None, truncation=None, relu=False):
+        """`normalize(x) * scale + offset`, then a ReLU if `relu`.
+
+        `scale` and `offset` are `[C]` or `[B, 1, 1, C]` (per example): float32 for a call
+        with the stored statistics (folded into one multiply-add), the compute dtype
+        otherwise. A single-replica training call with `relu` on an input of at least
+        `BATCH_NORM_RELU_MIN_ELEMENTS` elements runs as `batch_norm_relu`, whose gradient
+        keeps one activation fewer.
+        """
+        if self.uses_stored_statistics(training):
+            outputs = self.affine_with_stored_statistics(x, scale, offset, truncation)
+        elif relu and self._fuses_relu(x, training):
+            outputs, mean, variance = batch_norm_relu(
+                tf.cast(x, self.compute_dtype), scale, offset, self.epsilon
             )
-        outputs = self.normalize(inputs, training=training, truncation=truncation)
-        if self.affine:
-            dtype = self.compute_dtype
-            outputs = outputs * tf.cast(self.gamma.value, dtype) + tf.cast(self.beta.value, dtype)
-        return outputs
+            self._update_moving_statistics(mean, variance)
+            return outputs
+        else:
+            outputs = self.normalize(x, training=training, truncation=truncation)
+            outputs = outputs * scale + offset
+        return tf.nn.relu(outputs) if relu else outputs
+
+    def _fuses_relu(self, x, training) -> bool:
+        if not training or x.shape.rank != 4 or _replicas_in_sync() != 1:
+            return False
+        elements = _static_size((x.shape[0] or 1, *x.shape[1:]))
+        return elements is not None and elements >= BATCH_NORM_RELU_MIN_ELEMENTS
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -932,16 +1022,16 @@ class ConditionalBatchNorm(keras.layers.Layer):
         self.bias.build(c_shape)
         self.batch_norm.build(x_shape)
 
-    def call(self, x, c, training=None, truncation=None):
+    def call(self, x, c, training=None, truncation=None, relu=False):
+        """`relu`: apply a ReLU to the output (see `SyncBatchNorm.normalize_scale_offset`)."""
         gain = self.gain(c, training=training)[:, None, None, :]
         bias = self.bias(c, training=training)[:, None, None, :]
         if self.batch_norm.uses_stored_statistics(training):
             # One multiply-add per element instead of four passes.
-            return self.batch_norm.affine_with_stored_statistics(
-                x, 1.0 + tf.cast(gain, tf.float32), bias, truncation
-            )
-        normalized = self.batch_norm.normalize(x, training=training, truncation=truncation)
-        return normalized * (1.0 + gain) + bias
+            gain = tf.cast(gain, tf.float32)
+        return self.batch_norm.normalize_scale_offset(
+            x, 1.0 + gain, bias, training, truncation, relu
+        )
 
     def compute_output_shape(self, x_shape, c_shape):
         return x_shape

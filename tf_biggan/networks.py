@@ -151,9 +151,9 @@ class GeneratorBlock(keras.layers.Layer):
         )
 
     def call(self, x, c, training=None, truncation=None):
-        h = tf.nn.relu(self.bn1(x, c, training=training, truncation=truncation))
+        h = self.bn1(x, c, training=training, truncation=truncation, relu=True)
         h = self.conv1(h, training=training, resample="up")
-        h = tf.nn.relu(self.bn2(h, c, training=training, truncation=truncation))
+        h = self.bn2(h, c, training=training, truncation=truncation, relu=True)
         h = self.conv2(h, training=training)
         return h + self.conv_shortcut(x, training=training, resample="up")
 
@@ -466,7 +466,7 @@ class Generator(_StagedModel):
             h = block(h, conditions[index], training=training, truncation=truncation)
             if index in attention:
                 h = attention[index](h, training=training)
-        h = tf.nn.relu(self.output_bn(h, training=training, truncation=truncation))
+        h = self.output_bn(h, training=training, truncation=truncation, relu=True)
         h = self.output_conv(h, training=training)
         return tf.cast(tf.tanh(h), tf.float32)
 

@@ -157,7 +157,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
 
     def call(self, x, c, training=None, truncation=None):
         def norm(bn, h):
-            return tf.nn.relu(bn(h, c, training=training, truncation=truncation))
+            return bn(h, c, training=training, truncation=truncation, relu=True)
 
         h = self.conv1(norm(self.bn1, x), training=training)
         h = norm(self.bn2, h)
