@@ -2,6 +2,8 @@
 
 import importlib.metadata
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -42,3 +44,63 @@ def test_the_readme_api_loads_samples_and_saves(setup, tmp_path):
     grid = imaging.read_png(path).numpy()
     assert grid.shape == (R + 4, 2 * R + 6, 3)
     np.testing.assert_array_equal(grid[2 : 2 + R, 2 : 2 + R], images[0])
+
+
+_COUNT_ARENAS = """
+import ctypes, sys, tempfile
+if sys.argv[1] == "tf_biggan":
+    import tf_biggan
+import tensorflow as tf
+kernel = tf.random.normal([3, 3, 16, 16])
+batches = tf.data.Dataset.range(64).map(
+    lambda i: tf.random.normal([64, 64, 64]) * tf.cast(i, tf.float32), num_parallel_calls=4
+).batch(8)
+for batch in batches:
+    x = tf.random.normal([16, 32, 32, 16])
+    (tf.reduce_sum(tf.nn.conv2d(x, kernel, 1, "SAME")) + tf.reduce_sum(batch)).numpy()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+path = tempfile.mktemp()
+stream = ctypes.c_void_p(libc.fopen(path.encode(), b"w"))
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+print(open(path).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_importing_tf_biggan_caps_the_malloc_arenas():
+    """Threads of TensorFlow's pools and of tf.data, counted by glibc's `malloc_info`: many
+    arenas with glibc's default, at most two once tf_biggan is imported."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def arenas(first_import):
+        result = subprocess.run(
+            [sys.executable, "-c", _COUNT_ARENAS, first_import],
+            capture_output=True, text=True, env=env, timeout=300, check=True,
+        )  # fmt: skip
+        return int(result.stdout.split()[-1])
+
+    assert arenas("tensorflow") > tf_biggan.MALLOC_ARENAS
+    assert arenas("tf_biggan") <= tf_biggan.MALLOC_ARENAS
+
+
+def test_the_malloc_arena_cap_leaves_a_users_setting_and_other_libcs_alone():
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    assert tf_biggan._limit_malloc_arenas(3, {}, lambda name: Libc()) is (
+        sys.platform.startswith("linux")
+    )
+    assert calls == ([(-8, 3)] if sys.platform.startswith("linux") else [])
+    assert not tf_biggan._limit_malloc_arenas(3, {"MALLOC_ARENA_MAX": "4"}, lambda name: Libc())
+
+    def no_glibc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    assert not tf_biggan._limit_malloc_arenas(3, {}, no_glibc)
+    assert len(calls) == (1 if sys.platform.startswith("linux") else 0)
