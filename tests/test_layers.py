@@ -656,12 +656,7 @@ def _bn_relu_composition(x, scale, offset):
 def test_batch_norm_relu_is_the_composition_and_has_its_gradients(per_example):
     """Values and statistics against numpy in float64; the gradients with respect to x, the
     scale and the offset against autodiff of the composition."""
-    rng = _rng(21)
-    x = tf.constant((rng.randn(4, 3, 5, 6) * 3 + 1).astype(np.float32))
-    shape = (4, 1, 1, 6) if per_example else (6,)
-    scale = tf.constant((rng.randn(*shape) + 1).astype(np.float32))
-    offset = tf.constant((rng.randn(*shape) * 0.5).astype(np.float32))
-    upstream = tf.constant(rng.randn(4, 3, 5, 6).astype(np.float32))
+    x, scale, offset, upstream = _bn_relu_inputs(per_example)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, scale, offset])
         ours, mean, variance = layers.batch_norm_relu(x, scale, offset, EPS)
@@ -677,6 +672,44 @@ def test_batch_norm_relu_is_the_composition_and_has_its_gradients(per_example):
     for ours_grad, reference_grad in zip(ours_grads, reference_grads, strict=True):
         assert ours_grad.shape == reference_grad.shape
         np.testing.assert_allclose(ours_grad.numpy(), reference_grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_example", [True, False])
+def test_batch_norm_relu_in_bfloat16_is_the_composition_in_bfloat16(per_example):
+    # Mixed precision: bfloat16 activations; the statistics in float32.
+    x, scale, offset = (tf.cast(t, tf.bfloat16) for t in _bn_relu_inputs(per_example)[:3])
+    upstream = _bn_relu_inputs(per_example)[3]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, scale, offset])
+        ours, mean, variance = layers.batch_norm_relu(x, scale, offset, EPS)
+        reference = _bn_relu_composition(x, scale, offset)
+        ours_loss = tf.reduce_sum(tf.cast(ours, tf.float32) * upstream)
+        reference_loss = tf.reduce_sum(tf.cast(reference, tf.float32) * upstream)
+    assert ours.dtype == tf.bfloat16 and mean.dtype == variance.dtype == tf.float32
+    pairs = [(ours, reference)]
+    pairs += zip(
+        tape.gradient(ours_loss, [x, scale, offset]),
+        tape.gradient(reference_loss, [x, scale, offset]),
+        strict=True,
+    )
+    for ours_tensor, reference_tensor in pairs:
+        assert ours_tensor.dtype == tf.bfloat16
+        ours_value, expected = (
+            tf.cast(t, tf.float32).numpy() for t in (ours_tensor, reference_tensor)
+        )
+        # Rounded to bfloat16's 8 bits at other points: within 2% of the largest element.
+        np.testing.assert_allclose(ours_value, expected, rtol=0, atol=0.02 * np.abs(expected).max())
+
+
+def _bn_relu_inputs(per_example):
+    """x `[4, 3, 5, 6]`, a scale and an offset (`[4, 1, 1, 6]` or `[6]`), an upstream gradient."""
+    rng = _rng(21)
+    x = tf.constant((rng.randn(4, 3, 5, 6) * 3 + 1).astype(np.float32))
+    shape = (4, 1, 1, 6) if per_example else (6,)
+    scale = tf.constant((rng.randn(*shape) + 1).astype(np.float32))
+    offset = tf.constant((rng.randn(*shape) * 0.5).astype(np.float32))
+    upstream = tf.constant(rng.randn(4, 3, 5, 6).astype(np.float32))
+    return x, scale, offset, upstream
 
 
 def _backward_readers(bn_relu, name="previous_layer"):

@@ -611,9 +611,9 @@ class SNConv2D(_SpectralNormalized):
         True on CPU for a 'same' 1x1 or 3x3 convolution with static height, width (even to
         pool) and channels whose unfused convolution does at least `UPSAMPLE_CONV_MIN_MACS`
         (up) or `POOLED_CONV_MIN_MACS` (down) multiply-adds (for one example when the batch
-        is dynamic) and would not run as
-        `conv_as_matmul` (whose matmul is faster than the fused convolution at those
-        shapes). A GPU or TPU keeps the resampling and the convolution apart.
+        is dynamic) and would not run as `conv_as_matmul` (whose matmul is faster than the
+        fused convolution at those shapes). A GPU or TPU keeps the resampling and the
+        convolution apart.
         """
         if self.padding != "same" or self.kernel_size not in (1, 3) or _has_accelerator():
             return False
