@@ -677,8 +677,8 @@ def test_batch_norm_relu_is_the_composition_and_has_its_gradients(per_example):
 @pytest.mark.parametrize("per_example", [True, False])
 def test_batch_norm_relu_in_bfloat16_is_the_composition_in_bfloat16(per_example):
     # Mixed precision: bfloat16 activations; the statistics in float32.
-    x, scale, offset = (tf.cast(t, tf.bfloat16) for t in _bn_relu_inputs(per_example)[:3])
-    upstream = _bn_relu_inputs(per_example)[3]
+    *inputs, upstream = _bn_relu_inputs(per_example)
+    x, scale, offset = (tf.cast(t, tf.bfloat16) for t in inputs)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, scale, offset])
         ours, mean, variance = layers.batch_norm_relu(x, scale, offset, EPS)

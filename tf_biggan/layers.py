@@ -217,6 +217,32 @@ def conv_avg_pool(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return tf.nn.conv2d(x, pooled_kernel, 2, "SAME")
 
 
+def fused_batch_normalize(x: tf.Tensor, epsilon: float):
+    """`(x - mean) / sqrt(variance + epsilon)` over N, H, W by TensorFlow's fused kernel.
+
+    Args:
+      x: `[B, H, W, C]`, float32 or bfloat16.
+      epsilon: added to the variance.
+
+    Returns:
+      `(normalized, mean, variance)`: normalized of x's shape and dtype; the batch's mean and
+      biased variance, float32 `[C]`.
+    """
+    channels = x.shape[-1]
+    normalized, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+        x,
+        tf.ones([channels], tf.float32),
+        tf.zeros([channels], tf.float32),
+        epsilon=epsilon,
+        is_training=True,
+    )
+    # The fused kernel returns the Bessel-corrected variance; the moving statistics (and the
+    # multi-replica path) use the biased one, which it normalised with.
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+    variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+    return normalized, mean, variance
+
+
 BATCH_NORM_RELU_MIN_ELEMENTS = 2**20
 """A single-replica training call of `SyncBatchNorm` or `ConditionalBatchNorm` with
 `relu=True` runs as `batch_norm_relu` when its input has at least this many elements (4 MiB
@@ -251,14 +277,8 @@ def batch_norm_relu(x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor, epsilon: 
 
     @tf.custom_gradient
     def forward(x, scale, offset):
-        normalized, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=ones, offset=zeros, mean=zeros[:0], variance=zeros[:0],
-            epsilon=epsilon, is_training=True,
-        )  # fmt: skip
+        normalized, mean, variance = fused_batch_normalize(x, epsilon)
         outputs = tf.nn.relu(normalized * scale + offset)
-        # The kernel returns the Bessel-corrected variance; it normalised with the biased one.
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
-        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
         inverse_std = tf.math.rsqrt(variance + epsilon)
 
         def gradient(d_outputs, *unused_statistics_gradients):
@@ -851,10 +871,10 @@ class SyncBatchNorm(keras.layers.Layer):
         (see the class docstring); training calls ignore it.
         """
         dtype = self.compute_dtype
-        if training and x.shape.rank == 4 and _replicas_in_sync() == 1:
+        if self._fused_training(x, training):
             # One replica: the fused kernel computes the statistics and normalises in
             # one pass (about 3x faster on CPU than separate moments and arithmetic).
-            outputs, mean, variance = self._fused_training_normalize(tf.cast(x, dtype))
+            outputs, mean, variance = fused_batch_normalize(tf.cast(x, dtype), self.epsilon)
             self._update_moving_statistics(mean, variance)
             return outputs
         if training:
@@ -886,21 +906,6 @@ class SyncBatchNorm(keras.layers.Layer):
         scale, offset = inv * gamma, (-mean * inv) * gamma + tf.cast(beta, tf.float32)
         dtype = self.compute_dtype
         return tf.cast(x, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
-
-    def _fused_training_normalize(self, x):
-        channels = x.shape[-1]
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            x,
-            tf.ones([channels], tf.float32),
-            tf.zeros([channels], tf.float32),
-            epsilon=self.epsilon,
-            is_training=True,
-        )
-        # The fused kernel returns the Bessel-corrected variance; the moving statistics
-        # (and the multi-replica path) use the biased one, which it normalised with.
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
-        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
-        return outputs, mean, variance
 
     def _update_moving_statistics(self, mean, variance):
         """Moves the statistics towards the batch's, unless the batch's are not finite.
@@ -956,8 +961,13 @@ class SyncBatchNorm(keras.layers.Layer):
             outputs = outputs * scale + offset
         return tf.nn.relu(outputs) if relu else outputs
 
+    @staticmethod
+    def _fused_training(x, training) -> bool:
+        """A training call on NHWC inputs with one replica: the fused kernel's path."""
+        return bool(training) and x.shape.rank == 4 and _replicas_in_sync() == 1
+
     def _fuses_relu(self, x, training) -> bool:
-        if not training or x.shape.rank != 4 or _replicas_in_sync() != 1:
+        if not self._fused_training(x, training):
             return False
         elements = _static_size((x.shape[0] or 1, *x.shape[1:]))
         return elements is not None and elements >= BATCH_NORM_RELU_MIN_ELEMENTS
