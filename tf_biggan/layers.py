@@ -71,8 +71,9 @@ UPSAMPLE_CONV_MIN_MACS = 2**26
 convolution it stands for does at least this many multiply-adds per call (counting one
 example when the batch is dynamic). Measured with oneDNN on 2 cores, forward and backward
 against the upsampling followed by the convolution: 1.3-1.4x faster at 2^26.2 (64 channels,
-4 -> 8 px at batch 32 and 8 -> 16 px at batch 8), 1.5-2.2x at BigGAN's 32 px and 128 px
-shapes; at 2^25.2 1.1x and at 2^24.2 0.8-0.9x."""
+4 -> 8 px at batch 32 and 8 -> 16 px at batch 8), 1.3-2.2x at BigGAN's 32 px and 128 px
+shapes (1.3x at 128 px's 1536 -> 768 channels, 8 -> 16 px); at 2^25.2 1.1x and at 2^24.2
+0.8-0.9x."""
 
 POOLED_CONV_MIN_MACS = 2**29
 """On CPU, an `SNConv2D` called with `resample="down"` runs as `conv_avg_pool` when the
