@@ -345,3 +345,31 @@ def test_latents_are_finite_normal_quantiles_of_their_bits():
     assert abs(float(tf.reduce_mean(drawn))) < 0.01
     assert abs(float(tf.math.reduce_std(drawn)) - 1.0) < 0.01
     assert sorted(set(labels.numpy().tolist())) == list(range(10))
+
+
+def test_the_step_with_batch_norm_relu_updates_g_as_with_the_separate_ops(monkeypatch):
+    """The real step on one device with every BN-ReLU of G through `layers.batch_norm_relu`
+    (floor 0; BigGAN-size activations take it by default) against the same step with the
+    floor lifted: the same metrics and, under SGD, the same G, D and BN statistics after it."""
+    calls = []
+    fused_op = layers.batch_norm_relu
+    monkeypatch.setattr(layers, "batch_norm_relu", lambda *a: calls.append(1) or fused_op(*a))
+    states, metrics = [], []
+    for floor in (2**62, 0):
+        monkeypatch.setattr(layers, "BATCH_NORM_RELU_MIN_ELEMENTS", floor)
+        states.append(_state())
+        metrics.append({name: float(v) for name, v in _step(states[-1]).items()})
+    # Traced once, with the floor at 0: G's 7 BN-ReLUs in the D update's and G update's passes.
+    assert len(calls) == 2 * len(layers.batch_norm_layers(states[1].generator)) == 14
+    assert metrics[1].keys() == metrics[0].keys()
+    for name in metrics[0]:
+        assert metrics[1][name] == pytest.approx(metrics[0][name], rel=1e-4, abs=1e-6), name
+    start = _state()
+    for model in ("generator", "discriminator"):
+        separate, fused = (getattr(state, model).variables for state in states)
+        before = _weights(getattr(start, model).variables)
+        moved = 0
+        for a, b, initial in zip(fused, separate, before, strict=True):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.name)
+            moved += not np.array_equal(b.numpy(), initial)
+        assert moved > len(separate) // 2, model  # the step did update them
