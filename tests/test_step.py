@@ -373,3 +373,121 @@ def test_the_step_with_batch_norm_relu_updates_g_as_with_the_separate_ops(monkey
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.name)
             moved += not np.array_equal(b.numpy(), initial)
         assert moved > len(separate) // 2, model  # the step did update them
+
+
+def _drawn_latents(d_steps):
+    """The latents the step draws itself at step 0, as a `Latents`."""
+    drawn = [
+        step_lib.draw_latents(SEED, 0, update, BATCH, DIM_Z, CLASSES)
+        for update in range(d_steps + 1)
+    ]
+    return step_lib.Latents(
+        z=tf.stack([z for z, _ in drawn]), labels=tf.stack([labels for _, labels in drawn])
+    )
+
+
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_given_latents_equal_to_the_drawn_ones_give_the_drawn_step(d_steps):
+    """`train_step(..., latents)` replaces exactly the draws: nothing else changes."""
+    state = _state()
+    reference = _twin(state)
+    batch = _batch(d_steps * BATCH, seed=4)
+    config = step_lib.StepConfig(batch_size=BATCH, seed=SEED, d_steps=d_steps)
+    strategy = tf.distribute.get_strategy()
+    drawn = step_lib.make_train_step(reference, strategy, config)(*batch)
+    given = step_lib.make_train_step(state, strategy, config)(*batch, _drawn_latents(d_steps))
+    for name in drawn:
+        np.testing.assert_array_equal(given[name].numpy(), drawn[name].numpy(), err_msg=name)
+    for ours, theirs in zip(state.generator.variables, reference.generator.variables, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
+
+
+def test_given_latents_are_the_ones_g_draws_from():
+    """Other given latents give another step: G's update follows the given z and classes,
+    computed by hand on a twin with the given G-update latents."""
+    state = _state()
+    reference = _twin(state)
+    latents = step_lib.Latents(
+        z=tf.random.stateless_normal([2, BATCH, DIM_Z], seed=[1, 2]),
+        labels=tf.constant(np.arange(2 * BATCH).reshape(2, BATCH) % CLASSES, tf.int32),
+    )
+    images, labels = _batch(BATCH, seed=6)
+    config = step_lib.StepConfig(batch_size=BATCH, seed=SEED)
+    step_lib.make_train_step(state, tf.distribute.get_strategy(), config)(images, labels, latents)
+
+    # By hand: the D update on the given fakes, then G's gradient at the given G latents.
+    g, d = reference.generator, reference.discriminator
+    fake = g(latents.z[0], tf.one_hot(latents.labels[0], CLASSES), training=True)
+    with tf.GradientTape() as tape:
+        logits = d(
+            tf.concat([images, fake], 0), tf.concat([labels, latents.labels[0]], 0), training=True
+        )
+        loss = tf.reduce_mean(losses.hinge_discriminator_loss(*tf.split(logits, 2)))
+    for v, grad in zip(
+        d.trainable_variables, tape.gradient(loss, d.trainable_variables), strict=True
+    ):
+        v.assign_sub(LR * grad)
+    with tf.GradientTape() as tape:
+        fake = g(latents.z[1], tf.one_hot(latents.labels[1], CLASSES), training=True)
+        loss = tf.reduce_mean(-d(fake, latents.labels[1], training=True))
+    for v, grad in zip(
+        g.trainable_variables, tape.gradient(loss, g.trainable_variables), strict=True
+    ):
+        if grad is not None:
+            v.assign_sub(LR * grad)
+    for ours, expected in zip(
+        state.generator.trainable_variables, g.trainable_variables, strict=True
+    ):
+        np.testing.assert_allclose(
+            ours.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6, err_msg=ours.path
+        )
+
+
+def test_given_latents_of_the_wrong_shape_or_range_are_refused():
+    state = _state()
+    config = step_lib.StepConfig(batch_size=BATCH, seed=SEED)
+    train_step = step_lib.make_train_step(state, tf.distribute.get_strategy(), config)
+    images, labels = _batch(BATCH)
+    z = tf.zeros([2, BATCH, DIM_Z])
+    with pytest.raises(ValueError, match=r"latents must be z \[2, 8, 32\] and labels \[2, 8\]"):
+        train_step(images, labels, step_lib.Latents(z[:1], tf.zeros([1, BATCH], tf.int32)))
+    with pytest.raises(ValueError, match="must be integers"):
+        train_step(images, labels, step_lib.Latents(z, tf.zeros([2, BATCH])))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="< num_classes"):
+        train_step(images, labels, step_lib.Latents(z, tf.fill([2, BATCH], CLASSES)))
+
+
+def test_the_d_loss_terms_are_the_hinge_means_of_each_update():
+    """`loss/d_real`, `loss/d_fake` (and per update with two D updates) are the hinge terms'
+    means on D's logits before its update, `loss/d` their sum."""
+    state = _state()
+    reference = _twin(state)
+    images, labels = _batch(2 * BATCH, seed=7)
+    metrics = _step(state, (images, labels), d_steps=2)
+    g, d = reference.generator, reference.discriminator
+    for update in range(2):
+        real = images[update * BATCH : (update + 1) * BATCH]
+        real_labels = labels[update * BATCH : (update + 1) * BATCH]
+        z, fake_labels = step_lib.draw_latents(SEED, 0, update, BATCH, DIM_Z, CLASSES)
+        fake = g(z, tf.one_hot(fake_labels, CLASSES), training=True)
+        with tf.GradientTape() as tape:
+            logits = d(
+                tf.concat([real, fake], 0), tf.concat([real_labels, fake_labels], 0), training=True
+            )
+            real_logits, fake_logits = tf.split(logits, 2)
+            loss = tf.reduce_mean(losses.hinge_discriminator_loss(real_logits, fake_logits))
+        real_hinge = np.mean(np.maximum(0.0, 1.0 - real_logits.numpy()))
+        fake_hinge = np.mean(np.maximum(0.0, 1.0 + fake_logits.numpy()))
+        np.testing.assert_allclose(metrics[f"loss/d_real/update{update}"], real_hinge, rtol=1e-5)
+        np.testing.assert_allclose(metrics[f"loss/d_fake/update{update}"], fake_hinge, rtol=1e-5)
+        for v, grad in zip(
+            d.trainable_variables, tape.gradient(loss, d.trainable_variables), strict=True
+        ):
+            v.assign_sub(LR * grad)
+    for name in ("real", "fake"):
+        mean = (metrics[f"loss/d_{name}/update0"] + metrics[f"loss/d_{name}/update1"]) / 2
+        np.testing.assert_allclose(metrics[f"loss/d_{name}"], mean, rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics["loss/d"], metrics["loss/d_real"] + metrics["loss/d_fake"], rtol=1e-6
+    )
+    assert "loss/d_real/update0" not in _step(_state(), d_steps=1)

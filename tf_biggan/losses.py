@@ -35,10 +35,15 @@ import tensorflow as tf
 
 __all__ = [
     "LOSSES",
+    "discriminator_loss_terms",
+    "hinge_discriminator_fake_loss",
     "hinge_discriminator_loss",
+    "hinge_discriminator_real_loss",
     "hinge_generator_loss",
     "loss_functions",
+    "nonsaturating_discriminator_fake_loss",
     "nonsaturating_discriminator_loss",
+    "nonsaturating_discriminator_real_loss",
     "nonsaturating_generator_loss",
     "orthogonal_regularizer",
     "r1_penalty",
@@ -84,7 +89,17 @@ def hinge_discriminator_loss(real_logits, fake_logits) -> tf.Tensor:
     real = _per_example_logits(real_logits, "real_logits")
     fake = _per_example_logits(fake_logits, "fake_logits")
     _check_same_shape(real, fake)
-    return tf.nn.relu(1.0 - real) + tf.nn.relu(1.0 + fake)
+    return hinge_discriminator_real_loss(real) + hinge_discriminator_fake_loss(fake)
+
+
+def hinge_discriminator_real_loss(real_logits) -> tf.Tensor:
+    """The real images' term of D's hinge loss, per example: ``relu(1 - real)`` ``[B]``."""
+    return tf.nn.relu(1.0 - _per_example_logits(real_logits, "real_logits"))
+
+
+def hinge_discriminator_fake_loss(fake_logits) -> tf.Tensor:
+    """The generated images' term of D's hinge loss, per example: ``relu(1 + fake)`` ``[B]``."""
+    return tf.nn.relu(1.0 + _per_example_logits(fake_logits, "fake_logits"))
 
 
 def hinge_generator_loss(fake_logits) -> tf.Tensor:
@@ -115,7 +130,17 @@ def nonsaturating_discriminator_loss(real_logits, fake_logits) -> tf.Tensor:
     real = _per_example_logits(real_logits, "real_logits")
     fake = _per_example_logits(fake_logits, "fake_logits")
     _check_same_shape(real, fake)
-    return tf.nn.softplus(-real) + tf.nn.softplus(fake)
+    return nonsaturating_discriminator_real_loss(real) + nonsaturating_discriminator_fake_loss(fake)
+
+
+def nonsaturating_discriminator_real_loss(real_logits) -> tf.Tensor:
+    """The real images' term of D's logistic loss, per example: ``softplus(-real)`` ``[B]``."""
+    return tf.nn.softplus(-_per_example_logits(real_logits, "real_logits"))
+
+
+def nonsaturating_discriminator_fake_loss(fake_logits) -> tf.Tensor:
+    """The generated images' term of D's logistic loss, per example: ``softplus(fake)`` ``[B]``."""
+    return tf.nn.softplus(_per_example_logits(fake_logits, "fake_logits"))
 
 
 def nonsaturating_generator_loss(fake_logits) -> tf.Tensor:
@@ -255,3 +280,17 @@ def loss_functions(name: str) -> tuple[LossFn, LossFn]:
         return LOSSES[name]
     except KeyError:
         raise ValueError(f"Unknown loss {name!r}; valid names are {sorted(LOSSES)}.") from None
+
+
+DISCRIMINATOR_LOSS_TERMS: dict[str, tuple[LossFn, LossFn]] = {
+    "hinge": (hinge_discriminator_real_loss, hinge_discriminator_fake_loss),
+    "nonsaturating": (nonsaturating_discriminator_real_loss, nonsaturating_discriminator_fake_loss),
+}
+
+
+def discriminator_loss_terms(name: str) -> tuple[LossFn, LossFn]:
+    """Returns ``(real term, fake term)`` of D's loss of a family: per-example functions of
+    the real and of the fake logits whose sum is the family's discriminator loss (the port
+    logs their means as ``D_loss_real`` and ``D_loss_fake``)."""
+    loss_functions(name)
+    return DISCRIMINATOR_LOSS_TERMS[name]

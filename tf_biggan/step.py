@@ -16,13 +16,16 @@ resumed run draws exactly what an uninterrupted one would, and the step on N rep
 equals the step on one device.
 
 `make_train_step` composes the functions into the `tf.function` that training, the
-benchmark and the tests all run.
+benchmark and the tests all run. Its step also accepts the latents as an argument instead of
+drawing them (`Latents`), for comparisons with another implementation's iteration
+(`tools/port_step_parity.py`); training never passes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import gin
 import numpy as np
@@ -182,6 +185,7 @@ class StepPlan:
       local_replicas: replicas on this worker.
       replicas: replicas in sync across the job.
       d_loss, g_loss: the loss functions of `config.loss`.
+      d_real_loss, d_fake_loss: the real and fake terms of `d_loss` (for the metrics).
       g_ortho_kernels, d_ortho_kernels: the kernels of the orthogonal regulariser.
     """
 
@@ -191,6 +195,8 @@ class StepPlan:
     replicas: int
     d_loss: Callable
     g_loss: Callable
+    d_real_loss: Callable
+    d_fake_loss: Callable
     g_ortho_kernels: list
     d_ortho_kernels: list
 
@@ -209,6 +215,7 @@ def plan_step(
     state: state_lib.TrainState, strategy: tf.distribute.Strategy, config: StepConfig
 ) -> StepPlan:
     d_loss, g_loss = losses.loss_functions(config.loss)
+    d_real_loss, d_fake_loss = losses.discriminator_loss_terms(config.loss)
     # The paper leaves the shared class embedding out of the regulariser.
     shared = state.generator.shared_embedding
     return StepPlan(
@@ -218,6 +225,8 @@ def plan_step(
         replicas=strategy.num_replicas_in_sync,
         d_loss=d_loss,
         g_loss=g_loss,
+        d_real_loss=d_real_loss,
+        d_fake_loss=d_fake_loss,
         g_ortho_kernels=regularizable_kernels(
             state.generator, exclude=shared.trainable_variables if shared is not None else ()
         ),
@@ -231,25 +240,52 @@ def regularizable_kernels(model, exclude=()) -> list:
     return [v for v in model.trainable_variables if len(v.shape) >= 2 and id(v) not in excluded]
 
 
+class Latents(NamedTuple):
+    """G's inputs of every update of one step, given instead of drawn.
+
+    Only for comparing one iteration with another implementation's, which fixes its own z
+    and classes (`tools/port_step_parity.py`); training draws them (`draw_latents`). They
+    are global, as drawn ones are: each replica and micro-batch takes its slice, so the
+    given step on N replicas equals the given step on one. Under several workers every
+    worker must pass the same values.
+
+    Attributes:
+      z: float32 `[d_steps + 1, batch_size, dim_z]`: update k < d_steps is D update k, the
+        last one the G update.
+      labels: int `[d_steps + 1, batch_size]`, the classes of G's images in those updates.
+    """
+
+    z: tf.Tensor
+    labels: tf.Tensor
+
+
 @dataclasses.dataclass(frozen=True)
 class Slot:
-    """Where a micro-batch sits: the step, the update in it, the micro-batch, the replica."""
+    """Where a micro-batch sits: the step, the update in it, the micro-batch, the replica.
+
+    `given` holds the step's `Latents` when the caller passed them, else None.
+    """
 
     step: tf.Tensor
     update: int
     micro: int
     replica: tf.Tensor
+    given: Latents | None = None
 
     def latents(self, plan: StepPlan, dim_z: int, num_classes: int):
         """z `[per_replica, dim_z]` and labels `[per_replica]` for this replica's slice.
 
-        The whole update's batch is drawn and sliced, so the draws do not depend on how
-        the batch is split into micro-batches or replicas.
+        The whole update's batch is drawn (or taken from `given`) and sliced, so the
+        draws do not depend on how the batch is split into micro-batches or replicas.
         """
         config = plan.config
-        z, labels = draw_latents(
-            config.seed, self.step, self.update, config.batch_size, dim_z, num_classes
-        )
+        if self.given is None:
+            z, labels = draw_latents(
+                config.seed, self.step, self.update, config.batch_size, dim_z, num_classes
+            )
+        else:
+            z = tf.cast(self.given.z[self.update], tf.float32)
+            labels = tf.cast(self.given.labels[self.update], tf.int32)
         start = self.micro * plan.micro_batch + self.replica * plan.per_replica
         return z[start : start + plan.per_replica], labels[start : start + plan.per_replica]
 
@@ -272,8 +308,9 @@ def discriminator_gradients(state, plan: StepPlan, real, real_labels, slot: Slot
     """D's gradients on one micro-batch of reals and fresh fakes.
 
     Returns:
-      `(grads, loss, sum of real logits, sum of fake logits)`; the loss is this
-      replica's share of the global mean.
+      `(grads, sums)`: `sums` holds `loss` (with the R1 penalty), `real_loss` and
+      `fake_loss` (the loss's two terms, without the penalty), each this replica's share of
+      the global mean, and `real_logits`, `fake_logits`, the sums of D's outputs.
     """
     generator, discriminator = state.generator, state.discriminator
     config = plan.config
@@ -300,7 +337,13 @@ def discriminator_gradients(state, plan: StepPlan, real, real_labels, slot: Slot
             penalty = 0.0
         loss = tf.reduce_sum(plan.d_loss(real_logits, fake_logits) + penalty) * plan.scale
     grads = tape.gradient(loss, discriminator.trainable_variables)
-    return grads, loss, tf.reduce_sum(real_logits), tf.reduce_sum(fake_logits)
+    return grads, {
+        "loss": loss,
+        "real_loss": tf.reduce_sum(plan.d_real_loss(real_logits)) * plan.scale,
+        "fake_loss": tf.reduce_sum(plan.d_fake_loss(fake_logits)) * plan.scale,
+        "real_logits": tf.reduce_sum(real_logits),
+        "fake_logits": tf.reduce_sum(fake_logits),
+    }
 
 
 def generator_gradients(state, plan: StepPlan, slot: Slot):
@@ -384,25 +427,24 @@ def apply_update(model, optimizer, grads, ortho_kernels, ortho_beta, replicas) -
         return 1.0 - tf.cast(finite, tf.float32)
 
 
-def d_update(state, plan: StepPlan, images, labels, step, update: int, replica, after):
+def d_update(state, plan: StepPlan, images, labels, step, update: int, replica, after, given):
     """One D update on this replica's micro-batches `images [k, n, R, R, 3]`, `labels [k, n]`.
 
     Each micro-step starts once `after` (a list of tensors) and the previous micro-step
-    are done. Returns `(skipped, loss, real logit sum, fake logit sum)`; `skipped` is
-    1.0 when the update was not applied.
+    are done. `given`: the step's `Latents`, or None to draw them. Returns
+    `(skipped, sums)`: `skipped` is 1.0 when the update was not applied, `sums` the
+    micro-batches' `discriminator_gradients` sums, added up.
     """
     grads = [None] * len(state.discriminator.trainable_variables)
-    loss = real_sum = fake_sum = 0.0
+    sums = {}
     for micro in range(plan.config.accumulation_steps):
         with tf.control_dependencies(after):
-            g, micro_loss, rs, fs = discriminator_gradients(
-                state, plan, images[micro], labels[micro], Slot(step, update, micro, replica)
+            g, micro_sums = discriminator_gradients(
+                state, plan, images[micro], labels[micro], Slot(step, update, micro, replica, given)
             )
         grads = sum_gradients(grads, g)
         after = [t for t in grads if t is not None]
-        loss += micro_loss
-        real_sum += rs
-        fake_sum += fs
+        sums = {name: sums.get(name, 0.0) + value for name, value in micro_sums.items()}
     skipped = apply_update(
         state.discriminator,
         state.d_optimizer,
@@ -411,10 +453,10 @@ def d_update(state, plan: StepPlan, images, labels, step, update: int, replica, 
         plan.config.d_ortho_beta,
         plan.replicas,
     )
-    return skipped, loss, real_sum, fake_sum
+    return skipped, sums
 
 
-def g_update(state, plan: StepPlan, step, replica, after):
+def g_update(state, plan: StepPlan, step, replica, after, given):
     """One G update (after the D updates, on fresh z); returns `(skipped, loss)`."""
     config = plan.config
     grads = [None] * len(state.generator.trainable_variables)
@@ -422,7 +464,7 @@ def g_update(state, plan: StepPlan, step, replica, after):
     for micro in range(config.accumulation_steps):
         with tf.control_dependencies(after):
             g, micro_loss = generator_gradients(
-                state, plan, Slot(step, config.d_steps, micro, replica)
+                state, plan, Slot(step, config.d_steps, micro, replica, given)
             )
         grads = sum_gradients(grads, g)
         after = [t for t in grads if t is not None]
@@ -438,8 +480,10 @@ def g_update(state, plan: StepPlan, step, replica, after):
     return skipped, loss
 
 
-def replica_step(state, plan: StepPlan, images, labels, step) -> dict:
+def replica_step(state, plan: StepPlan, images, labels, step, given=None) -> dict:
     """`d_steps` D updates, then one G update, on this replica (call in replica context).
+
+    `given`: the step's `Latents`, or None to draw them (training).
 
     Each micro-step and each update starts only when the one before it is done. Nothing
     else orders them (the G step's forward pass reads no variable that D's update writes),
@@ -454,10 +498,11 @@ def replica_step(state, plan: StepPlan, images, labels, step) -> dict:
     shape = [config.d_steps, config.accumulation_steps, plan.local_replicas, plan.per_replica]
     images = tf.reshape(images, shape + images.shape[1:].as_list())
     labels = tf.reshape(tf.cast(labels, tf.int32), shape)
-    d_loss = real_sum = fake_sum = skipped = 0.0
+    skipped = 0.0
     after = []
+    per_update = []
     for update in range(config.d_steps):
-        flag, loss, rs, fs = d_update(
+        flag, sums = d_update(
             state,
             plan,
             images[update, :, local],
@@ -466,23 +511,32 @@ def replica_step(state, plan: StepPlan, images, labels, step) -> dict:
             update,
             replica,
             after,
+            given,
         )
         skipped += flag
         after = [skipped]
-        d_loss += loss
-        real_sum += rs
-        fake_sum += fs
-    flag, g_loss = g_update(state, plan, step, replica, after)
+        per_update.append(sums)
+    flag, g_loss = g_update(state, plan, step, replica, after, given)
     skipped += flag
-    per_image_d = 1.0 / (config.d_steps * config.batch_size)
-    return {
-        # Summed over replicas by the caller: each term is already divided by the global batch.
-        "loss/d": d_loss / config.d_steps,
+
+    def mean_over_updates(name):
+        return tf.add_n([sums[name] for sums in per_update]) / config.d_steps
+
+    # Summed over replicas by the caller: each term is already divided by the global batch.
+    metrics = {
+        "loss/d": mean_over_updates("loss"),
+        "loss/d_real": mean_over_updates("real_loss"),
+        "loss/d_fake": mean_over_updates("fake_loss"),
         "loss/g": g_loss,
-        "d/real": real_sum * per_image_d,
-        "d/fake": fake_sum * per_image_d,
+        "d/real": mean_over_updates("real_logits") / config.batch_size,
+        "d/fake": mean_over_updates("fake_logits") / config.batch_size,
         "nonfinite": skipped / plan.replicas,
     }
+    if config.d_steps > 1:
+        for update, sums in enumerate(per_update):
+            metrics[f"loss/d_real/update{update}"] = sums["real_loss"]
+            metrics[f"loss/d_fake/update{update}"] = sums["fake_loss"]
+    return metrics
 
 
 # --------------------------------------------------------------------------- after the updates
@@ -595,6 +649,30 @@ def sigma0_clamp_update(
 # --------------------------------------------------------------------------- the step
 
 
+def check_latents(latents: Latents, config: StepConfig, generator) -> Latents:
+    """`latents` as tensors, or a ValueError naming the shapes a step of `config` needs."""
+    z = tf.convert_to_tensor(latents.z, tf.float32)
+    labels = tf.convert_to_tensor(latents.labels)
+    updates = config.d_steps + 1
+    expected = ([updates, config.batch_size, generator.dim_z], [updates, config.batch_size])
+    if z.shape.as_list() != expected[0] or labels.shape.as_list() != expected[1]:
+        raise ValueError(
+            f"latents must be z {expected[0]} and labels {expected[1]} (d_steps + 1 updates "
+            f"of the global batch), got {z.shape.as_list()} and {labels.shape.as_list()}"
+        )
+    if not labels.dtype.is_integer:
+        raise ValueError(f"latent labels must be integers, got {labels.dtype.name}")
+    labels = tf.cast(labels, tf.int32)
+    in_range = [
+        tf.debugging.assert_non_negative(labels, message="latent labels must be >= 0"),
+        tf.debugging.assert_less(
+            labels, generator.num_classes, message="latent labels must be < num_classes"
+        ),
+    ]
+    with tf.control_dependencies(in_range):
+        return Latents(tf.identity(z), tf.identity(labels))
+
+
 def make_train_step(
     state: state_lib.TrainState, strategy: tf.distribute.Strategy, config: StepConfig
 ):
@@ -606,23 +684,29 @@ def make_train_step(
       config: a `StepConfig`.
 
     Returns:
-      A `tf.function` `train_step(images, labels)` taking this worker's batch
-      for the whole step — images float32 `[d_steps * batch_size / workers,
-      R, R, 3]` in [-1, 1] and int labels `[d_steps * batch_size / workers]` —
-      and returning a flat dict of float32 scalars (`loss/d`, `loss/g`,
-      `d/real`, `d/fake`, `nonfinite`), averaged over replicas.
+      A `tf.function` `train_step(images, labels, latents=None)` taking this worker's
+      batch for the whole step — images float32 `[d_steps * batch_size / workers,
+      R, R, 3]` in [-1, 1] and int labels `[d_steps * batch_size / workers]` — and
+      returning a flat dict of float32 scalars, averaged over replicas: `loss/d` (D's loss,
+      the mean over its updates), its terms `loss/d_real` and `loss/d_fake` (with more
+      than one D update also per update, `loss/d_real/update<k>`, `loss/d_fake/update<k>`),
+      `loss/g`, `d/real` and `d/fake` (D's mean outputs) and `nonfinite`. `latents`, a
+      `Latents`, replaces the step's drawn z and fake classes (comparisons only); it is
+      traced separately from the step without it.
     """
     plan = plan_step(state, strategy, config)
 
-    def run_replica(images, labels, step):
-        return replica_step(state, plan, images, labels, step)
+    def run_replica(images, labels, step, given):
+        return replica_step(state, plan, images, labels, step, given)
 
     replica_fn = tf.function(run_replica, jit_compile=True) if config.jit_compile else run_replica
 
     @tf.function
-    def train_step(images, labels):
+    def train_step(images, labels, latents: Latents | None = None):
+        if latents is not None:
+            latents = check_latents(latents, config, state.generator)
         step = state.step.read_value()
-        metrics = strategy.run(replica_fn, args=(images, labels, step))
+        metrics = strategy.run(replica_fn, args=(images, labels, step, latents))
         metrics = {
             name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
             for name, value in metrics.items()
