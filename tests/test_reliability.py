@@ -394,7 +394,8 @@ def test_a_resumed_run_uses_the_configured_learning_rate_beta_2_and_epsilon(
 
     From the same checkpoint (step 2, deterministic, so every resumed run sees the same
     batch, z and gradient g), one more step with LeanAdam (β1 = 0):
-    `v' = β2 v + (1 − β2) g²` and `w' = w − lr √(1 − β2³) g / (√v' + ε)`.
+    `v' = β2 v + (1 − β2) g²` and `w' = w − lr g / (√v' / √(1 − β2³) + ε)` (ε after the
+    bias correction, as PyTorch's Adam).
     """
     base = str(tmp_path / "base")
     train.train(base, total_steps=2, deterministic=True)
@@ -443,7 +444,7 @@ def test_a_resumed_run_uses_the_configured_learning_rate_beta_2_and_epsilon(
             adam["v1"][known], 0.99 * adam["v0"][known] + 0.01 * g_squared[known], rtol=1e-3
         )
         g = np.sign(-step_same[known]) * np.sqrt(g_squared[known])
-        expected = -lr * np.sqrt(1 - 0.99**t) * g / (np.sqrt(adam["v1"][known]) + 1e-3)
+        expected = -lr * g / (np.sqrt(adam["v1"][known]) / np.sqrt(1 - 0.99**t) + 1e-3)
         np.testing.assert_allclose((adam["w1"] - adam["w0"])[known], expected, rtol=2e-3, atol=1e-7)
         checked += int(np.sum(np.abs(expected) > 1e-6))
     assert checked >= 100
