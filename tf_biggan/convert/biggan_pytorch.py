@@ -33,11 +33,19 @@ are numbered in order (`block<stage * depth + index>`).
 
 Every tensor of a file is used and every variable of a network is set; anything else is
 an error naming the tensor or the variable.
+
+Both directions live in one table: `generator_tensors` / `discriminator_tensors` pair each
+port tensor with our variable and the conversion each way. `load_*` read a state dict
+through it; `port_state_dict` writes our variables back under the port's keys and layouts
+(what `tools/port_step_parity.py` compares with the port's own iteration).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -123,55 +131,76 @@ def find_files(path: str) -> dict[str, str]:
     return {"": path}
 
 
-class _Mapper:
-    """Sets a network's variables from a state dict, keeping account of both sides."""
+@dataclasses.dataclass(frozen=True)
+class PortTensor:
+    """One tensor of a port state dict and the variable of ours that holds it.
 
-    def __init__(self, state_dict: dict, file: str, network):
-        self.state_dict = state_dict
-        self.file = file
-        self.network = network
-        self.used: set[str] = set()
-        self.assigned: set[int] = set()
+    Attributes:
+      key: the tensor's key in the port's state dict.
+      variable: our variable.
+      to_ours: `(port value, port state dict) -> our value` (the state dict for values that
+        depend on other tensors, such as D's class embedding `u`).
+      to_port: `our value -> port value`, the inverse.
+    """
 
-    def take(self, key: str) -> np.ndarray:
-        if key not in self.state_dict:
-            raise ConversionError(f"{self.file}: tensor {key!r} is missing")
-        self.used.add(key)
-        return self.state_dict[key]
-
-    def set(self, variable, value: np.ndarray, key: str) -> None:
-        value = np.asarray(value, np.float32)
-        if tuple(variable.shape) != value.shape:
-            raise ConversionError(
-                f"{self.file}: {key!r} has shape {value.shape} after conversion, but "
-                f"{variable.path} has {tuple(variable.shape)}"
-            )
-        variable.assign(value)
-        self.assigned.add(id(variable))
-
-    def finish(self) -> None:
-        """Raises unless every tensor was used and every variable set."""
-        unused = sorted(set(self.state_dict) - self.used)
-        if unused:
-            raise ConversionError(f"{self.file}: tensors not used by the conversion: {unused}")
-        unset = [v.path for v in self.network.variables if id(v) not in self.assigned]
-        if unset:
-            raise ConversionError(f"{self.file}: variables not set by the conversion: {unset}")
+    key: str
+    variable: Any
+    to_ours: Callable[[np.ndarray, dict], np.ndarray]
+    to_port: Callable[[np.ndarray], np.ndarray]
 
 
-def _sn_layer(m: _Mapper, layer, prefix: str, permutation=None) -> None:
-    """A spectrally normalised conv or linear layer: weight (transposed), bias, u, sigma."""
-    weight = m.take(f"{prefix}.weight")
-    kernel = weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight.T
-    u = m.take(f"{prefix}.u0")
-    if permutation is not None:
-        kernel, u = kernel[..., permutation], u[..., permutation]
-    m.set(layer.kernel, kernel, f"{prefix}.weight")
-    m.set(layer.u, u, f"{prefix}.u0")
-    m.set(layer.sigma, m.take(f"{prefix}.sv0").reshape(()), f"{prefix}.sv0")
+def _as_is(value, _=None):
+    return value
+
+
+def _transposed(value, _=None):
+    """A linear weight `[out, in]` ↔ our kernel `[in, out]` (its own inverse)."""
+    return value.T
+
+
+def _conv_to_ours(value, _=None):
+    return value.transpose(2, 3, 1, 0)
+
+
+def _conv_to_port(value):
+    return value.transpose(3, 2, 0, 1)
+
+
+def _scalar_to_ours(value, _=None):
+    return value.reshape(())
+
+
+def _sn_layer(layer, prefix: str, permutation=None) -> list[PortTensor]:
+    """A spectrally normalised conv or linear layer: weight (transposed), bias, u, sigma.
+
+    `permutation`: our output unit `i` is the port's unit `permutation[i]` (G's first linear).
+    """
+    conv = len(layer.kernel.shape) == 4
+    to_ours, to_port = (_conv_to_ours, _conv_to_port) if conv else (_transposed, _transposed)
+    if permutation is None:
+        unit_to_ours = unit_to_port = _as_is
+    else:
+        inverse = np.argsort(permutation)
+
+        def unit_to_ours(value, _=None):
+            return value[..., permutation]
+
+        def unit_to_port(value):
+            return value[..., inverse]
+
+    tensors = [
+        PortTensor(
+            f"{prefix}.weight",
+            layer.kernel,
+            lambda w, _=None: unit_to_ours(to_ours(w)),
+            lambda k: to_port(unit_to_port(k)),
+        ),
+        PortTensor(f"{prefix}.u0", layer.u, unit_to_ours, unit_to_port),
+        PortTensor(f"{prefix}.sv0", layer.sigma, _scalar_to_ours, lambda s: s.reshape(1)),
+    ]
     if layer.bias is not None:
-        bias = m.take(f"{prefix}.bias")
-        m.set(layer.bias, bias if permutation is None else bias[permutation], f"{prefix}.bias")
+        tensors.append(PortTensor(f"{prefix}.bias", layer.bias, unit_to_ours, unit_to_port))
+    return tensors
 
 
 def _embedding_u(table: np.ndarray, port_u: np.ndarray) -> np.ndarray:
@@ -189,6 +218,9 @@ def _embedding_u(table: np.ndarray, port_u: np.ndarray) -> np.ndarray:
     v /= max(np.linalg.norm(v), 1e-12)
     target = np.linalg.norm(w @ v[0])
     _, singular, right_t = np.linalg.svd(w, full_matrices=False)
+    # The SVD's signs are arbitrary: orient each singular vector towards v, so that our first
+    # power iteration lands on the side of the port's (its next `u0` and ours agree in sign).
+    right_t = right_t * np.where(right_t @ v[0] < 0, -1.0, 1.0)[:, None]
     top, low = singular[0], singular[-1]
     if low <= 0 or top - low < 1e-12 * top:
         return right_t[:1].astype(np.float32)
@@ -197,18 +229,38 @@ def _embedding_u(table: np.ndarray, port_u: np.ndarray) -> np.ndarray:
     return u[None, :].astype(np.float32)
 
 
-def _batch_norm(m: _Mapper, bn, prefix: str) -> None:
-    m.set(bn.moving_mean, m.take(f"{prefix}.stored_mean"), f"{prefix}.stored_mean")
-    m.set(bn.moving_variance, m.take(f"{prefix}.stored_var"), f"{prefix}.stored_var")
+def _port_embedding_u(table: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The port's `u0` `[1, classes]` for our `u` `[1, dim]` of the `[classes, dim]` table.
+
+    `normalize(W uᵀ)`: the class-side vector of our next power iteration, which is where the
+    port keeps its `u`. From it the port's estimate is `‖Wᵀ a‖`, the estimate ours makes from
+    `u`, so the two agree. Where our `u` came from `_embedding_u` of a port `u0` that is W's
+    top left singular vector (as after converged power iterations), this gives that vector
+    back, up to sign.
+    """
+    a = table.astype(np.float64) @ u[0].astype(np.float64)
+    return (a / max(np.linalg.norm(a), 1e-12))[None, :].astype(np.float32)
+
+
+def _batch_norm(bn, prefix: str) -> list[PortTensor]:
+    tensors = [
+        PortTensor(f"{prefix}.stored_mean", bn.moving_mean, _as_is, _as_is),
+        PortTensor(f"{prefix}.stored_var", bn.moving_variance, _as_is, _as_is),
+    ]
     if bn.affine:
-        m.set(bn.gamma, m.take(f"{prefix}.gain"), f"{prefix}.gain")
-        m.set(bn.beta, m.take(f"{prefix}.bias"), f"{prefix}.bias")
+        tensors += [
+            PortTensor(f"{prefix}.gain", bn.gamma, _as_is, _as_is),
+            PortTensor(f"{prefix}.bias", bn.beta, _as_is, _as_is),
+        ]
+    return tensors
 
 
-def _attention(m: _Mapper, attention, prefix: str) -> None:
+def _attention(attention, prefix: str) -> list[PortTensor]:
+    tensors = []
     for name in ("theta", "phi", "g", "o"):
-        _sn_layer(m, getattr(attention, name), f"{prefix}.{name}")
-    m.set(attention.gamma, m.take(f"{prefix}.gamma").reshape(()), f"{prefix}.gamma")
+        tensors += _sn_layer(getattr(attention, name), f"{prefix}.{name}")
+    # The port's γ is a 0-d tensor, as ours.
+    return tensors + [PortTensor(f"{prefix}.gamma", attention.gamma, _scalar_to_ours, _as_is)]
 
 
 def _first_linear_permutation(channels: int) -> np.ndarray:
@@ -218,40 +270,40 @@ def _first_linear_permutation(channels: int) -> np.ndarray:
     return channel * networks.BOTTOM_WIDTH**2 + position
 
 
-def load_generator(generator: networks.Generator, state_dict: dict, file: str) -> None:
-    """Sets every variable of the built `generator` from the port's G state dict."""
-    m = _Mapper(state_dict, file, generator)
-    m.set(generator.shared_embedding.kernel, m.take("shared.weight"), "shared.weight")
+def generator_tensors(generator: networks.Generator) -> list[PortTensor]:
+    """Every tensor of the port's G state dict, paired with the variable of `generator`
+    (built) that holds it."""
+    tensors = [PortTensor("shared.weight", generator.shared_embedding.kernel, _as_is, _as_is)]
     permutation = _first_linear_permutation(generator.input_channels)
-    _sn_layer(m, generator.linear, "linear", permutation)
+    tensors += _sn_layer(generator.linear, "linear", permutation)
     attention = generator.attention_blocks
     # BigGAN-deep's blocks: four convs, each after its conditional BN, and no shortcut conv.
     convs = 4 if generator.architecture == "deep" else 2
     for index, block in enumerate(generator.blocks):
         prefix = f"blocks.{index}.0"
         for conv in range(1, convs + 1):
-            _sn_layer(m, getattr(block, f"conv{conv}"), f"{prefix}.conv{conv}")
+            tensors += _sn_layer(getattr(block, f"conv{conv}"), f"{prefix}.conv{conv}")
         if convs == 2:
-            _sn_layer(m, block.conv_shortcut, f"{prefix}.conv_sc")
+            tensors += _sn_layer(block.conv_shortcut, f"{prefix}.conv_sc")
         for name in (f"bn{k}" for k in range(1, convs + 1)):
             bn = getattr(block, name)
-            _batch_norm(m, bn.batch_norm, f"{prefix}.{name}")
-            _sn_layer(m, bn.gain, f"{prefix}.{name}.gain")
-            _sn_layer(m, bn.bias, f"{prefix}.{name}.bias")
+            tensors += _batch_norm(bn.batch_norm, f"{prefix}.{name}")
+            tensors += _sn_layer(bn.gain, f"{prefix}.{name}.gain")
+            tensors += _sn_layer(bn.bias, f"{prefix}.{name}.bias")
         if index in attention:
-            _attention(m, attention[index], f"blocks.{index}.1")
-    _batch_norm(m, generator.output_bn, "output_layer.0")
-    _sn_layer(m, generator.output_conv, "output_layer.2")
-    m.finish()
+            tensors += _attention(attention[index], f"blocks.{index}.1")
+    tensors += _batch_norm(generator.output_bn, "output_layer.0")
+    return tensors + _sn_layer(generator.output_conv, "output_layer.2")
 
 
-def load_discriminator(discriminator: networks.Discriminator, state_dict: dict, file: str):
-    """Sets every variable of the built `discriminator` from the port's D state dict."""
-    m = _Mapper(state_dict, file, discriminator)
+def discriminator_tensors(discriminator: networks.Discriminator) -> list[PortTensor]:
+    """Every tensor of the port's D state dict, paired with the variable of `discriminator`
+    (built) that holds it."""
+    tensors = []
     attention = discriminator.attention_blocks
     deep = discriminator.architecture == "deep"
     if deep:
-        _sn_layer(m, discriminator.input_conv, "input_conv")
+        tensors += _sn_layer(discriminator.input_conv, "input_conv")
     depth = discriminator.depth
     for index, block in enumerate(discriminator.blocks):
         # The port's deep D keys blocks by stage: blocks.<stage>.<index in stage>, and the
@@ -259,18 +311,71 @@ def load_discriminator(discriminator: networks.Discriminator, state_dict: dict, 
         stage, position = divmod(index, depth) if deep else (index, 0)
         prefix = f"blocks.{stage}.{position}"
         for conv in range(1, 5 if deep else 3):
-            _sn_layer(m, getattr(block, f"conv{conv}"), f"{prefix}.conv{conv}")
+            tensors += _sn_layer(getattr(block, f"conv{conv}"), f"{prefix}.conv{conv}")
         if block.conv_shortcut is not None:
-            _sn_layer(m, block.conv_shortcut, f"{prefix}.conv_sc")
+            tensors += _sn_layer(block.conv_shortcut, f"{prefix}.conv_sc")
         if index in attention:
-            _attention(m, attention[index], f"blocks.{stage}.{depth if deep else 1}")
-    _sn_layer(m, discriminator.linear, "linear")
+            tensors += _attention(attention[index], f"blocks.{stage}.{depth if deep else 1}")
+    tensors += _sn_layer(discriminator.linear, "linear")
     embedding = discriminator.embedding
-    table = m.take("embed.weight")
-    m.set(embedding.kernel, table, "embed.weight")
-    m.set(embedding.u, _embedding_u(table, m.take("embed.u0")), "embed.u0")
-    m.set(embedding.sigma, m.take("embed.sv0").reshape(()), "embed.sv0")
-    m.finish()
+    return tensors + [
+        PortTensor("embed.weight", embedding.kernel, _as_is, _as_is),
+        PortTensor(
+            "embed.u0",
+            embedding.u,
+            lambda u, state_dict: _embedding_u(state_dict["embed.weight"], u),
+            lambda u: _port_embedding_u(embedding.kernel.numpy(), u),
+        ),
+        PortTensor("embed.sv0", embedding.sigma, _scalar_to_ours, lambda s: s.reshape(1)),
+    ]
+
+
+def _load(tensors: list[PortTensor], network, state_dict: dict, file: str) -> None:
+    """Sets every variable of `network` from `state_dict` through `tensors`.
+
+    Raises:
+      ConversionError: a tensor is missing, has the wrong shape, is not used, or a
+        variable is not set; the message names it.
+    """
+    assigned = set()
+    for tensor in tensors:
+        if tensor.key not in state_dict:
+            raise ConversionError(f"{file}: tensor {tensor.key!r} is missing")
+        value = np.asarray(tensor.to_ours(state_dict[tensor.key], state_dict), np.float32)
+        variable = tensor.variable
+        if tuple(variable.shape) != value.shape:
+            raise ConversionError(
+                f"{file}: {tensor.key!r} has shape {value.shape} after conversion, but "
+                f"{variable.path} has {tuple(variable.shape)}"
+            )
+        variable.assign(value)
+        assigned.add(id(variable))
+    unused = sorted(set(state_dict) - {tensor.key for tensor in tensors})
+    if unused:
+        raise ConversionError(f"{file}: tensors not used by the conversion: {unused}")
+    unset = [v.path for v in network.variables if id(v) not in assigned]
+    if unset:
+        raise ConversionError(f"{file}: variables not set by the conversion: {unset}")
+
+
+def load_generator(generator: networks.Generator, state_dict: dict, file: str) -> None:
+    """Sets every variable of the built `generator` from the port's G state dict."""
+    _load(generator_tensors(generator), generator, state_dict, file)
+
+
+def load_discriminator(discriminator: networks.Discriminator, state_dict: dict, file: str):
+    """Sets every variable of the built `discriminator` from the port's D state dict."""
+    _load(discriminator_tensors(discriminator), discriminator, state_dict, file)
+
+
+def port_state_dict(tensors: list[PortTensor]) -> dict[str, np.ndarray]:
+    """The port's state dict (float32 numpy arrays by key) of our variables: the inverse of
+    `load_generator` / `load_discriminator`, for `generator_tensors(G)` or
+    `discriminator_tensors(D)`."""
+    return {
+        tensor.key: np.asarray(tensor.to_port(tensor.variable.numpy()), np.float32)
+        for tensor in tensors
+    }
 
 
 def _block_indices(state_dict: dict) -> list[int]:
