@@ -1,4 +1,4 @@
-"""Tests for tf_biggan.data.decode: file decoding to uint8 RGB, crop/resize, scaling."""
+"""Tests for tf_biggan.data.decode: file decoding to uint8 RGB, crop/resize or pad, scaling."""
 
 import numpy as np
 import pytest
@@ -49,3 +49,28 @@ def test_preprocess_image_scales_uint8_to_minus_one_one():
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, scaled(image))
     np.testing.assert_array_equal(out[..., 0], [[-1.0, 1.0], [1.0, scaled(51)]])
+
+
+def test_fit_pad_never_upsamples():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (5, 3, 3), np.uint8)
+    # Both sides at most R: unresampled in the centre; the odd margin's extra pixel goes to
+    # the bottom and the right.
+    padded = decode.fit_image(tf.constant(small), 8, "pad").numpy()
+    expected = np.zeros((8, 8, 3), np.uint8)
+    expected[1:6, 2:5] = small
+    np.testing.assert_array_equal(padded, expected)
+    # One side longer than R: that side is centre cropped, the other padded.
+    tall = rng.integers(0, 256, (12, 4, 3), np.uint8)
+    expected = np.zeros((8, 8, 3), np.uint8)
+    expected[:, 2:6] = tall[2:10]
+    np.testing.assert_array_equal(decode.fit_image(tf.constant(tall), 8, "pad").numpy(), expected)
+    # Both sides longer: centre crop and resize down, as "resize" does.
+    large = tf.constant(rng.integers(0, 256, (20, 16, 3), np.uint8))
+    np.testing.assert_array_equal(
+        decode.fit_image(large, 8, "pad").numpy(), decode.crop_resize(large, 8).numpy()
+    )
+    # "resize" upsamples the small image: no black border.
+    assert decode.fit_image(tf.constant(small + 1), 8).numpy().min() > 0
+    with pytest.raises(ValueError, match=r"fit must be one of 'resize', 'pad', got 'crop'"):
+        decode.fit_image(tf.constant(small), 8, "crop")

@@ -13,6 +13,7 @@ from data_testlib import (
     folder_source,
     index_idx,
     make_folder,
+    scaled,
     write_idx,
 )
 
@@ -130,6 +131,7 @@ def test_random_flip_mirrors_some_images(tmp_path):
         (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
         (dict(resolution=0), r"resolution must be >= 1, got 0"),
         (dict(shuffle_buffer=-1), r"shuffle_buffer must be >= 0, got -1"),
+        (dict(fit="crop"), r"fit must be one of 'resize', 'pad', got 'crop'"),
         (dict(num_classes=4), r"the data source has 3 classes \(red circle, .*num_classes=4"),
         (dict(batch_size=7), r"12 examples \(6 per input pipeline, 2 pipeline\(s\)\), .* of 7"),
     ],
@@ -166,6 +168,56 @@ def test_gin_binds_source_and_its_parameters():
         with pytest.raises(ValueError, match=f"make_dataset.{name}"):
             gin.parse_config(f"make_dataset.{name} = 8")
         gin.clear_config()
+
+
+def _fashion_sized(tmp_path, count=6):
+    """IDX files of `count` random 28×28 grey images (one class): (images, source builder)."""
+    images = np.random.default_rng(0).integers(0, 256, (count, 28, 28), np.uint8)
+    images_path = write_idx(tmp_path / "img.idx", images)
+    labels_path = write_idx(tmp_path / "lab.idx", np.zeros(count))
+    source = functools.partial(data.idx_source, images_path=images_path, labels_path=labels_path)
+    return images, source
+
+
+def _assert_padded(batch, images):
+    """`batch` [N, 32, 32, 3] holds each 28×28 grey image unresampled in a border of -1."""
+    assert batch.shape == (len(images), 32, 32, 3)
+    np.testing.assert_array_equal(batch[:, 2:30, 2:30], np.repeat(scaled(images)[..., None], 3, -1))
+    border = np.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    np.testing.assert_array_equal(batch[:, border], -1.0)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_fit_pad_puts_small_images_in_a_black_border(tmp_path, cache):
+    images, source = _fashion_sized(tmp_path)
+    common = dict(batch_size=6, resolution=32, num_classes=1, source=source, shuffle_buffer=0)
+    padded, _ = first_batches(data.make_dataset(fit="pad", cache=cache, **common), 2)
+    _assert_padded(padded, np.concatenate([images, images]))
+    # "resize", the default, upscales as before: antialiased bilinear, rounded to 8 bits.
+    resized, _ = first_batches(data.make_dataset(cache=cache, **common), 1)
+    upscaled = tf.image.resize(images[..., None].astype(np.float32), [32, 32], antialias=True)
+    upscaled = np.repeat(np.clip(np.round(upscaled.numpy()), 0, 255), 3, -1)
+    np.testing.assert_array_equal(resized, upscaled.astype(np.float32) / np.float32(127.5) - 1)
+
+
+def test_gin_binds_fit(tmp_path):
+    images, source = _fashion_sized(tmp_path)
+    with gin.unlock_config():
+        gin.parse_config(
+            [
+                "make_dataset.source = @idx_source",
+                "make_dataset.shuffle_buffer = 0",
+                'make_dataset.fit = "pad"',
+                f'idx_source.images_path = "{tmp_path / "img.idx"}"',
+                f'idx_source.labels_path = "{tmp_path / "lab.idx"}"',
+            ]
+        )
+    try:
+        padded, _ = first_batches(data.make_dataset(batch_size=6, resolution=32, num_classes=1), 1)
+    finally:
+        gin.clear_config()
+    _assert_padded(padded, images)
 
 
 def test_pipeline_throughput_counts_the_timed_batches(monkeypatch):

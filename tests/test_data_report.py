@@ -47,3 +47,18 @@ def test_summarize_input_data_counts_exactly_or_estimates(tmp_path):
     seen = np.bincount(read, minlength=3)
     assert estimate == {name: int(round(seen[k] / 152 * 300)) for k, name in enumerate(names)}
     assert (out / "real_examples.png").exists()
+
+
+def test_summarize_a_source_fits_as_the_pipeline_does(tmp_path):
+    # A 4×4 white image at 8 px: padded, it keeps a 2-px black border; resized, it is all white.
+    src = data.Source(
+        elements=tf.data.Dataset.from_tensors(np.full((4, 4, 3), 255, np.uint8)),
+        decode=lambda image: (image, tf.constant(0, tf.int32)),
+        num_examples=1,
+        class_names=("white",),
+    )
+    for fit, border in (("pad", 0), ("resize", 255)):
+        data.summarize_dataset(src, str(tmp_path), resolution=8, examples_per_class=1, fit=fit)
+        grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "real_examples.png"))).numpy()
+        tile = grid[2:10, 2:10]
+        assert tile[2:6, 2:6].min() == 255 and tile[0].max() == tile[0].min() == border, fit

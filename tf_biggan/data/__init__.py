@@ -4,7 +4,8 @@ Every pipeline yields `(images, labels)` batches: images float32 `[B, R, R, 3]` 
 labels int32 `[B]` in `[0, num_classes)`. The preprocessing follows the paper's ImageNet
 pipeline (Brock et al. 2019, after SA-GAN): centre crop to a square, resize to the training
 resolution (bilinear with antialiasing), optional random horizontal flip, values scaled to
-[-1, 1].
+[-1, 1]. With `make_dataset.fit = "pad"` an image no larger than the resolution (28 px
+Fashion-MNIST at 32) is padded with black instead of upscaled.
 
 A data set is described by a *source* builder (gin-configurable), called with a
 `SourceRequest` (resolution, num_classes, strict, seed, input_context), that returns a `Source`:
@@ -15,7 +16,8 @@ and preprocesses them.
 Modules (each imports only those above it):
   * `source`: the `Source` and `SourceRequest` types, the in-graph label check,
     `classes.json`.
-  * `decode`: image decoding (`decode_to_rgb_uint8`), crop/resize, `preprocess_image`.
+  * `decode`: image decoding (`decode_to_rgb_uint8`), crop and resize or pad (`fit_image`),
+    `preprocess_image`.
   * `synthetic`: `synthetic_source`, procedural coloured shapes, one class per
     (shape, colour) pair.
   * `idx`: `idx_source`, IDX files (MNIST / Fashion-MNIST format), gzipped or not.
@@ -31,7 +33,7 @@ Importing this package registers every gin configurable of the data sets.
 """
 
 from tf_biggan.data import decode, folder, idx, pipeline, report, source, synthetic, tfds, tfrecord
-from tf_biggan.data.decode import decode_to_rgb_uint8, preprocess_image
+from tf_biggan.data.decode import FITS, decode_to_rgb_uint8, fit_image, preprocess_image
 from tf_biggan.data.folder import IMAGE_EXTENSIONS, image_folder_source, list_image_folder
 from tf_biggan.data.idx import FASHION_MNIST_CLASS_NAMES, idx_source
 from tf_biggan.data.pipeline import InputData, make_dataset, pipeline_throughput
@@ -47,6 +49,7 @@ __all__ = [
     "CLASSES_JSON",
     "DATASET_INFO_JSON",
     "FASHION_MNIST_CLASS_NAMES",
+    "FITS",
     "IMAGE_EXTENSIONS",
     "InputData",
     "MANUAL_DOWNLOAD_FILES",
@@ -58,6 +61,7 @@ __all__ = [
     "TFRECORD_LABEL_KEY",
     "decode",
     "decode_to_rgb_uint8",
+    "fit_image",
     "folder",
     "idx",
     "idx_source",

@@ -78,7 +78,7 @@ def idx_source(
 
     Args:
       request: uses `num_classes` (labels must lie in [0, num_classes)); the arrays are
-        validated whole, and `make_dataset` resizes and shards.
+        validated whole, and `make_dataset` resizes (or pads, `fit`) and shards.
       images_path: IDX3 uint8 file `[N, H, W]`, optionally gzipped.
       labels_path: IDX1 uint8 file `[N]`, optionally gzipped.
       class_names: names of the classes; default: the Fashion-MNIST names when

@@ -22,7 +22,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from tf_biggan.data.decode import crop_resize, flip_and_scale
+from tf_biggan.data.decode import check_fit, fit_image, flip_and_scale
 from tf_biggan.data.source import GIN_MODULE, Source, SourceRequest, preview, write_classes_json
 
 __all__ = ["InputData", "make_dataset", "pipeline_throughput"]
@@ -81,13 +81,14 @@ def make_dataset(
     cache: bool = False,
     seed: int = 0,
     strict: bool = False,
+    fit: str = "resize",
 ) -> InputData:
     """Builds the repeated, batched training pipeline.
 
-    Order: shard (per input pipeline) -> [decode, crop, resize, cache] -> shuffle -> repeat
-    -> decode, centre crop, resize, flip, scale -> batch (drop remainder) -> prefetch. With
-    `cache`, the cache holds uint8 images at `resolution` (decoded once), otherwise images
-    are decoded after shuffling.
+    Order: shard (per input pipeline) -> [decode, fit, cache] -> shuffle -> repeat -> decode,
+    fit (centre crop and resize, or pad), flip, scale -> batch (drop remainder) -> prefetch.
+    With `cache`, the cache holds uint8 images at `resolution` (decoded once), otherwise
+    images are decoded after shuffling.
 
     Args:
       batch_size: per-pipeline batch (global batch / number of input pipelines).
@@ -104,16 +105,25 @@ def make_dataset(
         only the training iterator's is kept for the run).
       seed: shuffle / flip seed.
       strict: corrupt images raise instead of being skipped.
+      fit: how images reach `resolution` (`tf_biggan.data.decode.fit_image`). "resize":
+        centre square crop and antialiased bilinear resize, up or down. "pad": an image
+        whose sides are both at most `resolution` is placed, unresampled, in the centre of
+        a black canvas (pixel value 0, i.e. -1 after scaling: a 28×28 image at 32 gets 2
+        pixels on each side); an image with both sides larger is centre cropped and resized
+        down as with "resize", and one with only one side larger has that side centre
+        cropped to `resolution`, so "pad" never upsamples.
 
     Returns:
       `InputData`.
 
     Raises:
-      ValueError: class-count mismatch, or fewer examples per pipeline than one batch
+      ValueError: `fit` not one of "resize", "pad"; class-count mismatch, or fewer examples
+        per pipeline than one batch
         (checked from `num_examples`, or by counting the first batch of elements when the
         source does not know its size).
     """
     _check_arguments(batch_size, resolution, shuffle_buffer)
+    check_fit(fit)
     request = SourceRequest(resolution, num_classes, strict, seed, input_context)
     src = source(request)
     if len(src.class_names) != num_classes:
@@ -134,6 +144,7 @@ def make_dataset(
         shuffle_buffer=shuffle_buffer,
         random_flip=random_flip,
         cache=cache,
+        fit=fit,
     )
 
 
@@ -189,6 +200,7 @@ def _input_data(
     shuffle_buffer: int,
     random_flip: bool,
     cache: bool,
+    fit: str,
 ) -> InputData:
     """The `InputData` whose `build` makes a new pipeline over this pipeline's `elements`.
 
@@ -199,7 +211,7 @@ def _input_data(
 
     def decode_resize(*element):
         image, label = src.decode(*element)
-        return crop_resize(image, resolution), tf.cast(label, tf.int32)
+        return fit_image(image, resolution, fit), tf.cast(label, tf.int32)
 
     flip_base = tf.constant(seed, tf.int64) * 1_000_003 + request.pipeline_id
 

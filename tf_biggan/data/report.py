@@ -13,11 +13,12 @@ import numpy as np
 from absl import logging
 
 from tf_biggan import imaging
-from tf_biggan.data.decode import preprocess_image
+from tf_biggan.data.decode import check_fit, preprocess_image
 from tf_biggan.data.pipeline import InputData
 from tf_biggan.data.source import Source
 
 __all__ = ["summarize_dataset"]
+
 
 def summarize_dataset(
     input_data_or_source: InputData | Source,
@@ -26,6 +27,7 @@ def summarize_dataset(
     examples_per_class: int = 8,
     max_classes: int = 20,
     max_scan: int = 20_000,
+    fit: str = "resize",
 ) -> dict[str, int]:
     """Logs the data set and writes `model_dir/real_examples.png`.
 
@@ -38,10 +40,13 @@ def summarize_dataset(
       input_data_or_source: an `InputData` (its batches are read from a fresh iterator) or
         a `Source` (read in source order).
       model_dir: where to write the PNG; None logs only.
-      resolution: the training resolution (images of a `Source` are resized to it).
+      resolution: the training resolution (images of a `Source` are fitted to it; those of
+        an `InputData` already are).
       examples_per_class: columns of the grid.
       max_classes: most rows of the grid.
       max_scan: most examples read to fill the grid and estimate counts.
+      fit: how images of a `Source` reach `resolution`, "resize" or "pad" (as
+        `make_dataset(fit=...)`; an `InputData`'s batches come fitted by its own).
 
     Returns:
       Class name -> number of images (exact or estimated).
@@ -50,7 +55,8 @@ def summarize_dataset(
     class_names = data.class_names
     num_classes = len(class_names)
     shown = min(num_classes, max_classes)
-    picked, seen, scanned = _scan(data, resolution, shown, examples_per_class, max_scan)
+    check_fit(fit)
+    picked, seen, scanned = _scan(data, resolution, shown, examples_per_class, max_scan, fit)
     counts, how = _class_counts(data, seen, scanned)
     total = data.num_examples
     logging.info(
@@ -76,6 +82,7 @@ def _scan(
     shown: int,
     examples_per_class: int,
     max_scan: int,
+    fit: str,
 ) -> tuple[list[list[np.ndarray]], np.ndarray, int]:
     """Reads examples until the grid is full (and 2,000 are read) or `max_scan` are read.
 
@@ -86,7 +93,7 @@ def _scan(
     """
     if isinstance(data, Source):
         stream = data.dataset.map(
-            lambda image, label: (preprocess_image(image, resolution), label)
+            lambda image, label: (preprocess_image(image, resolution, fit), label)
         ).batch(256)
     else:
         stream = data.dataset
