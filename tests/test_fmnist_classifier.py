@@ -15,7 +15,7 @@ from tf_biggan import data, metrics
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
-pytestmark = pytest.mark.skipif(
+needs_data = pytest.mark.skipif(
     not os.path.isdir(DATA_DIR), reason="needs the Debian package dataset-fashion-mnist"
 )
 
@@ -28,6 +28,19 @@ def _tool():
     return module
 
 
+@pytest.mark.parametrize("fit", ["resize", "pad"])
+def test_real_images_are_fitted_as_the_run_fits_them(fit):
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), np.uint8)
+    seen = _tool().as_training_sees_them(images, resolution=32, fit=fit, batch_size=2)
+    assert seen.shape == (5, 32, 32, 3) and seen.dtype == np.float32
+    for image, want in zip(images, seen, strict=True):
+        rgb = tf.image.grayscale_to_rgb(tf.constant(image[..., None]))
+        np.testing.assert_array_equal(want, data.preprocess_image(rgb, 32, fit).numpy())
+    if fit == "pad":
+        np.testing.assert_array_equal(seen[:, 2:30, 2:30, 0], images / np.float32(127.5) - 1)
+
+
+@needs_data
 def test_the_classifier_sees_real_images_as_the_extractor_will_show_them(tmp_path):
     tool = _tool()
     images, labels = tool.load_split(DATA_DIR, "test")
@@ -53,6 +66,7 @@ def test_the_classifier_sees_real_images_as_the_extractor_will_show_them(tmp_pat
     np.testing.assert_allclose(extractor(pipeline)["pool"], expected, rtol=1e-5, atol=1e-5)
 
 
+@needs_data
 def test_cli_trains_a_classifier_that_finds_the_classes_and_writes_test_statistics(tmp_path):
     # One epoch at width 8 on the full training set: a real, if small, classifier.
     output, stats = str(tmp_path / "c.keras"), str(tmp_path / "test.npz")

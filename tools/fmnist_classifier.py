@@ -11,8 +11,9 @@ fraction of images generated for class k that it classifies as k.
         --extractor=keras_model --extractor_path=stats/fmnist_classifier.keras \\
         --feature_layer=features --logits_layer=logits --num_samples=10000
 
-Real and generated images reach the classifier the same way. A real image is upscaled to the
-training resolution as the training pipeline does (antialiased bilinear, rounded to 8 bits).
+Real and generated images reach the classifier the same way. A real image is brought to the
+training resolution as the training pipeline does (`--fit`, the run's `make_dataset.fit`: by
+default upscaled, antialiased bilinear rounded to 8 bits; with "pad", centred on black).
 Generated and real images alike are then resized back to 28×28 (bilinear) and converted to grey
 by the `keras_model` extractor. The classifier trains on images made exactly so, and the
 reference statistics (`--stats_output`) are those of the 10,000 test images made so.
@@ -60,25 +61,33 @@ def load_split(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
-def as_training_sees_them(images: np.ndarray, resolution: int, batch_size: int = 5000):
+def as_training_sees_them(
+    images: np.ndarray, resolution: int, fit: str = "resize", batch_size: int = 5000
+) -> np.ndarray:
     """Real images as the training pipeline feeds them to D: float32 `[N, R, R, 3]` in [-1, 1].
 
-    The same operations as `tf_biggan.data.preprocess_image` (antialiased bilinear resize,
-    rounded to 8 bits, scaled to [-1, 1]), on whole batches of square grey images.
+    Each grey image, made RGB as `idx_source` makes it, goes through
+    `tf_biggan.data.preprocess_image` (no flip): the pipeline's own operations.
 
     Args:
       images: uint8 `[N, 28, 28]`.
       resolution: the training resolution R.
+      fit: the run's `make_dataset.fit`: "resize" (antialiased bilinear upscale, rounded to
+        8 bits) or "pad" (the 28×28 image in the centre of a black canvas).
     """
     import tensorflow as tf
 
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = tf.constant(images[start : start + batch_size, :, :, None], tf.float32)
-        batch = tf.image.resize(batch, [resolution, resolution], "bilinear", antialias=True)
-        batch = tf.clip_by_value(tf.round(batch), 0.0, 255.0) / 127.5 - 1.0
-        out.append(tf.tile(batch, [1, 1, 1, 3]).numpy())
-    return np.concatenate(out)
+    from tf_biggan import data
+
+    data.decode.check_fit(fit)
+
+    def preprocess(image):
+        return data.preprocess_image(tf.image.grayscale_to_rgb(image[..., None]), resolution, fit)
+
+    dataset = tf.data.Dataset.from_tensor_slices(images).map(
+        preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return np.concatenate([batch.numpy() for batch in dataset.batch(batch_size)])
 
 
 def as_the_extractor_sees_them(images) -> np.ndarray:
@@ -103,38 +112,57 @@ def originals(images: np.ndarray) -> np.ndarray:
     return images[..., None].astype(np.float32) / 127.5 - 1.0
 
 
-def build_classifier(width: int = 32, seed: int = 0):
-    """The classifier: `[B, 28, 28, 1]` in [-1, 1] → logits `[B, 10]`.
+def build_classifier(
+    width: int = 32,
+    seed: int = 0,
+    image_shape=(IMAGE_SIZE, IMAGE_SIZE, 1),
+    num_classes: int = NUM_CLASSES,
+    name: str = "fmnist_classifier",
+    bn_momentum: float = 0.99,
+):
+    """The classifier: `[B, 28, 28, 1]` in [-1, 1] → logits `[B, 10]` (by default).
 
     Two stages of two 3×3 conv-BN-ReLU (`width`, then `2·width` channels) with 2×2 max pooling,
     then the 128-unit ReLU layer named `features` (FID's feature space) and the layer `logits`.
+    `image_shape` `[H, W, C]` and `num_classes` size it for other images (tools/shape_judge.py);
+    `bn_momentum` is the batch norms' moving-average momentum.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input([IMAGE_SIZE, IMAGE_SIZE, 1], name="image")
+    inputs = keras.Input(list(image_shape), name="image")
     h = inputs
     for channels in (width, width, None, 2 * width, 2 * width, None):
         if channels is None:
             h = keras.layers.MaxPooling2D(2)(h)
             continue
         h = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(h)
-        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.BatchNormalization(momentum=bn_momentum)(h)
         h = keras.layers.ReLU()(h)
     h = keras.layers.Flatten()(h)
     h = keras.layers.Dropout(0.3)(h)
     features = keras.layers.Dense(128, activation="relu", name=FEATURE_LAYER)(h)
-    logits = keras.layers.Dense(NUM_CLASSES, name=LOGITS_LAYER)(keras.layers.Dropout(0.3)(features))
-    return keras.Model(inputs, logits, name="fmnist_classifier")
+    logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(keras.layers.Dropout(0.3)(features))
+    return keras.Model(inputs, logits, name=name)
 
 
 def train_classifier(
-    x, y, epochs: int, batch_size: int = 128, width: int = 32, seed: int = 0, verbose: int = 1
+    x,
+    y,
+    epochs: int,
+    batch_size: int = 128,
+    width: int = 32,
+    seed: int = 0,
+    verbose: int = 1,
+    num_classes: int = NUM_CLASSES,
+    name: str = "fmnist_classifier",
+    bn_momentum: float = 0.99,
 ):
-    """Trains `build_classifier` with Adam (1e-3, cosine decay to 0) on `x [N, 28, 28, 1]`, `y [N]`."""
+    """Trains `build_classifier` with Adam (1e-3, cosine decay to 0) on `x [N, H, W, C]`, `y [N]`
+    (int in `[0, num_classes)`)."""
     import keras
 
-    model = build_classifier(width, seed)
+    model = build_classifier(width, seed, x.shape[1:], num_classes, name, bn_momentum)
     steps = epochs * (len(x) // batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps)
     model.compile(
@@ -183,8 +211,10 @@ def main(argv):
     with contextlib.redirect_stdout(sys.stderr):
         train_images, train_labels = load_split(f.data_dir, "train")
         test_images, test_labels = load_split(f.data_dir, "test")
-        x_train = as_the_extractor_sees_them(as_training_sees_them(train_images, f.resolution))
-        test_pipeline = as_training_sees_them(test_images, f.resolution)
+        x_train = as_the_extractor_sees_them(
+            as_training_sees_them(train_images, f.resolution, f.fit)
+        )
+        test_pipeline = as_training_sees_them(test_images, f.resolution, f.fit)
         x_test = as_the_extractor_sees_them(test_pipeline)
         model = train_classifier(x_train, train_labels, f.epochs, f.batch_size, f.width, f.seed)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -210,6 +240,9 @@ def _define_flags():
     flags.DEFINE_string("output", None, "Where to save the classifier (a .keras file).")
     flags.DEFINE_string("stats_output", None, "Optional .npz of the test set's statistics.")
     flags.DEFINE_integer("resolution", 32, "Training resolution of the generators to judge.")
+    flags.DEFINE_enum(
+        "fit", "resize", ["resize", "pad"], "The runs' make_dataset.fit: how 28 px reach it."
+    )
     flags.DEFINE_integer("epochs", 6, "Training epochs.")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
     flags.DEFINE_integer("width", 32, "Channels of the first conv stage.")

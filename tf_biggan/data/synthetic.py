@@ -2,6 +2,8 @@
 
 Class k is a shape of `SYNTHETIC_SHAPES` in a colour of `SYNTHETIC_COLOURS`, drawn on the
 fly from `(seed, index)`; it needs no files, so tests, benchmarks and the quickstart use it.
+With `random_colours` the classes are the shapes alone, each drawn in a random colour (the
+training set of `tools/shape_judge.py`, a shape classifier that must not use colour).
 """
 
 from __future__ import annotations
@@ -26,8 +28,26 @@ SYNTHETIC_COLOURS = (
 )
 
 
-def _render_shape(index, *, resolution, num_classes, seed):
-    """Draws one coloured shape; label = index mod num_classes."""
+def _random_colour(seed, index):
+    """A bright colour of example `index`: hue and saturation uniform, value in [0.6, 1].
+
+    The value keeps every colour at least 0.2 above the background (at most 0.4 in each
+    channel) in its largest channel, so no shape is invisible. Drawn from its own stream
+    (the example's seed folded with 1), so the other draws are those of `random_colours=False`.
+    """
+    stream = tf.random.experimental.stateless_fold_in(
+        tf.stack([tf.constant(seed, tf.int64), index]), 1
+    )
+    hue, saturation, value = tf.unstack(tf.random.stateless_uniform([3], seed=stream))
+    return tf.image.hsv_to_rgb(tf.stack([hue, saturation, 0.6 + 0.4 * value]))
+
+
+def _render_shape(index, *, resolution, num_classes, seed, random_colours=False):
+    """Draws one coloured shape; label = index mod num_classes.
+
+    With `random_colours` the shape gets `_random_colour` instead of its class colour (with
+    jitter); its position, size and background stay those of `random_colours=False`.
+    """
     index = tf.cast(index, tf.int64)
     label = tf.cast(index % num_classes, tf.int32)
     shape_id = label % len(SYNTHETIC_SHAPES)
@@ -38,6 +58,8 @@ def _render_shape(index, *, resolution, num_classes, seed):
     radius = 0.4 + 0.25 * rnd[2]
     colours = tf.constant([c for _, c in SYNTHETIC_COLOURS], tf.float32)
     colour = tf.clip_by_value(tf.gather(colours, colour_id) + (rnd[3:6] - 0.5) * 0.15, 0.0, 1.0)
+    if random_colours:
+        colour = _random_colour(seed, index)
     background = 0.05 + 0.3 * rnd[6] + (rnd[7:10] - 0.5) * 0.1
 
     coords = (tf.range(resolution, dtype=tf.float32) + 0.5) / resolution * 2.0 - 1.0
@@ -66,6 +88,7 @@ def synthetic_source(
     request: SourceRequest,
     *,
     num_examples: int = 10_000,
+    random_colours: bool = False,
 ) -> Source:
     """Procedural class-conditional images: one class per (shape, colour) pair.
 
@@ -76,33 +99,51 @@ def synthetic_source(
     given seed; example i has label `i % num_classes`.
 
     Args:
-      request: uses `resolution` (side of the generated images), `num_classes` (1..40) and
-        `seed` (generation seed); nothing can be corrupt, and `make_dataset` shards.
+      request: uses `resolution` (side of the generated images), `num_classes` (1..40, or
+        1..5 with `random_colours`) and `seed` (generation seed); nothing can be corrupt,
+        and `make_dataset` shards.
       num_examples: size of the set.
+      random_colours: class k is the shape `SYNTHETIC_SHAPES[k]` alone, named by it
+        ("circle", ...), each example in a random bright colour (hue and saturation
+        uniform, HSV value in [0.6, 1]); example i is example i of `random_colours=False`
+        (same seed) in another colour.
 
     Returns:
       A `Source`.
     """
     resolution, num_classes, seed = request.resolution, request.num_classes, request.seed
-    max_classes = len(SYNTHETIC_SHAPES) * len(SYNTHETIC_COLOURS)
+    if random_colours:
+        max_classes = len(SYNTHETIC_SHAPES)
+    else:
+        max_classes = len(SYNTHETIC_SHAPES) * len(SYNTHETIC_COLOURS)
     if not 1 <= num_classes <= max_classes:
         raise ValueError(
-            f"synthetic_source supports 1..{max_classes} classes, got num_classes={num_classes}"
+            f"synthetic_source supports 1..{max_classes} classes"
+            f"{' with random_colours' if random_colours else ''}, got num_classes={num_classes}"
         )
     if num_examples < 1:
         raise ValueError(f"synthetic_source needs num_examples >= 1, got {num_examples}")
-    names = tuple(
-        f"{SYNTHETIC_COLOURS[k % len(SYNTHETIC_COLOURS)][0]} "
-        f"{SYNTHETIC_SHAPES[k % len(SYNTHETIC_SHAPES)]}"
-        for k in range(num_classes)
-    )
+    if random_colours:
+        names = SYNTHETIC_SHAPES[:num_classes]
+    else:
+        names = tuple(
+            f"{SYNTHETIC_COLOURS[k % len(SYNTHETIC_COLOURS)][0]} "
+            f"{SYNTHETIC_SHAPES[k % len(SYNTHETIC_SHAPES)]}"
+            for k in range(num_classes)
+        )
     counts = {
         name: num_examples // num_classes + (1 if k < num_examples % num_classes else 0)
         for k, name in enumerate(names)
     }
 
     def decode(index):
-        return _render_shape(index, resolution=resolution, num_classes=num_classes, seed=seed)
+        return _render_shape(
+            index,
+            resolution=resolution,
+            num_classes=num_classes,
+            seed=seed,
+            random_colours=random_colours,
+        )
 
     return Source(
         elements=tf.data.Dataset.range(num_examples),
