@@ -1,5 +1,6 @@
 """Tests for tf_biggan.layers: numbers against numpy, single vs two-replica runs."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -933,6 +934,69 @@ def test_self_attention_rejects_channels_not_divisible_by_8():
         layers.SelfAttention()(np.zeros((1, 2, 2, 12), np.float32))
 
 
+# ---- initialisation.
+
+
+def test_layers_sharing_one_initializer_draw_their_own_kernels():
+    # Keras repeats an unseeded initializer's draw: one object shared by every layer gave
+    # every kernel of a shape the same matrix. Each layer draws from its own copy.
+    shared = keras.initializers.Orthogonal()
+    np.testing.assert_array_equal(shared((6, 4)), shared((6, 4)))
+    dense = [layers.SNDense(4, kernel_initializer=shared) for _ in range(2)]
+    convs = [layers.SNConv2D(4, 1, kernel_initializer=shared) for _ in range(2)]
+    attention = layers.SelfAttention(kernel_initializer=shared)
+    for layer in dense:
+        layer.build((None, 6))
+    for layer in convs:
+        layer.build((None, 2, 2, 6))
+    attention.build((None, 2, 2, 16))
+    kernels = [layer.kernel.numpy().reshape(6, 4) for layer in dense + convs]
+    for i in range(len(kernels)):
+        for j in range(i):
+            assert not np.array_equal(kernels[i], kernels[j])
+    assert not np.array_equal(attention.theta.kernel.numpy(), attention.phi.kernel.numpy())
+    assert dense[0].get_config()["kernel_initializer"] == keras.initializers.serialize(shared)
+
+
+def test_a_seeded_kernel_initializer_is_refused():
+    # Every copy of a seeded initializer draws the same values.
+    with pytest.raises(ValueError, match="has a seed"):
+        layers.SNDense(4, kernel_initializer=keras.initializers.Orthogonal(seed=1))
+    with pytest.raises(ValueError, match="has a seed"):
+        layers.ConditionalBatchNorm(
+            kernel_initializer={"class_name": "RandomNormal", "config": {"seed": 3}}
+        )
+    with pytest.raises(TypeError, match="Keras initializer"):
+        layers.SNConv2D(4, kernel_initializer=lambda shape, dtype=None: tf.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "layer, input_shape, fan_in",
+    [
+        (layers.SNDense(3000), (None, 20), 20),
+        (layers.SNConv2D(3000, 3), (None, 4, 4, 5), 45),
+        (layers.SNConv2D(3000, 1), (None, 4, 4, 5), 5),
+    ],
+    ids=["dense", "conv3", "conv1"],
+)
+def test_biases_start_uniform_within_one_over_sqrt_fan_in(layer, input_shape, fan_in):
+    layer.build(input_shape)
+    assert layer.get_config()["bias_initializer"] == "fan_in_uniform"
+    scaled = layer.bias.numpy() * np.sqrt(fan_in)  # U(-1, 1): mean 0, variance 1/3
+    assert np.all(np.abs(scaled) <= 1.0) and scaled.min() < -0.99 and scaled.max() > 0.99
+    n = scaled.size
+    assert abs(scaled.mean()) < 5 * np.sqrt(1 / (3 * n))
+    assert abs(np.mean(scaled**2) - 1 / 3) < 5 * np.sqrt(4 / (45 * n))
+
+
+def test_zero_biases_on_request_and_unknown_choices_refused():
+    layer = layers.SNConv2D(4, 3, bias_initializer="zeros")
+    layer.build((None, 4, 4, 2))
+    np.testing.assert_array_equal(layer.bias.numpy(), np.zeros(4))
+    with pytest.raises(ValueError, match="bias_initializer must be one of"):
+        layers.SNDense(4, bias_initializer="glorot_uniform")
+
+
 # ---- get_config / from_config.
 
 
@@ -943,6 +1007,7 @@ def _round_trip_cases():
         (layers.SNDense(5, use_bias=False), (rng.randn(2, 3).astype(np.float32),)),
         (layers.SNConv2D(3, 1, padding="valid"), (image,)),
         (layers.SNConv2D(4, 3), (image,)),
+        (layers.SNConv2D(4, 3, bias_initializer="zeros"), (image,)),
         (layers.SNEmbedding(6, 3), (np.array([0, 5, 2]),)),
         (layers.SNDense(4, folded=True), (rng.randn(2, 3).astype(np.float32),)),
         (layers.SyncBatchNorm(momentum=0.8, epsilon=1e-3, affine=True), (image,)),

@@ -25,6 +25,13 @@
   and ReLU as `batch_norm_relu`, whose backward pass keeps one activation fewer.
 - `SelfAttention`: the SA-GAN block, `x + gamma * o`, gamma starting at 0.
 
+Initialisation as in the reference (BigGAN-PyTorch), where each module draws its weights
+from the global RNG: every kernel is its own draw of the layer's `kernel_initializer` (a
+`fresh_initializer` copy per weight), and the biases of `SNDense` and `SNConv2D` are drawn
+from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) by default, PyTorch's initialisation of
+`nn.Linear` and `nn.Conv2d` biases, which the reference keeps (`bias_initializer`,
+`BIAS_INITIALIZERS`). `keras.utils.set_random_seed` before the build makes it reproducible.
+
 Layers know nothing of gin or of strategies beyond the replica context. They
 compute in their `compute_dtype` (so mixed precision works) but keep the power
 iteration and the batch statistics in float32.
@@ -54,6 +61,75 @@ def _static_size(shape) -> int | None:
     """Elements of a tensor of static `shape`, or None if any dimension is unknown."""
     dims = tuple(shape)
     return None if any(d is None for d in dims) else math.prod(int(d) for d in dims)
+
+
+BIAS_INITIALIZERS = ("fan_in_uniform", "zeros")
+"""The choices of `bias_initializer` (`SNDense`, `SNConv2D`, the networks): "fan_in_uniform"
+draws each bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in the kernel's `[fan_in, out]`
+rows (in features, or k*k*in channels): PyTorch's default for `nn.Linear` and `nn.Conv2d`,
+which BigGAN-PyTorch keeps, its `init_weights` overwriting only the weights. "zeros": all 0."""
+
+
+def initializer_template(identifier) -> keras.initializers.Initializer:
+    """The Keras initializer named by `identifier`, which a layer keeps (and serialises) and
+    copies with `fresh_initializer` for each weight it creates.
+
+    Args:
+      identifier: a name ("orthogonal"), a config dict or an `Initializer`, without a seed.
+
+    Raises:
+      TypeError: `identifier` is not a Keras initializer (a plain function cannot be copied).
+      ValueError: it has a seed: every copy would draw the same values, so every kernel of a
+        shape would start as the same matrix. The run's seed (`keras.utils.set_random_seed`)
+        makes the initialisation reproducible instead.
+    """
+    initializer = keras.initializers.get(identifier)
+    if not isinstance(initializer, keras.initializers.Initializer):
+        raise TypeError(f"expected a Keras initializer (a name, config or object): {identifier!r}")
+    if initializer.get_config().get("seed") is not None:
+        raise ValueError(
+            f"{type(initializer).__name__} has a seed, so all its draws would be equal; leave it "
+            "unset and seed the run (keras.utils.set_random_seed) to reproduce the initialisation"
+        )
+    return initializer
+
+
+def fresh_initializer(initializer: keras.initializers.Initializer):
+    """A new initializer with `initializer`'s config, for exactly one weight.
+
+    An unseeded Keras 3 initializer picks its seed once, when it is constructed, and then
+    draws the same values on every call; layers do not copy the initializers they are given.
+    One object shared by all layers would therefore start every kernel of a shape as the
+    same matrix. A copy made when its weight is created picks its own seed (from Python's
+    `random`), so each weight is its own draw, reproducible after `keras.utils.set_random_seed`.
+
+    Returns:
+      An initializer of `initializer`'s class and config (its seed unset, as checked by
+      `initializer_template`).
+    """
+    return type(initializer).from_config(initializer.get_config())
+
+
+def _check_bias_initializer(choice: str) -> str:
+    if choice not in BIAS_INITIALIZERS:
+        raise ValueError(f"bias_initializer must be one of {BIAS_INITIALIZERS}, got {choice!r}")
+    return choice
+
+
+def bias_initializer_for(choice: str, fan_in: int) -> keras.initializers.Initializer:
+    """The initializer of one bias of a layer whose kernel has `fan_in` rows.
+
+    Args:
+      choice: one of `BIAS_INITIALIZERS`.
+      fan_in: in features (dense) or `k * k * in` channels (conv), >= 1.
+
+    Returns:
+      A new initializer (its own draw): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) or zeros.
+    """
+    if _check_bias_initializer(choice) == "zeros":
+        return keras.initializers.Zeros()
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
 
 
 MATMUL_CONV_RATIO = 8
@@ -346,7 +422,8 @@ class _SpectralNormalized(keras.layers.Layer):
     rank with the output axis last, an optional bias, then `u` and `sigma`).
 
     Args:
-      kernel_initializer: initialiser of the kernel (orthogonal).
+      kernel_initializer: initialiser of the kernel (orthogonal), unseeded: the kernel is
+        drawn by its own copy (`fresh_initializer`).
       folded: the kernel is already normalised (see `fold`); `call` uses it as
         it is, with no power iteration, and never reads `u` or `sigma`.
     """
@@ -356,17 +433,29 @@ class _SpectralNormalized(keras.layers.Layer):
         # so autocasting is off and `call` casts explicitly.
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = initializer_template(kernel_initializer)
         self.folded = bool(folded)
 
-    def _build_weights(self, name: str, shape: tuple, use_bias: bool) -> None:
-        """Creates `kernel` (called `name`), `bias` (zeros, or None) and the SN state."""
-        self.kernel = self.add_weight(name=name, shape=shape, initializer=self.kernel_initializer)
-        self.bias = (
-            self.add_weight(name="bias", shape=(shape[-1],), initializer="zeros")
-            if use_bias
-            else None
+    def _build_weights(self, name: str, shape: tuple, bias_initializer: str | None) -> None:
+        """Creates `kernel` (called `name`), `bias` and the SN state.
+
+        Args:
+          name: the kernel's name.
+          shape: the kernel's, output axis last; its `[fan_in, out]` view has
+            `fan_in = prod(shape[:-1])`.
+          bias_initializer: one of `BIAS_INITIALIZERS` for a `[out]` bias, or None for none.
+        """
+        self.kernel = self.add_weight(
+            name=name, shape=shape, initializer=fresh_initializer(self.kernel_initializer)
         )
+        self.bias = None
+        if bias_initializer is not None:
+            fan_in = math.prod(shape[:-1])
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(shape[-1],),
+                initializer=bias_initializer_for(bias_initializer, fan_in),
+            )
         self._build_spectral_state()
 
     def _add_bias(self, outputs):
@@ -536,21 +625,30 @@ class SNDense(_SpectralNormalized):
 
     Args:
       units: output features.
-      use_bias: add a bias (initialised to zero).
+      use_bias: add a bias.
       kernel_initializer: initialiser of the `[in, units]` kernel (orthogonal).
+      bias_initializer: of the bias, one of `BIAS_INITIALIZERS`: "fan_in_uniform"
+        (U(+-1/sqrt(in)), PyTorch's and the reference's) or "zeros".
 
     Input `[..., in]`, output `[..., units]`.
     """
 
     def __init__(
-        self, units: int, use_bias: bool = True, kernel_initializer="orthogonal", **kwargs
+        self,
+        units: int,
+        use_bias: bool = True,
+        kernel_initializer="orthogonal",
+        bias_initializer: str = "fan_in_uniform",
+        **kwargs,
     ):
         super().__init__(kernel_initializer=kernel_initializer, **kwargs)
         self.units = int(units)
         self.use_bias = bool(use_bias)
+        self.bias_initializer = _check_bias_initializer(bias_initializer)
 
     def build(self, input_shape):
-        self._build_weights("kernel", (input_shape[-1], self.units), self.use_bias)
+        bias = self.bias_initializer if self.use_bias else None
+        self._build_weights("kernel", (input_shape[-1], self.units), bias)
 
     def call(self, inputs, training=None):
         return self._add_bias(self._normalized_apply(tf.matmul, self._cast(inputs), bool(training)))
@@ -559,7 +657,12 @@ class SNDense(_SpectralNormalized):
         return (*input_shape[:-1], self.units)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "bias_initializer": self.bias_initializer,
+        }
 
 
 class SNConv2D(_SpectralNormalized):
@@ -569,8 +672,10 @@ class SNConv2D(_SpectralNormalized):
       filters: output channels.
       kernel_size: square kernel size (BigGAN uses 3 and 1).
       padding: "same" or "valid".
-      use_bias: add a bias (initialised to zero).
+      use_bias: add a bias.
       kernel_initializer: initialiser of the `[k, k, in, filters]` kernel.
+      bias_initializer: of the bias, one of `BIAS_INITIALIZERS`: "fan_in_uniform"
+        (U(+-1/sqrt(k*k*in)), PyTorch's and the reference's) or "zeros".
 
     The power iteration runs on the kernel reshaped to `[k*k*in, filters]`.
     """
@@ -582,6 +687,7 @@ class SNConv2D(_SpectralNormalized):
         padding: str = "same",
         use_bias: bool = True,
         kernel_initializer="orthogonal",
+        bias_initializer: str = "fan_in_uniform",
         **kwargs,
     ):
         super().__init__(kernel_initializer=kernel_initializer, **kwargs)
@@ -591,10 +697,12 @@ class SNConv2D(_SpectralNormalized):
         self.kernel_size = int(kernel_size)
         self.padding = padding
         self.use_bias = bool(use_bias)
+        self.bias_initializer = _check_bias_initializer(bias_initializer)
 
     def build(self, input_shape):
         k = self.kernel_size
-        self._build_weights("kernel", (k, k, input_shape[-1], self.filters), self.use_bias)
+        bias = self.bias_initializer if self.use_bias else None
+        self._build_weights("kernel", (k, k, input_shape[-1], self.filters), bias)
 
     def call(self, inputs, training=None, resample=None):
         """`inputs [N, H, W, C]` → `[N, H', W', filters]`.
@@ -680,6 +788,7 @@ class SNConv2D(_SpectralNormalized):
             "kernel_size": self.kernel_size,
             "padding": self.padding,
             "use_bias": self.use_bias,
+            "bias_initializer": self.bias_initializer,
         }
 
 
@@ -695,7 +804,7 @@ class SNEmbedding(_SpectralNormalized):
         self.output_dim = int(output_dim)
 
     def build(self, input_shape):
-        self._build_weights("embeddings", (self.input_dim, self.output_dim), use_bias=False)
+        self._build_weights("embeddings", (self.input_dim, self.output_dim), None)
 
     def call(self, inputs, training=None):
         return self._normalized_apply(
@@ -1013,7 +1122,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.num_standing_stats = int(num_standing_stats)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = initializer_template(kernel_initializer)
         self.batch_norm = SyncBatchNorm(
             momentum=momentum,
             epsilon=epsilon,
@@ -1073,7 +1182,7 @@ class SelfAttention(keras.layers.Layer):
 
     def __init__(self, kernel_initializer="orthogonal", **kwargs):
         super().__init__(**kwargs)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = initializer_template(kernel_initializer)
         self.theta = self.phi = self.g = self.o = None
 
     def build(self, input_shape):

@@ -114,6 +114,9 @@ class GeneratorBlock(keras.layers.Layer):
     Call with `(x [B, H, W, Cin], c [B, D])` and optionally `truncation` (float scalar,
     picks the BN statistics of an inference call, see `layers.SyncBatchNorm`), returns
     `[B, 2H, 2W, filters]`.
+
+    `kernel_initializer` and `bias_initializer` are those of every conv (see `Generator`);
+    the conditional BNs' gain and bias maps take the kernel initializer and have no bias.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class GeneratorBlock(keras.layers.Layer):
         kernel_initializer="orthogonal",
         bn_epsilon: float = 1e-5,
         num_standing_stats: int = 0,
+        bias_initializer: str = "fan_in_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,24 +135,26 @@ class GeneratorBlock(keras.layers.Layer):
         self.bn_epsilon = float(bn_epsilon)
         self.num_standing_stats = int(num_standing_stats)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        init = self.kernel_initializer
+        self.bias_initializer = bias_initializer
+        conv_init = {
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": bias_initializer,
+        }
 
         def cbn(name):
             return layers.ConditionalBatchNorm(
                 bn_momentum,
                 bn_epsilon,
-                kernel_initializer=init,
+                kernel_initializer=self.kernel_initializer,
                 num_standing_stats=num_standing_stats,
                 name=name,
             )
 
         self.bn1 = cbn("bn1")
-        self.conv1 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv1")
+        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1", **conv_init)
         self.bn2 = cbn("bn2")
-        self.conv2 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv2")
-        self.conv_shortcut = layers.SNConv2D(
-            self.filters, 1, kernel_initializer=init, name="conv_shortcut"
-        )
+        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2", **conv_init)
+        self.conv_shortcut = layers.SNConv2D(self.filters, 1, name="conv_shortcut", **conv_init)
 
     def call(self, x, c, training=None, truncation=None):
         h = self.bn1(x, c, training=training, truncation=truncation, relu=True)
@@ -165,6 +171,7 @@ class GeneratorBlock(keras.layers.Layer):
             "bn_epsilon": self.bn_epsilon,
             "num_standing_stats": self.num_standing_stats,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": self.bias_initializer,
         }
 
 
@@ -176,6 +183,8 @@ class DiscriminatorBlock(keras.layers.Layer):
     before (the port's order, which saves compute on the input block).
 
     Input `[B, H, W, Cin]`, output `[B, H/2, W/2, filters]` (or `[B, H, W, filters]`).
+
+    `kernel_initializer` and `bias_initializer` are those of every conv (see `Generator`).
     """
 
     def __init__(
@@ -184,6 +193,7 @@ class DiscriminatorBlock(keras.layers.Layer):
         downsample: bool,
         preactivation: bool,
         kernel_initializer="orthogonal",
+        bias_initializer: str = "fan_in_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -191,15 +201,21 @@ class DiscriminatorBlock(keras.layers.Layer):
         self.downsample = bool(downsample)
         self.preactivation = bool(preactivation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        init = self.kernel_initializer
-        self.conv1 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv1")
-        self.conv2 = layers.SNConv2D(self.filters, 3, kernel_initializer=init, name="conv2")
+        self.bias_initializer = bias_initializer
+        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1", **self._initializers())
+        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2", **self._initializers())
         self.conv_shortcut = None
+
+    def _initializers(self) -> dict:
+        return {
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+        }
 
     def build(self, input_shape):
         if input_shape[-1] != self.filters or self.downsample:
             self.conv_shortcut = layers.SNConv2D(
-                self.filters, 1, kernel_initializer=self.kernel_initializer, name="conv_shortcut"
+                self.filters, 1, name="conv_shortcut", **self._initializers()
             )
 
     def call(self, x, training=None):
@@ -227,6 +243,7 @@ class DiscriminatorBlock(keras.layers.Layer):
             "downsample": self.downsample,
             "preactivation": self.preactivation,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": self.bias_initializer,
         }
 
 
@@ -253,6 +270,13 @@ class _StagedModel(keras.Model):
         """Block index → the self-attention layer that runs after that block."""
         return {index: getattr(self, name) for index, name in self._attention_after.items()}
 
+    def _initializers(self) -> dict:
+        """The initializer arguments every conv and linear layer (and block) gets."""
+        return {
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+        }
+
     def _config(self, **specific) -> dict:
         """`get_config()`: the settings G and D share, then `specific` ones."""
         return {
@@ -263,6 +287,7 @@ class _StagedModel(keras.Model):
             **specific,
             "attention": list(self.attention),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": self.bias_initializer,
             "architecture": self.architecture,
             "depth": self.depth if self.architecture == "deep" else None,
         }
@@ -318,10 +343,15 @@ class Generator(_StagedModel):
         `layers.SyncBatchNorm` for how an inference call picks them.
       kernel_initializer: initialiser of every kernel (conv, linear, embeddings), a
         Keras identifier or config: "orthogonal" (the paper's) or
-        `{"class_name": "RandomNormal", "config": {"stddev": 0.02}}` (the port's N02).
+        `{"class_name": "RandomNormal", "config": {"stddev": 0.02}}` (the port's N02),
+        without a seed: each kernel is its own draw (`layers.fresh_initializer`), and
+        `keras.utils.set_random_seed` before the build makes them reproducible.
       architecture: "biggan" or "deep" (BigGAN-deep, `tf_biggan.networks_deep`).
       depth: BigGAN-deep's blocks per resolution; None → 2 (the paper's). BigGAN has one
         and takes no `depth`.
+      bias_initializer: of every conv and linear bias, one of `layers.BIAS_INITIALIZERS`:
+        "fan_in_uniform" (U(+-1/sqrt(fan_in)), PyTorch's default, which the reference
+        keeps) or "zeros". Batch-norm offsets start at 0 either way.
 
     Call with `(z [B, dim_z] float, y [B, num_classes] float class weights)` and
     optionally `truncation` (float scalar: with a table of standing statistics, an
@@ -345,6 +375,7 @@ class Generator(_StagedModel):
         num_standing_stats: int = 0,
         architecture: str = "biggan",
         depth: int | None = None,
+        bias_initializer: str = "fan_in_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -366,6 +397,7 @@ class Generator(_StagedModel):
                 f"shared_dim > 0 and hierarchical_z = True (got {shared_dim}, {hierarchical_z})"
             )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = bias_initializer
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
@@ -374,10 +406,11 @@ class Generator(_StagedModel):
         self.num_standing_stats = int(num_standing_stats)
         self.shared_embedding = None
         if self.shared_dim:
+            # A Keras layer, which uses the initializer it is given as it is: its own copy.
             self.shared_embedding = keras.layers.Dense(
                 self.shared_dim,
                 use_bias=False,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=layers.fresh_initializer(self.kernel_initializer),
                 name="shared_embedding",
             )
         if deep:
@@ -389,9 +422,7 @@ class Generator(_StagedModel):
             self.input_channels = arch.input_multiplier * self.ch
             specs = [(None, m * self.ch, True, True) for m in arch.block_multipliers]
         self.linear = layers.SNDense(
-            BOTTOM_WIDTH * BOTTOM_WIDTH * self.input_channels,
-            kernel_initializer=self.kernel_initializer,
-            name="linear",
+            BOTTOM_WIDTH * BOTTOM_WIDTH * self.input_channels, name="linear", **self._initializers()
         )
         self._add_blocks(specs)
         self.output_bn = layers.SyncBatchNorm(
@@ -400,9 +431,7 @@ class Generator(_StagedModel):
             num_standing_stats=self.num_standing_stats,
             name="output_bn",
         )
-        self.output_conv = layers.SNConv2D(
-            3, 3, kernel_initializer=self.kernel_initializer, name="output_conv"
-        )
+        self.output_conv = layers.SNConv2D(3, 3, name="output_conv", **self._initializers())
 
     def _z_chunk_size(self, num_blocks: int) -> int:
         """BigGAN: z's part per block (and for the linear layer)."""
@@ -421,18 +450,20 @@ class Generator(_StagedModel):
         init = self.kernel_initializer
         self._attention_after = {}
         size = BOTTOM_WIDTH
-        bn = {"bn_epsilon": self.bn_epsilon, "num_standing_stats": self.num_standing_stats}
+        settings = {
+            "bn_epsilon": self.bn_epsilon,
+            "num_standing_stats": self.num_standing_stats,
+            **self._initializers(),
+        }
         for index, (cin, out, up, stage_end) in enumerate(specs):
             name = f"block{index}"
             if self.architecture == "deep":
                 hidden = cin // networks_deep.CHANNEL_RATIO
                 block = networks_deep.DeepGeneratorBlock(
-                    out, hidden, up, self.bn_momentum, kernel_initializer=init, name=name, **bn
+                    out, hidden, up, self.bn_momentum, name=name, **settings
                 )
             else:
-                block = GeneratorBlock(
-                    out, self.bn_momentum, kernel_initializer=init, name=name, **bn
-                )
+                block = GeneratorBlock(out, self.bn_momentum, name=name, **settings)
             _add_stage(self, block)
             size = size * 2 if up else size
             if stage_end and size in self.attention:
@@ -518,6 +549,7 @@ class Discriminator(_StagedModel):
       kernel_initializer: initialiser of every kernel (see `Generator`).
       architecture: "biggan" or "deep" (BigGAN-deep, `tf_biggan.networks_deep`).
       depth: BigGAN-deep's blocks per resolution; None → 2. BigGAN takes none.
+      bias_initializer: of every conv and linear bias (see `Generator`).
 
     Call with `(images [B, R, R, 3] in [-1, 1], labels int [B])`; returns
     logits `[B]` float32.
@@ -532,6 +564,7 @@ class Discriminator(_StagedModel):
         kernel_initializer="orthogonal",
         architecture: str = "biggan",
         depth: int | None = None,
+        bias_initializer: str = "fan_in_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -540,6 +573,7 @@ class Discriminator(_StagedModel):
         deep = architecture == "deep"
         arch = _arch(networks_deep.DEEP_D_ARCH if deep else D_ARCH, resolution)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = bias_initializer
         init = self.kernel_initializer
         self.resolution = int(resolution)
         self.ch = int(ch)
@@ -549,7 +583,7 @@ class Discriminator(_StagedModel):
         if deep:
             # BigGAN-deep's blocks all start with a ReLU: a stem conv maps RGB to ch first.
             first = arch.stages[0][0] * self.ch
-            self.input_conv = layers.SNConv2D(first, 3, kernel_initializer=init, name="input_conv")
+            self.input_conv = layers.SNConv2D(first, 3, name="input_conv", **self._initializers())
             specs = networks_deep.discriminator_blocks(arch, self.ch, self.depth)
         else:
             specs = [
@@ -558,7 +592,7 @@ class Discriminator(_StagedModel):
             ]
         self._add_blocks(specs)
         features = specs[-1][1]
-        self.linear = layers.SNDense(1, kernel_initializer=init, name="linear")
+        self.linear = layers.SNDense(1, name="linear", **self._initializers())
         self.embedding = layers.SNEmbedding(
             self.num_classes, features, kernel_initializer=init, name="embedding"
         )
@@ -575,12 +609,12 @@ class Discriminator(_StagedModel):
             if self.architecture == "deep":
                 hidden = out // networks_deep.CHANNEL_RATIO
                 block = networks_deep.DeepDiscriminatorBlock(
-                    out, hidden, down, kernel_initializer=init, name=name
+                    out, hidden, down, name=name, **self._initializers()
                 )
             else:
                 block = DiscriminatorBlock(
-                    out, downsample=down, preactivation=index > 0, kernel_initializer=init,
-                    name=name,
+                    out, downsample=down, preactivation=index > 0, name=name,
+                    **self._initializers(),
                 )  # fmt: skip
             _add_stage(self, block)
             size = size // 2 if down else size

@@ -112,6 +112,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
       bn_momentum: decay of the BN moving statistics.
       kernel_initializer: of every conv and of the CBN gain and bias maps.
       bn_epsilon, num_standing_stats: of every conditional BN (see `Generator`).
+      bias_initializer: of every conv's bias (see `Generator`).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
         kernel_initializer="orthogonal",
         bn_epsilon: float = 1e-5,
         num_standing_stats: int = 0,
+        bias_initializer: str = "fan_in_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -133,7 +135,9 @@ class DeepGeneratorBlock(keras.layers.Layer):
         self.bn_epsilon = float(bn_epsilon)
         self.num_standing_stats = int(num_standing_stats)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = bias_initializer
         init = self.kernel_initializer
+        conv_init = {"kernel_initializer": init, "bias_initializer": bias_initializer}
         for index, (out, size) in enumerate(
             [(self.hidden, 1), (self.hidden, 3), (self.hidden, 3), (self.filters, 1)], start=1
         ):
@@ -144,7 +148,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
                 num_standing_stats=num_standing_stats,
                 name=f"bn{index}",
             )
-            conv = layers.SNConv2D(out, size, kernel_initializer=init, name=f"conv{index}")
+            conv = layers.SNConv2D(out, size, name=f"conv{index}", **conv_init)
             setattr(self, f"bn{index}", bn)
             setattr(self, f"conv{index}", conv)
 
@@ -179,6 +183,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
             "bn_epsilon": self.bn_epsilon,
             "num_standing_stats": self.num_standing_stats,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": self.bias_initializer,
         }
 
 
@@ -194,23 +199,35 @@ class DeepDiscriminatorBlock(keras.layers.Layer):
       filters: output channels, at least the input's.
       hidden: bottleneck channels (`filters / 4` in BigGAN-deep).
       downsample: halve the resolution.
-      kernel_initializer: of every conv.
+      kernel_initializer, bias_initializer: of every conv (see `Generator`).
     """
 
     def __init__(
-        self, filters: int, hidden: int, downsample: bool, kernel_initializer="orthogonal", **kwargs
+        self,
+        filters: int,
+        hidden: int,
+        downsample: bool,
+        kernel_initializer="orthogonal",
+        bias_initializer: str = "fan_in_uniform",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.hidden = int(hidden)
         self.downsample = bool(downsample)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        init = self.kernel_initializer
-        self.conv1 = layers.SNConv2D(self.hidden, 1, kernel_initializer=init, name="conv1")
-        self.conv2 = layers.SNConv2D(self.hidden, 3, kernel_initializer=init, name="conv2")
-        self.conv3 = layers.SNConv2D(self.hidden, 3, kernel_initializer=init, name="conv3")
-        self.conv4 = layers.SNConv2D(self.filters, 1, kernel_initializer=init, name="conv4")
+        self.bias_initializer = bias_initializer
+        self.conv1 = layers.SNConv2D(self.hidden, 1, name="conv1", **self._initializers())
+        self.conv2 = layers.SNConv2D(self.hidden, 3, name="conv2", **self._initializers())
+        self.conv3 = layers.SNConv2D(self.hidden, 3, name="conv3", **self._initializers())
+        self.conv4 = layers.SNConv2D(self.filters, 1, name="conv4", **self._initializers())
         self.conv_shortcut = None
+
+    def _initializers(self) -> dict:
+        return {
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+        }
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -221,10 +238,7 @@ class DeepDiscriminatorBlock(keras.layers.Layer):
             )
         if channels < self.filters:
             self.conv_shortcut = layers.SNConv2D(
-                self.filters - channels,
-                1,
-                kernel_initializer=self.kernel_initializer,
-                name="conv_shortcut",
+                self.filters - channels, 1, name="conv_shortcut", **self._initializers()
             )
 
     def call(self, x, training=None):
@@ -246,4 +260,5 @@ class DeepDiscriminatorBlock(keras.layers.Layer):
             "hidden": self.hidden,
             "downsample": self.downsample,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": self.bias_initializer,
         }

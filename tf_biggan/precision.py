@@ -102,9 +102,10 @@ def inference_copy(generator, precision: str = "float32"):
 
 
 def _copy_config(generator) -> dict:
-    """`generator`'s config with zero initial kernels: the copy's weights are all assigned,
-    so orthogonal initialisation (a QR per kernel, which has no bfloat16 kernel) is skipped."""
-    return {**generator.get_config(), "kernel_initializer": "zeros"}
+    """`generator`'s config with zero initial kernels and biases: the copy's weights are all
+    assigned, so orthogonal initialisation (a QR per kernel, which has no bfloat16 kernel) and
+    the random biases are skipped."""
+    return {**generator.get_config(), "kernel_initializer": "zeros", "bias_initializer": "zeros"}
 
 
 def _bfloat16_copy(folded):
