@@ -215,16 +215,14 @@ def test_sigma0_clamp_options_are_checked():
         step_lib.StepConfig(4, r1_gamma=-1.0)
 
 
-def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
-    state = _state()
-    reference = _twin(state)
-    images, labels = _batch(2 * BATCH, seed=3)
-    _step(state, (images, labels), d_steps=2)
-
-    # By hand: update u uses real batch u and fakes drawn for (seed, step 0, update u), G in
-    # training mode (one more power iteration each time, as in the step).
+def _sgd_d_updates_by_hand(reference, images, labels, updates):
+    """The step's D updates, by hand, on `reference` (a twin): update u uses real batch u
+    and fakes drawn for (seed, step 0, update u), G in training mode (one more power
+    iteration each time, as in the step). Returns D and each update's (real, fake) logits
+    before its update."""
     g, d = reference.generator, reference.discriminator
-    for update in range(2):
+    logits_of_updates = []
+    for update in range(updates):
         real = images[update * BATCH : (update + 1) * BATCH]
         real_labels = labels[update * BATCH : (update + 1) * BATCH]
         z, fake_labels = step_lib.draw_latents(SEED, 0, update, BATCH, DIM_Z, CLASSES)
@@ -235,10 +233,21 @@ def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
             )
             real_logits, fake_logits = tf.split(logits, 2)
             loss = tf.reduce_mean(losses.hinge_discriminator_loss(real_logits, fake_logits))
+        logits_of_updates.append((real_logits.numpy(), fake_logits.numpy()))
         for v, grad in zip(
             d.trainable_variables, tape.gradient(loss, d.trainable_variables), strict=True
         ):
             v.assign_sub(LR * grad)
+    return d, logits_of_updates
+
+
+def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
+    state = _state()
+    reference = _twin(state)
+    images, labels = _batch(2 * BATCH, seed=3)
+    _step(state, (images, labels), d_steps=2)
+
+    d = _sgd_d_updates_by_hand(reference, images, labels, 2)[0]
     assert int(state.d_optimizer.iterations) == 2 and int(state.g_optimizer.iterations) == 1
     for v, expected in zip(
         state.discriminator.trainable_variables, d.trainable_variables, strict=True
@@ -464,26 +473,12 @@ def test_the_d_loss_terms_are_the_hinge_means_of_each_update():
     reference = _twin(state)
     images, labels = _batch(2 * BATCH, seed=7)
     metrics = _step(state, (images, labels), d_steps=2)
-    g, d = reference.generator, reference.discriminator
-    for update in range(2):
-        real = images[update * BATCH : (update + 1) * BATCH]
-        real_labels = labels[update * BATCH : (update + 1) * BATCH]
-        z, fake_labels = step_lib.draw_latents(SEED, 0, update, BATCH, DIM_Z, CLASSES)
-        fake = g(z, tf.one_hot(fake_labels, CLASSES), training=True)
-        with tf.GradientTape() as tape:
-            logits = d(
-                tf.concat([real, fake], 0), tf.concat([real_labels, fake_labels], 0), training=True
-            )
-            real_logits, fake_logits = tf.split(logits, 2)
-            loss = tf.reduce_mean(losses.hinge_discriminator_loss(real_logits, fake_logits))
-        real_hinge = np.mean(np.maximum(0.0, 1.0 - real_logits.numpy()))
-        fake_hinge = np.mean(np.maximum(0.0, 1.0 + fake_logits.numpy()))
+    _, logits_of_updates = _sgd_d_updates_by_hand(reference, images, labels, 2)
+    for update, (real_logits, fake_logits) in enumerate(logits_of_updates):
+        real_hinge = np.mean(np.maximum(0.0, 1.0 - real_logits))
+        fake_hinge = np.mean(np.maximum(0.0, 1.0 + fake_logits))
         np.testing.assert_allclose(metrics[f"loss/d_real/update{update}"], real_hinge, rtol=1e-5)
         np.testing.assert_allclose(metrics[f"loss/d_fake/update{update}"], fake_hinge, rtol=1e-5)
-        for v, grad in zip(
-            d.trainable_variables, tape.gradient(loss, d.trainable_variables), strict=True
-        ):
-            v.assign_sub(LR * grad)
     for name in ("real", "fake"):
         mean = (metrics[f"loss/d_{name}/update0"] + metrics[f"loss/d_{name}/update1"]) / 2
         np.testing.assert_allclose(metrics[f"loss/d_{name}"], mean, rtol=1e-6)

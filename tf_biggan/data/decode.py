@@ -66,6 +66,14 @@ def decode_to_rgb_uint8(contents: tf.Tensor) -> tf.Tensor:
     return rgb
 
 
+def _centre_crop(image: tf.Tensor, height, width) -> tf.Tensor:
+    """The centred `[height, width]` window of `image [H, W, C]` (height <= H, width <= W)."""
+    shape = tf.shape(image)
+    top = (shape[0] - height) // 2
+    left = (shape[1] - width) // 2
+    return image[top : top + height, left : left + width, :]
+
+
 def crop_resize(image: tf.Tensor, resolution: int) -> tf.Tensor:
     """Centre square crop and antialiased bilinear resize, rounded back to uint8.
 
@@ -77,11 +85,8 @@ def crop_resize(image: tf.Tensor, resolution: int) -> tf.Tensor:
       uint8 `[R, R, 3]`.
     """
     shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    side = tf.minimum(height, width)
-    top = (height - side) // 2
-    left = (width - side) // 2
-    image = image[top : top + side, left : left + side, :]
+    side = tf.minimum(shape[0], shape[1])
+    image = _centre_crop(image, side, side)
     image = tf.image.resize(
         tf.cast(image, tf.float32), [resolution, resolution], method="bilinear", antialias=True
     )
@@ -106,12 +111,9 @@ def crop_pad(image: tf.Tensor, resolution: int) -> tf.Tensor:
       uint8 `[R, R, 3]`.
     """
     shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    kept_height = tf.minimum(height, resolution)
-    kept_width = tf.minimum(width, resolution)
-    top = (height - kept_height) // 2
-    left = (width - kept_width) // 2
-    image = image[top : top + kept_height, left : left + kept_width, :]
+    kept_height = tf.minimum(shape[0], resolution)
+    kept_width = tf.minimum(shape[1], resolution)
+    image = _centre_crop(image, kept_height, kept_width)
     pad_top = (resolution - kept_height) // 2
     pad_left = (resolution - kept_width) // 2
     image = tf.image.pad_to_bounding_box(image, pad_top, pad_left, resolution, resolution)
