@@ -105,25 +105,19 @@ def make_dataset(
         only the training iterator's is kept for the run).
       seed: shuffle / flip seed.
       strict: corrupt images raise instead of being skipped.
-      fit: how images reach `resolution` (`tf_biggan.data.decode.fit_image`). "resize":
-        centre square crop and antialiased bilinear resize, up or down. "pad": an image
-        whose sides are both at most `resolution` is placed, unresampled, in the centre of
-        a black canvas (pixel value 0, i.e. -1 after scaling: a 28×28 image at 32 gets 2
-        pixels on each side); an image with both sides larger is centre cropped and resized
-        down as with "resize", and one with only one side larger has that side centre
-        cropped to `resolution`, so "pad" never upsamples.
+      fit: how images reach `resolution`: "resize" (centre square crop, antialiased
+        bilinear resize) or "pad" (unresampled on a black canvas; never upsamples). See
+        `tf_biggan.data.decode.fit_image`.
 
     Returns:
       `InputData`.
 
     Raises:
       ValueError: `fit` not one of "resize", "pad"; class-count mismatch, or fewer examples
-        per pipeline than one batch
-        (checked from `num_examples`, or by counting the first batch of elements when the
-        source does not know its size).
+        per pipeline than one batch (checked from `num_examples`, or by counting the first
+        batch of elements when the source does not know its size).
     """
-    _check_arguments(batch_size, resolution, shuffle_buffer)
-    check_fit(fit)
+    _check_arguments(batch_size, resolution, shuffle_buffer, fit)
     request = SourceRequest(resolution, num_classes, strict, seed, input_context)
     src = source(request)
     if len(src.class_names) != num_classes:
@@ -148,8 +142,9 @@ def make_dataset(
     )
 
 
-def _check_arguments(batch_size: int, resolution: int, shuffle_buffer: int) -> None:
+def _check_arguments(batch_size: int, resolution: int, shuffle_buffer: int, fit: str) -> None:
     """Raises on arguments of `make_dataset` out of range, before building the source."""
+    check_fit(fit)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if resolution < 1:
