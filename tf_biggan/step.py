@@ -184,8 +184,9 @@ class StepPlan:
       per_replica: images per replica per micro-batch.
       local_replicas: replicas on this worker.
       replicas: replicas in sync across the job.
-      d_loss, g_loss: the loss functions of `config.loss`.
-      d_real_loss, d_fake_loss: the real and fake terms of `d_loss` (for the metrics).
+      d_real_loss, d_fake_loss: the two per-example terms of D's loss of `config.loss`,
+        on the real and on the fake logits (D's loss is their sum).
+      g_loss: G's loss of `config.loss`.
       g_ortho_kernels, d_ortho_kernels: the kernels of the orthogonal regulariser.
     """
 
@@ -193,10 +194,9 @@ class StepPlan:
     per_replica: int
     local_replicas: int
     replicas: int
-    d_loss: Callable
-    g_loss: Callable
     d_real_loss: Callable
     d_fake_loss: Callable
+    g_loss: Callable
     g_ortho_kernels: list
     d_ortho_kernels: list
 
@@ -214,7 +214,7 @@ class StepPlan:
 def plan_step(
     state: state_lib.TrainState, strategy: tf.distribute.Strategy, config: StepConfig
 ) -> StepPlan:
-    d_loss, g_loss = losses.loss_functions(config.loss)
+    _, g_loss = losses.loss_functions(config.loss)
     d_real_loss, d_fake_loss = losses.discriminator_loss_terms(config.loss)
     # The paper leaves the shared class embedding out of the regulariser.
     shared = state.generator.shared_embedding
@@ -223,10 +223,9 @@ def plan_step(
         per_replica=replica_batch_size(config, strategy),
         local_replicas=distribute.local_replica_count(strategy),
         replicas=strategy.num_replicas_in_sync,
-        d_loss=d_loss,
-        g_loss=g_loss,
         d_real_loss=d_real_loss,
         d_fake_loss=d_fake_loss,
+        g_loss=g_loss,
         g_ortho_kernels=regularizable_kernels(
             state.generator, exclude=shared.trainable_variables if shared is not None else ()
         ),
@@ -335,12 +334,13 @@ def discriminator_gradients(state, plan: StepPlan, real, real_labels, slot: Slot
         else:
             real_logits, fake_logits = tf.split(discriminator(both, both_labels, training=True), 2)
             penalty = 0.0
-        loss = tf.reduce_sum(plan.d_loss(real_logits, fake_logits) + penalty) * plan.scale
+        real_loss, fake_loss = plan.d_real_loss(real_logits), plan.d_fake_loss(fake_logits)
+        loss = tf.reduce_sum(real_loss + fake_loss + penalty) * plan.scale
     grads = tape.gradient(loss, discriminator.trainable_variables)
     return grads, {
         "loss": loss,
-        "real_loss": tf.reduce_sum(plan.d_real_loss(real_logits)) * plan.scale,
-        "fake_loss": tf.reduce_sum(plan.d_fake_loss(fake_logits)) * plan.scale,
+        "real_loss": tf.reduce_sum(real_loss) * plan.scale,
+        "fake_loss": tf.reduce_sum(fake_loss) * plan.scale,
         "real_logits": tf.reduce_sum(real_logits),
         "fake_logits": tf.reduce_sum(fake_logits),
     }
