@@ -10,7 +10,7 @@ import pytest
 from test_sample import CLASS_NAMES, R, model_dir_and_export
 
 import tf_biggan
-from tf_biggan import imaging
+from tf_biggan import imaging, memory
 
 
 def test_the_installed_version_is_the_packages():
@@ -48,9 +48,10 @@ def test_the_readme_api_loads_samples_and_saves(setup, tmp_path):
 
 _COUNT_ARENAS = """
 import ctypes, sys, tempfile
-if sys.argv[1] == "tf_biggan":
-    import tf_biggan
 import tensorflow as tf
+if sys.argv[1] == "capped":
+    from tf_biggan import memory
+    assert memory.limit_malloc_arenas()
 kernel = tf.random.normal([3, 3, 16, 16])
 batches = tf.data.Dataset.range(64).map(
     lambda i: tf.random.normal([64, 64, 64]) * tf.cast(i, tf.float32), num_parallel_calls=4
@@ -69,20 +70,47 @@ print(open(path).read().count("<heap nr="))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
-def test_importing_tf_biggan_caps_the_malloc_arenas():
+def test_the_programs_arena_cap_holds_after_tensorflow_is_imported():
     """Threads of TensorFlow's pools and of tf.data, counted by glibc's `malloc_info`: many
-    arenas with glibc's default, at most two once tf_biggan is imported."""
+    arenas with glibc's default, at most two when `limit_malloc_arenas` runs after `import
+    tensorflow` and before the first op, where the programs (`tf_biggan.cli.run`) call it."""
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
 
-    def arenas(first_import):
+    def arenas(mode):
         result = subprocess.run(
-            [sys.executable, "-c", _COUNT_ARENAS, first_import],
+            [sys.executable, "-c", _COUNT_ARENAS, mode],
             capture_output=True, text=True, env=env, timeout=300, check=True,
         )  # fmt: skip
         return int(result.stdout.split()[-1])
 
-    assert arenas("tensorflow") > tf_biggan.MALLOC_ARENAS
-    assert arenas("tf_biggan") <= tf_biggan.MALLOC_ARENAS
+    assert arenas("default") > memory.MALLOC_ARENAS
+    assert arenas("capped") <= memory.MALLOC_ARENAS
+
+
+def test_importing_tf_biggan_changes_nothing_in_the_process():
+    """No ctypes, no TensorFlow, no mallopt: `import tf_biggan` leaves its host alone."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    code = (
+        "import sys, tf_biggan; "
+        "print(sorted(m for m in ('ctypes', 'tensorflow', 'keras') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+        check=True,
+    )  # fmt: skip
+    assert result.stdout.split("\n")[-2] == "[]"
+
+
+def test_every_program_caps_the_arenas_through_the_cli_runner(monkeypatch):
+    """`tf_biggan.cli.run`, which every console script and `python -m` program goes through,
+    applies the cap before absl runs `main`."""
+    from tf_biggan import cli
+
+    order = []
+    monkeypatch.setattr(memory, "limit_malloc_arenas", lambda: order.append("cap"))
+    monkeypatch.setattr(cli.app, "run", lambda main: order.append("main"))
+    cli.run("tf_biggan.train", lambda: None, lambda argv: None)
+    assert order == ["cap", "main"]
 
 
 def test_the_malloc_arena_cap_leaves_a_users_setting_and_other_libcs_alone():
@@ -93,14 +121,16 @@ def test_the_malloc_arena_cap_leaves_a_users_setting_and_other_libcs_alone():
             calls.append((option, value))
             return 1
 
-    assert tf_biggan._limit_malloc_arenas(3, {}, lambda name: Libc()) is (
+    assert memory.limit_malloc_arenas(3, {}, lambda name: Libc()) is (
         sys.platform.startswith("linux")
     )
     assert calls == ([(-8, 3)] if sys.platform.startswith("linux") else [])
-    assert not tf_biggan._limit_malloc_arenas(3, {"MALLOC_ARENA_MAX": "4"}, lambda name: Libc())
+    assert not memory.limit_malloc_arenas(3, {"MALLOC_ARENA_MAX": "4"}, lambda name: Libc())
 
     def no_glibc(name):
         raise OSError(f"{name}: cannot open shared object file")
 
-    assert not tf_biggan._limit_malloc_arenas(3, {}, no_glibc)
+    assert not memory.limit_malloc_arenas(3, {}, no_glibc)
     assert len(calls) == (1 if sys.platform.startswith("linux") else 0)
+    with pytest.raises(ValueError, match="arenas"):
+        memory.limit_malloc_arenas(0, {}, lambda name: Libc())

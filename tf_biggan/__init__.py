@@ -11,44 +11,13 @@ The Python API (TensorFlow is imported on first use, not by `import tf_biggan`):
     z = tf_biggan.truncated_noise(8, gen.dim_z, truncation=0.5, seed=0)
     print(gen.class_names)
 
-Importing tf_biggan caps glibc's malloc arenas at `MALLOC_ARENAS` (lower peak memory; an
-environment that sets `MALLOC_ARENA_MAX` keeps its own value).
+Importing tf_biggan changes nothing in the host process. The command-line programs cap
+glibc's malloc arenas when they start (`tf_biggan.memory.limit_malloc_arenas`, lower peak
+memory); a notebook or a server may call it too.
 """
-
-import ctypes
-import os
-import sys
 
 __version__ = "0.3.0.dev0"
 """The one version number: setup.cfg reads it from here."""
-
-MALLOC_ARENAS = 2
-"""glibc malloc arenas that `import tf_biggan` allows the process (see `_limit_malloc_arenas`)."""
-
-
-def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS, environ=os.environ, load_libc=None) -> bool:
-    """Caps glibc's malloc arenas at `arenas`, as `MALLOC_ARENA_MAX` would; True if it did.
-
-    glibc gives each thread that meets a busy arena a new one, up to 8 per core, and freed
-    tensor memory stays in the arena that held it. TensorFlow's thread pools spread a training
-    step's tensors over many arenas, so the peak RSS crept up from step to step: at 128 px
-    (ch 96, batch 8, four steps) 5,097-5,150 MiB with glibc's default, 4,959 MiB with two
-    arenas, at the same step rate (docs/performance.md). It runs at import, before TensorFlow
-    starts its threads. Left alone: a process whose environment sets `MALLOC_ARENA_MAX`
-    (glibc has already applied it), and a C library other than glibc.
-    """
-    if "MALLOC_ARENA_MAX" in environ or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = (load_libc or ctypes.CDLL)("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_arena_max = -8  # glibc's <malloc.h>
-    return mallopt(m_arena_max, arenas) == 1
-
-
-_limit_malloc_arenas()
 
 
 def load(path: str, precision: str | None = None):

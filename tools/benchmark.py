@@ -81,6 +81,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tf_biggan import config as config_lib  # noqa: E402
+from tf_biggan import memory  # noqa: E402
 from tf_biggan import step as step_lib  # noqa: E402
 
 config_lib.define_gin_flags("Gin config file(s) configuring G and D.")
@@ -386,4 +387,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # As the library's programs do (tf_biggan.cli): the peak RSS is the training program's.
+    memory.limit_malloc_arenas()
     app.run(main)
