@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import layers, networks
+from tf_biggan import kernels, layers, networks
 
 CH = 8
 CLASSES = 3
@@ -400,22 +400,24 @@ def test_truncation_reaches_every_batch_norm_table_through_g():
 @pytest.mark.parametrize("architecture", ["biggan", "deep"])
 def test_g_training_pass_is_the_same_with_batch_norm_relu(monkeypatch, architecture):
     """Every BN-ReLU of G (both architectures' blocks and the output BN) through
-    `layers.batch_norm_relu` (floor 0) gives the outputs, the gradients of every trainable
+    `kernels.batch_norm_relu` (floor 0) gives the outputs, the gradients of every trainable
     variable and the moving statistics of the separate ops."""
-    generator = tiny_models.generator(architecture=architecture)
     rng = np.random.RandomState(9)
     z = tf.constant(rng.randn(4, 32).astype(np.float32))
     y = tf.one_hot([0, 2, 1, 2], CLASSES)
     upstream = tf.constant(rng.randn(4, 32, 32, 3).astype(np.float32))
-    generator(z, y, training=False)
-    start = [v.numpy() for v in generator.variables]
-    batch_norms = layers.batch_norm_layers(generator)
-    calls = []
-    fused_op = layers.batch_norm_relu
-    monkeypatch.setattr(layers, "batch_norm_relu", lambda *a: calls.append(1) or fused_op(*a))
-    results = []
+    generators = []
     for floor in (2**62, 0):
-        monkeypatch.setattr(layers, "BATCH_NORM_RELU_MIN_ELEMENTS", floor)
+        with kernels.policy_scope(kernels.KernelPolicy(batch_norm_relu_min_elements=floor)):
+            generators.append(tiny_models.generator(architecture=architecture))
+        generators[-1](z, y, training=False)
+    start = [v.numpy() for v in generators[0].variables]
+    calls = []
+    fused_op = kernels.batch_norm_relu
+    monkeypatch.setattr(kernels, "batch_norm_relu", lambda *a: calls.append(1) or fused_op(*a))
+    results = []
+    for generator in generators:
+        batch_norms = layers.batch_norm_layers(generator)
         for variable, value in zip(generator.variables, start, strict=True):
             variable.assign(value)
         with tf.GradientTape() as tape:

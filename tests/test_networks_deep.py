@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import layers, networks, networks_deep
+from tf_biggan import kernels, layers, networks, networks_deep
 from tf_biggan import state as state_lib
 
 # The port's BigGANdeep.py tables (G_arch / D_arch) and DeepMind's biggan-deep-512 module,
@@ -193,7 +193,7 @@ def test_upsample_and_its_gradient_match_numpy(dtype):
     dy = rng.standard_normal((2, 6, 10, 4)).astype(np.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = layers.upsample(x)
+        y = kernels.upsample(x)
     dx = tape.gradient(y, x, output_gradients=tf.constant(dy, dtype))
     assert y.dtype == dtype and dx.dtype == dtype
     x64 = tf.cast(x, tf.float64).numpy()

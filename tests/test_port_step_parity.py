@@ -139,7 +139,7 @@ def test_ours_round_trip_through_the_ports_layout():
                 # estimate, the one thing the layer reads from it, is what comes back.
                 matrix = tf.constant(network.embedding.kernel.numpy())
                 estimates = [
-                    float(layers._power_iteration(matrix, tf.constant(u))[1])
+                    float(layers.spectral._power_iteration(matrix, tf.constant(u))[1])
                     for u in (v.numpy(), value)
                 ]
                 np.testing.assert_allclose(*estimates, rtol=1e-5)

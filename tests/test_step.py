@@ -15,7 +15,7 @@ import scipy.special
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import augment, layers, losses
+from tf_biggan import augment, kernels, layers, losses
 from tf_biggan import state as state_lib
 from tf_biggan import step as step_lib
 
@@ -357,16 +357,16 @@ def test_latents_are_finite_normal_quantiles_of_their_bits():
 
 
 def test_the_step_with_batch_norm_relu_updates_g_as_with_the_separate_ops(monkeypatch):
-    """The real step on one device with every BN-ReLU of G through `layers.batch_norm_relu`
+    """The real step on one device with every BN-ReLU of G through `kernels.batch_norm_relu`
     (floor 0; BigGAN-size activations take it by default) against the same step with the
     floor lifted: the same metrics and, under SGD, the same G, D and BN statistics after it."""
     calls = []
-    fused_op = layers.batch_norm_relu
-    monkeypatch.setattr(layers, "batch_norm_relu", lambda *a: calls.append(1) or fused_op(*a))
+    fused_op = kernels.batch_norm_relu
+    monkeypatch.setattr(kernels, "batch_norm_relu", lambda *a: calls.append(1) or fused_op(*a))
     states, metrics = [], []
     for floor in (2**62, 0):
-        monkeypatch.setattr(layers, "BATCH_NORM_RELU_MIN_ELEMENTS", floor)
-        states.append(_state())
+        with kernels.policy_scope(kernels.KernelPolicy(batch_norm_relu_min_elements=floor)):
+            states.append(_state())
         metrics.append({name: float(v) for name, v in _step(states[-1]).items()})
     # Traced once, with the floor at 0: G's 7 BN-ReLUs in the D update's and G update's passes.
     assert len(calls) == 2 * len(layers.batch_norm_layers(states[1].generator)) == 14

@@ -33,7 +33,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from tf_biggan import layers, networks_deep
+from tf_biggan import kernels, layers, networks_deep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,10 +228,10 @@ class DiscriminatorBlock(keras.layers.Layer):
             if self.conv_shortcut is not None:
                 shortcut = self.conv_shortcut(shortcut, training=training, resample=resample)
             elif self.downsample:
-                shortcut = layers.downsample(shortcut)
+                shortcut = kernels.downsample(shortcut)
         else:
             if self.downsample:
-                shortcut = layers.downsample(shortcut)
+                shortcut = kernels.downsample(shortcut)
             if self.conv_shortcut is not None:
                 shortcut = self.conv_shortcut(shortcut, training=training)
         return h + shortcut

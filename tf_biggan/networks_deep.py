@@ -32,7 +32,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from tf_biggan import layers
+from tf_biggan import kernels, layers
 
 CHANNEL_RATIO = 4
 """Bottleneck width: a G block works at `in / 4` channels, a D block at `filters / 4`."""
@@ -167,7 +167,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
         h = norm(self.bn2, h)
         skip = x[..., : self.filters]
         if self.upsample:
-            skip = layers.upsample(skip)
+            skip = kernels.upsample(skip)
         h = self.conv2(h, training=training, resample="up" if self.upsample else None)
         h = self.conv3(norm(self.bn3, h), training=training)
         h = self.conv4(norm(self.bn4, h), training=training)
@@ -247,7 +247,7 @@ class DeepDiscriminatorBlock(keras.layers.Layer):
         h = tf.nn.relu(self.conv3(tf.nn.relu(h), training=training))
         skip = x
         if self.downsample:
-            h, skip = layers.downsample(h), layers.downsample(skip)
+            h, skip = kernels.downsample(h), kernels.downsample(skip)
         h = self.conv4(h, training=training)
         if self.conv_shortcut is not None:
             skip = tf.concat([skip, self.conv_shortcut(skip, training=training)], axis=-1)

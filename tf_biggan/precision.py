@@ -2,7 +2,7 @@
 
 `inference_copy(generator, precision)` is what the export, sampling and evaluation run:
 a copy with every spectrally normalised kernel folded (divided by its exact top singular
-value, `layers._SpectralNormalized.fold`) that computes in `precision`. The original is
+value, `layers.spectral._SpectralNormalized.fold`) that computes in `precision`. The original is
 not changed.
 
 bfloat16 (8 bits of mantissa, float32's exponent range) halves the bytes of every weight
