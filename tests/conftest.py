@@ -18,6 +18,16 @@ tf.config.set_logical_device_configuration(
 )
 
 
+def pytest_configure(config):
+    # The fast tier is `python -m pytest -m "not slow"` (README, "Tests"): under 3 minutes on
+    # 2 cores, and every module of tf_biggan is still touched (tests/test_architecture.py).
+    config.addinivalue_line(
+        "markers",
+        "slow: end-to-end runs, subprocess programs, large shapes and other tests of more than a "
+        "few seconds; left out of the fast tier",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _forget_custom_gradients():
     """Drops the gradient functions that `tf.custom_gradient` registered during the test.

@@ -24,9 +24,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_biggan import config as config_lib
-from tf_biggan import data, networks_deep, train
-from tf_biggan import state as state_lib
+from tf_biggan import data, gin_config, model_files, networks_deep, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "gin_configs")
@@ -108,7 +106,7 @@ def imagenet_bindings(tmp_path_factory):
 
 def _train(config_name, bindings, model_dir, **kwargs):
     gin.clear_config()
-    config_lib.parse_gin([os.path.join(CONFIG_DIR, config_name)], bindings, finalize=False)
+    gin_config.parse_gin([os.path.join(CONFIG_DIR, config_name)], bindings, finalize=False)
     try:
         return train.train(str(model_dir), **kwargs)
     finally:
@@ -135,7 +133,7 @@ def _configured(name):
 def _shipped_bindings(config_name):
     """The parsed values this test keeps from the shipped file (read before any override)."""
     gin.clear_config()
-    config_lib.parse_gin([os.path.join(CONFIG_DIR, config_name)], finalize=False)
+    gin_config.parse_gin([os.path.join(CONFIG_DIR, config_name)], finalize=False)
     try:
         values = {
             "g_lr": _configured("generator/make_optimizer.learning_rate"),
@@ -218,8 +216,8 @@ def test_finetune_folder_config_starts_from_a_trained_run_with_other_classes(tmp
     _assert_trained(result, target)
     # Fine-tuning started from the source run: its weights are the source's, moved by two
     # Adam steps at lr 5e-5 (at most ~1e-4 per weight), not a fresh initialisation.
-    source_ema, _, _ = state_lib.restore_ema_generator(str(source))
-    tuned_ema, _, _ = state_lib.restore_ema_generator(str(target))
+    source_ema, _, _ = model_files.restore_ema_generator(str(source))
+    tuned_ema, _, _ = model_files.restore_ema_generator(str(target))
     source_kernel = source_ema.block0.conv1.kernel.numpy()
     tuned_kernel = tuned_ema.block0.conv1.kernel.numpy()
     np.testing.assert_allclose(tuned_kernel, source_kernel, atol=5e-4)

@@ -19,8 +19,7 @@ import tensorflow as tf
 import torch
 
 import tf_biggan
-from tf_biggan import config as config_lib
-from tf_biggan import networks, sample
+from tf_biggan import finetune, gin_config, loader, model_files, networks, optimizers
 from tf_biggan import state as state_lib
 from tf_biggan.convert import biggan_pytorch, imagenet, model_dir
 
@@ -319,11 +318,11 @@ def test_cli_writes_a_model_dir_that_samples_by_class_name(cli_model_dir):
         "wnid": "n02099601",
         "label": "golden retriever",
     }
-    config = state_lib.read_model_config(cli_model_dir)
+    config = model_files.read_model_config(cli_model_dir)
     assert config["networks"] == ["ema_generator", "generator", "discriminator"]
     assert "BigGAN-PyTorch" in config["converted_from"]
     gen = tf_biggan.load(cli_model_dir)
-    assert sample.parse_classes(gen, "golden retriever,goldfish") == [207, 1]
+    assert loader.parse_classes(gen, "golden retriever,goldfish") == [207, 1]
     images = gen.sample(classes=["golden retriever", "goldfish"], n=2, seed=0)
     assert images.shape == (2, RES, RES, 3) and images.dtype == np.uint8
 
@@ -331,7 +330,7 @@ def test_cli_writes_a_model_dir_that_samples_by_class_name(cli_model_dir):
 def test_config_gin_builds_the_converted_networks(cli_model_dir, converted):
     gin.clear_config()
     try:
-        config_lib.parse_gin([os.path.join(cli_model_dir, model_dir.GIN_FILE)], finalize=False)
+        gin_config.parse_gin([os.path.join(cli_model_dir, model_dir.GIN_FILE)], finalize=False)
         generator, discriminator = networks.Generator(), networks.Discriminator()
     finally:
         gin.clear_config()
@@ -355,8 +354,8 @@ def _train_state(num_classes):
             resolution=RES, ch=CH, num_classes=num_classes, attention=16, name="discriminator"
         ),
         networks.Generator(**config, name="ema_generator"),
-        state_lib.make_optimizer(),
-        state_lib.make_optimizer(),
+        optimizers.make_optimizer(),
+        optimizers.make_optimizer(),
     )
     state.build()
     return state
@@ -373,13 +372,13 @@ def test_train_init_from_converted_model_dirs(port_run, cli_model_dir, converted
         model_dir.write_model_dir(ema_only, out)
     state = _train_state(CLASSES)
     fresh_d = state.discriminator.linear.kernel.numpy()
-    state_lib.initialize_from(state, out)
+    finetune.initialize_from(state, out)
     expected = converted.ema_generator.blocks[0].conv1.kernel.numpy()
     for network in (state.generator, state.ema_generator):
         np.testing.assert_array_equal(network.blocks[0].conv1.kernel.numpy(), expected)
     np.testing.assert_array_equal(state.discriminator.linear.kernel.numpy(), fresh_d)
     # The full release: G, D and EMA G each from its own file.
-    state_lib.initialize_from(state, cli_model_dir)
+    finetune.initialize_from(state, cli_model_dir)
     for name in ("generator", "discriminator", "ema_generator"):
         ours, source = getattr(state, name), getattr(converted, name)
         for a, b in zip(ours.variables, source.variables, strict=True):
@@ -619,7 +618,7 @@ def test_deep_generator_only_release_samples_and_builds_a_deep_d(deep_run, tmp_p
     assert images.shape == (1, DEEP_RES, DEEP_RES, 3)
     gin.clear_config()
     try:
-        config_lib.parse_gin([os.path.join(out, model_dir.GIN_FILE)], finalize=False)
+        gin_config.parse_gin([os.path.join(out, model_dir.GIN_FILE)], finalize=False)
         generator, discriminator = networks.Generator(), networks.Discriminator()
     finally:
         gin.clear_config()

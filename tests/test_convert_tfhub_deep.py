@@ -312,7 +312,7 @@ def test_a_block_computes_the_modules_function_between_two_table_rows(converted)
     h = conv(bn(h, 3), 3)
     expected = h + _upsample(x[..., : 8 * CH])
     ours = np.concatenate([e, z], axis=1).astype(np.float32)
-    got = g.blocks[3](x.astype(np.float32), ours, training=False, truncation=t).numpy()
+    got = g.blocks[3](x.astype(np.float32), ours, training=False, statistics_at=t).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     # On a row's own truncation the row is used as it is (t = 0.3: row 15).
     # (pytorch-pretrained-BigGAN's math.modf(0.3 / 0.02) rounds to row 14 there.)
@@ -334,7 +334,7 @@ def test_the_output_layers_equal_the_modules_sliced_full_sigma_conv(converted):
     w = v[f"Generator/conv_to_rgb/w/{EMA}"].astype(np.float64)
     full = _conv(np.maximum(normalized * scale + offset, 0), w / _top_sigma(w))
     expected = full[..., :3] + v[f"Generator/conv_to_rgb/b/{EMA}"][:3]
-    features = tf.nn.relu(g.output_bn(h.astype(np.float32), training=False, truncation=t))
+    features = tf.nn.relu(g.output_bn(h.astype(np.float32), training=False, statistics_at=t))
     got = g.output_conv(features, training=False).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 

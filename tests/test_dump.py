@@ -10,8 +10,7 @@ import tensorflow as tf
 from test_metrics_extractors import tiny_classifier
 from test_sample import CLASS_NAMES, R, _generator
 
-from tf_biggan import dump, imaging, metrics, sample
-from tf_biggan import state as state_lib
+from tf_biggan import dump, imaging, loader, metrics, model_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +20,7 @@ def model_dir(tmp_path_factory):
     """A model_dir holding a tiny EMA generator at step 5 (no export: it costs a minute)."""
     generator = _generator(1)
     model_dir = str(tmp_path_factory.mktemp("dump") / "run")
-    state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
+    model_files.write_model_config(model_dir, generator, CLASS_NAMES)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(5, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=5)
     return model_dir
@@ -29,7 +28,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gen(model_dir):
-    return sample.load_generator(model_dir=model_dir)
+    return loader.load_generator(model_dir=model_dir)
 
 
 def test_npz_holds_the_images_eval_measures_with_their_labels(gen, tmp_path):

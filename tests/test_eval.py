@@ -321,18 +321,18 @@ def checkpoints(tmp_path_factory):
     seed the CLI tests use; returns their paths `(model_dir, extractor, reference)`."""
     from test_sample import CLASS_NAMES, _generator
 
-    from tf_biggan import state as state_lib
+    from tf_biggan import model_files
 
     root = tmp_path_factory.mktemp("checkpoints")
     model_dir = str(root / "run")
     first = _generator(1)
-    state_lib.write_model_config(model_dir, first, CLASS_NAMES)
+    model_files.write_model_config(model_dir, first, CLASS_NAMES)
     for step, generator in ((5, first), (7, _generator(2))):
         checkpoint = tf.train.Checkpoint(
             ema_generator=generator, step=tf.Variable(step, dtype=tf.int64)
         )
         tf.train.CheckpointManager(checkpoint, model_dir, 3).save(checkpoint_number=step)
-    best_dir = os.path.join(model_dir, state_lib.BEST_DIR)
+    best_dir = os.path.join(model_dir, model_files.BEST_DIR)
     tf.train.CheckpointManager(checkpoint, best_dir, 1).save(checkpoint_number=7)
     extractor_path = str(root / "extractor.keras")
     tiny_classifier().save(extractor_path)
@@ -347,18 +347,18 @@ def checkpoints(tmp_path_factory):
 
 
 def test_find_checkpoint_by_step_and_best_with_clear_errors(checkpoints, tmp_path):
-    from tf_biggan import state as state_lib
+    from tf_biggan import model_files
 
     model_dir = checkpoints[0]
-    assert state_lib.find_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-7")
-    assert state_lib.find_checkpoint(model_dir, step=5) == os.path.join(model_dir, "ckpt-5")
-    assert state_lib.find_checkpoint(model_dir, best=True) == os.path.join(
+    assert model_files.find_checkpoint(model_dir) == os.path.join(model_dir, "ckpt-7")
+    assert model_files.find_checkpoint(model_dir, step=5) == os.path.join(model_dir, "ckpt-5")
+    assert model_files.find_checkpoint(model_dir, best=True) == os.path.join(
         model_dir, "best", "ckpt-7"
     )
     with pytest.raises(FileNotFoundError, match="no checkpoint of step 6 .* steps: 5, 7"):
-        state_lib.find_checkpoint(model_dir, step=6)
+        model_files.find_checkpoint(model_dir, step=6)
     with pytest.raises(FileNotFoundError, match="no best checkpoint .*eval_every"):
-        state_lib.find_checkpoint(str(tmp_path), best=True)
+        model_files.find_checkpoint(str(tmp_path), best=True)
     with pytest.raises(ValueError, match="not of an export"):
         metrics.open_generator(saved_model=model_dir, best=True)
 
@@ -409,3 +409,24 @@ def test_cli_evaluates_the_chosen_checkpoint_or_the_best_with_precision_recall(c
     )
     assert half["generator"]["precision"] == "bfloat16"
     assert half["fid"] == pytest.approx(best["fid"], rel=FD_BFLOAT16_MARGIN)
+
+
+def test_the_checkpoint_flags_are_checked_before_anything_loads():
+    """`--checkpoint` / `--best` select a checkpoint of `--model_dir` only, one at a time."""
+    import types
+
+    from absl import flags
+
+    from tf_biggan import eval as eval_program
+
+    def chosen(model_dir=None, checkpoint=None, best=False):
+        f = types.SimpleNamespace(model_dir=model_dir, checkpoint=checkpoint, best=best)
+        return eval_program._selected_checkpoint(f)
+
+    assert chosen("runs/x") == {}
+    assert chosen("runs/x", checkpoint=500) == {"step": 500}
+    assert chosen("runs/x", best=True) == {"best": True}
+    with pytest.raises(flags.ValidationError, match="--model_dir"):
+        chosen(None, checkpoint=500)
+    with pytest.raises(flags.ValidationError, match="not both"):
+        chosen("runs/x", checkpoint=500, best=True)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import export, imaging, layers, networks, precision, sample
+from tf_biggan import export, imaging, layers, loader, model_files, networks, precision
 from tf_biggan import state as state_lib
 
 NUM_CLASSES = 3
@@ -368,7 +368,7 @@ def test_export_cli_from_model_dir_in_float32_and_bfloat16(tmp_path):
 
     generator = _generator(3)  # weights and BN statistics off their initial values
     model_dir = str(tmp_path / "run")
-    state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
+    model_files.write_model_config(model_dir, generator, CLASS_NAMES)
     step = tf.Variable(40, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=step)
     tf.train.CheckpointManager(checkpoint, model_dir, 2).save(checkpoint_number=40)
@@ -505,5 +505,5 @@ def test_a_deep_generator_exports_as_biggan_does(tmp_path):
     with open(os.path.join(path, "assets", "config.json")) as f:
         assert json.load(f)["generator"]["architecture"] == "deep"
     # The loader of sampling and evaluation reads it as any export.
-    loaded = sample.load_generator(saved_model=path)
+    loaded = loader.load_generator(saved_model=path)
     np.testing.assert_allclose(loaded.generate(z, y), got, atol=1e-5)

@@ -23,8 +23,7 @@ import keras
 import numpy as np
 import pytest
 
-from tf_biggan import config as config_lib
-from tf_biggan import distribute, layers, networks
+from tf_biggan import distribute, gin_config, layers, networks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "gin_configs")
@@ -43,7 +42,7 @@ def _build(config_name: str, *bindings: str):
     gin.clear_config()
     ch = DEEP_WIDTH if "deep" in config_name else WIDTH
     width = [f"Generator.ch = {ch}", f"Discriminator.ch = {ch}"]
-    config_lib.parse_gin(
+    gin_config.parse_gin(
         [os.path.join(CONFIG_DIR, config_name)], [*width, *bindings], finalize=False
     )
     try:

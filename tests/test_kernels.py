@@ -424,14 +424,14 @@ def test_without_cpu_kernels_every_call_takes_the_plain_ops():
         pooled_conv_min_macs=0,
         batch_norm_relu_min_elements=0,
     )
-    assert not plain.conv_as_matmul(3, "same", 64, (2, 4, 4, 64), (2, 4, 4, 64))
-    assert not plain.fused_resampling(3, "same", 8, (2, 4, 4, 8), "up")
-    assert not plain.fused_resampling(3, "same", 8, (2, 8, 8, 8), "down")
-    assert not plain.batch_norm_relu((64, 32, 32, 256))
+    assert not plain.uses_conv_as_matmul(3, "same", 64, (2, 4, 4, 64), (2, 4, 4, 64))
+    assert not plain.uses_fused_resampling(3, "same", 8, (2, 4, 4, 8), "up")
+    assert not plain.uses_fused_resampling(3, "same", 8, (2, 8, 8, 8), "down")
+    assert not plain.uses_batch_norm_relu((64, 32, 32, 256))
     enabled = KernelPolicy(**{**plain.__dict__, "cpu_kernels": True})
-    assert enabled.conv_as_matmul(3, "same", 64, (2, 4, 4, 64), (2, 4, 4, 64))
-    assert enabled.fused_resampling(3, "same", 8, (2, 4, 4, 8), "up")
-    assert enabled.batch_norm_relu((64, 32, 32, 256))
+    assert enabled.uses_conv_as_matmul(3, "same", 64, (2, 4, 4, 64), (2, 4, 4, 64))
+    assert enabled.uses_fused_resampling(3, "same", 8, (2, 4, 4, 8), "up")
+    assert enabled.uses_batch_norm_relu((64, 32, 32, 256))
     layer = layers.SNConv2D(8, 3, kernel_policy=plain)
     layer.build((None, 4, 4, 8))
     types = {

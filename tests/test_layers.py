@@ -680,7 +680,7 @@ def test_standing_statistics_interpolate_between_the_entries_around_t(truncation
     np.testing.assert_allclose(got_mean.numpy(), expected_mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_var.numpy(), expected_var, rtol=1e-5, atol=1e-6)
     x = _rng(12).randn(2, 2, 2, 3).astype(np.float32)
-    out = layer(x, training=False, truncation=tf.constant(truncation)).numpy()
+    out = layer(x, training=False, statistics_at=tf.constant(truncation)).numpy()
     np.testing.assert_allclose(
         out, (x - expected_mean) / np.sqrt(expected_var + EPS), rtol=1e-4, atol=1e-5
     )
@@ -698,7 +698,7 @@ def test_standing_statistics_at_an_entry_are_that_entry():
 def test_outside_the_table_inference_uses_the_moving_statistics(truncation):
     layer = _standing_bn()
     x = _rng(13).randn(2, 2, 2, 3).astype(np.float32)
-    out = layer(x, training=False, truncation=truncation).numpy()
+    out = layer(x, training=False, statistics_at=truncation).numpy()
     expected = _np_bn(x, layer.moving_mean.numpy(), layer.moving_variance.numpy())
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 

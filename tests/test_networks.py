@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import kernels, layers, networks
+from tf_biggan import kernels, layers, networks, networks_biggan
 
 CH = 8
 CLASSES = 3
 SHARED = 16
 
-# The paper's channel tables (DESIGN.md), written out here independently of networks.G_ARCH:
+# The paper's channel tables (DESIGN.md), written out here independently of networks_biggan.G_ARCH:
 # input multiplier, block multipliers; D: block multipliers, downsampling flags.
 PAPER_G = {
     32: (4, (4, 4, 4)),
@@ -269,9 +269,12 @@ def test_generator_and_discriminator_share_no_variables():
 @pytest.mark.parametrize(
     "block, shape",
     [
-        (networks.DiscriminatorBlock(16, downsample=True, preactivation=False), (2, 8, 8, 3)),
-        (networks.DiscriminatorBlock(16, downsample=True, preactivation=True), (2, 8, 8, 8)),
-        (networks.DiscriminatorBlock(8, downsample=False, preactivation=True), (2, 4, 4, 8)),
+        (
+            networks_biggan.DiscriminatorBlock(16, downsample=True, preactivation=False),
+            (2, 8, 8, 3),
+        ),
+        (networks_biggan.DiscriminatorBlock(16, downsample=True, preactivation=True), (2, 8, 8, 8)),
+        (networks_biggan.DiscriminatorBlock(8, downsample=False, preactivation=True), (2, 4, 4, 8)),
     ],
 )
 def test_discriminator_block_round_trip(block, shape):
@@ -281,7 +284,7 @@ def test_discriminator_block_round_trip(block, shape):
     assert out.shape == (shape[0], shape[1] // down, shape[2] // down, block.filters)
     assert (block.conv_shortcut is None) == (shape[-1] == block.filters and not block.downsample)
     config = block.get_config()
-    rebuilt = networks.DiscriminatorBlock.from_config(config)
+    rebuilt = networks_biggan.DiscriminatorBlock.from_config(config)
     assert rebuilt.get_config() == config
     tiny_models.assert_rebuilt_computes_the_same(block, rebuilt, (x,))
 
@@ -290,11 +293,11 @@ def test_generator_block_round_trip():
     rng = np.random.RandomState(2)
     x = rng.randn(2, 4, 4, 8).astype(np.float32)
     c = rng.randn(2, 6).astype(np.float32)
-    block = networks.GeneratorBlock(16, bn_momentum=0.8)
+    block = networks_biggan.GeneratorBlock(16, bn_momentum=0.8)
     out = block(x, c, training=True)
     assert out.shape == (2, 8, 8, 16)
     config = block.get_config()
-    rebuilt = networks.GeneratorBlock.from_config(config)
+    rebuilt = networks_biggan.GeneratorBlock.from_config(config)
     assert rebuilt.get_config() == config
     tiny_models.assert_rebuilt_computes_the_same(block, rebuilt, (x, c))
 

@@ -9,8 +9,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import kernels, layers, networks, networks_deep
-from tf_biggan import state as state_lib
+from tf_biggan import kernels, layers, model_files, networks, networks_deep
 
 # The port's BigGANdeep.py tables (G_arch / D_arch) and DeepMind's biggan-deep-512 module,
 # written out independently of networks_deep: per stage (in, out) multipliers of ch.
@@ -280,7 +279,7 @@ def test_deep_networks_round_trip_through_their_configs():
     g(*inputs, training=False)
     assert g.get_config()["architecture"] == "deep" and g.get_config()["depth"] == 1
     tiny_models.assert_rebuilt_computes_the_same(
-        g, state_lib.generator_from_config(g.get_config()), inputs
+        g, model_files.generator_from_config(g.get_config()), inputs
     )
     images = (tf.random.uniform([2, 32, 32, 3], -1, 1), tf.constant([0, 2]))
     d(*images, training=False)

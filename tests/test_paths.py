@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_biggan import config as config_lib
-from tf_biggan import data, export, paths, train
-from tf_biggan import state as state_lib
+from tf_biggan import data, export, gin_config, model_files, paths, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,16 +41,16 @@ def test_train_restore_and_export_take_paths_under_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RUNS", str(tmp_path / "runs"))
     gin.clear_config()
-    config_lib.parse_gin([os.path.join(REPO, "gin_configs", "tiny_test.gin")], finalize=False)
+    gin_config.parse_gin([os.path.join(REPO, "gin_configs", "tiny_test.gin")], finalize=False)
     try:
         train.train("$RUNS/tiny", total_steps=1)
     finally:
         gin.clear_config()
     assert (tmp_path / "runs" / "tiny" / "ckpt-1.index").exists()
-    generator, config, checkpoint = state_lib.restore_ema_generator("~/runs/tiny")
+    generator, config, checkpoint = model_files.restore_ema_generator("~/runs/tiny")
     assert checkpoint == str(tmp_path / "runs" / "tiny" / "ckpt-1")
     written = export.export_generator(generator, "~/exports", class_names=config["class_names"])
     assert written == str(tmp_path / "exports" / "1")
     assert tf.saved_model.contains_saved_model(written)
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
-        state_lib.restore_ema_generator("~/nowhere")
+        model_files.restore_ema_generator("~/nowhere")

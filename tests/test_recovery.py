@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import recovery
+from tf_biggan import optimizers, recovery
 from tf_biggan import state as state_lib
 
 
@@ -18,7 +18,7 @@ def _restorer(checkpoint):
     return lambda path: checkpoint.restore(path).assert_existing_objects_matched()
 
 
-def _tiny_state(make_optimizer=lambda: state_lib.make_optimizer(learning_rate=1e-3)):
+def _tiny_state(make_optimizer=lambda: optimizers.make_optimizer(learning_rate=1e-3)):
     keras.utils.set_random_seed(1)
     return tiny_models.train_state(make_optimizer, dim_z=16)
 

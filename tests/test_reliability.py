@@ -27,10 +27,8 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import config as config_lib
-from tf_biggan import data, train
+from tf_biggan import data, gin_config, optimizers, train
 from tf_biggan import recovery as recovery_lib
-from tf_biggan import state as state_lib
 from tf_biggan import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,7 +175,7 @@ def test_sigterm_saves_the_current_step_exits_0_and_the_restart_continues(tmp_pa
 # --------------------------------------------------------------------------- non-finite guard
 
 
-def _tiny_state(make_optimizer=lambda: state_lib.make_optimizer(learning_rate=1e-3)):
+def _tiny_state(make_optimizer=lambda: optimizers.make_optimizer(learning_rate=1e-3)):
     keras.utils.set_random_seed(1)
     return tiny_models.train_state(make_optimizer, dim_z=16)
 
@@ -191,7 +189,7 @@ def _batch(seed=0):
 @pytest.fixture
 def tiny_gin():
     gin.clear_config()
-    config_lib.parse_gin([TINY], finalize=False)
+    gin_config.parse_gin([TINY], finalize=False)
     yield
     gin.clear_config()
 
@@ -322,7 +320,7 @@ def test_a_failing_save_keeps_the_earlier_checkpoints_retries_and_names_the_last
     # The run's own saving (`Run.save`, as the loop calls it), with the retries bound in gin.
     gin.clear_config()
     retries = ["train.save_retries = 2", "train.save_retry_seconds = 0.01"]
-    config_lib.parse_gin([TINY], retries, finalize=False)
+    gin_config.parse_gin([TINY], retries, finalize=False)
     config, network_settings = train.TrainConfig.from_settings(train.train_settings())
     model_dir = str(tmp_path)
     run = train.Run(model_dir, config, network_settings)
@@ -415,7 +413,7 @@ def test_a_resumed_run_uses_the_configured_learning_rate_beta_2_and_epsilon(
         model_dir = str(tmp_path / name)
         shutil.copytree(base, model_dir)
         gin.clear_config()
-        config_lib.parse_gin([TINY], [f"{key} = {value}" for key, value in bindings], False)
+        gin_config.parse_gin([TINY], [f"{key} = {value}" for key, value in bindings], False)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="absl"):
             train.train(model_dir, total_steps=3, deterministic=True)

@@ -10,8 +10,7 @@ import tensorflow as tf
 import tiny_models
 
 import tf_biggan
-from tf_biggan import export, imaging, layers, metrics, networks, sample
-from tf_biggan import state as state_lib
+from tf_biggan import export, imaging, layers, loader, metrics, model_files, networks, sheets
 
 NUM_CLASSES = 3
 DIM_Z = 32
@@ -43,7 +42,7 @@ def model_dir_and_export(root):
     latter with its weights); returns `(generator, model_dir, export_dir)`."""
     generator = _generator(1)
     model_dir = str(root / "run")
-    state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
+    model_files.write_model_config(model_dir, generator, CLASS_NAMES)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(5, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=5)
     export_dir = str(root / "export")
@@ -79,7 +78,7 @@ def _onehot(k):
 
 @pytest.fixture(scope="module")
 def gen(setup):
-    return sample.load_generator(saved_model=setup[2])
+    return loader.load_generator(saved_model=setup[2])
 
 
 def test_saved_model_loader_picks_largest_version(setup, gen):
@@ -91,19 +90,19 @@ def test_saved_model_loader_picks_largest_version(setup, gen):
     y = np.eye(NUM_CLASSES, dtype=np.float32)[[0, 1, 2, 0]]
     expected = generator(z, y, training=False).numpy()
     np.testing.assert_allclose(gen.generate(z, y), expected, atol=1e-4)
-    version_one = sample.load_generator(saved_model=os.path.join(export_dir, "1"))
+    version_one = loader.load_generator(saved_model=os.path.join(export_dir, "1"))
     assert np.abs(version_one.generate(z, y).numpy() - expected).max() > 1e-2
     opened = metrics.open_generator(saved_model=export_dir)
     np.testing.assert_allclose(opened.generate(z, y), expected, atol=1e-4)
     with pytest.raises(ValueError, match=f"\\[B, {DIM_Z}\\]"):
         gen.generate(z[:, :-1], y)
     with pytest.raises(FileNotFoundError):
-        sample.load_generator(saved_model=model_dir)
+        loader.load_generator(saved_model=model_dir)
 
 
 def test_model_dir_loader_restores_the_ema_generator(setup):
     generator, model_dir, _ = setup
-    loaded = sample.load_generator(model_dir=model_dir)
+    loaded = loader.load_generator(model_dir=model_dir)
     assert (loaded.dim_z, loaded.num_classes, loaded.resolution) == (DIM_Z, NUM_CLASSES, R)
     assert loaded.precision == "float32"  # the default for a model_dir
     assert loaded.class_names == CLASS_NAMES
@@ -113,22 +112,22 @@ def test_model_dir_loader_restores_the_ema_generator(setup):
         loaded.generate(z, y), generator(z, y, training=False).numpy(), atol=1e-5
     )
     # The loader refined sigma: the checkpoint's own estimate gives other images.
-    stored, _, _ = state_lib.restore_ema_generator(model_dir)
+    stored, _, _ = model_files.restore_ema_generator(model_dir)
     assert np.abs(loaded.generate(z, y).numpy() - stored(z, y, training=False).numpy()).max() > 1e-3
 
 
 def test_parse_classes(gen):
-    assert sample.parse_classes(gen, "ring,0, square") == [2, 0, 1]
-    assert sample.parse_classes(gen, [1, "2"]) == [1, 2]
+    assert loader.parse_classes(gen, "ring,0, square") == [2, 0, 1]
+    assert loader.parse_classes(gen, [1, "2"]) == [1, 2]
     with pytest.raises(ValueError, match="triangle"):
-        sample.parse_classes(gen, ["triangle"])
+        loader.parse_classes(gen, ["triangle"])
     with pytest.raises(ValueError, match="outside"):
-        sample.parse_classes(gen, "3")
+        loader.parse_classes(gen, "3")
 
 
 def test_class_grid_rows_are_classes_and_columns_share_z(setup, gen):
     generator = setup[0]
-    grid = sample.class_grid(gen, ["ring", 0], samples_per_class=3, truncation=0.8, seed=4)
+    grid = sheets.class_grid(gen, ["ring", 0], samples_per_class=3, truncation=0.8, seed=4)
     assert grid.shape == (2 * R + 3 * PAD, 3 * R + 4 * PAD, 3) and grid.dtype == np.uint8
     z = imaging.truncated_z(3, DIM_Z, 0.8, seed=4)
     for row, label in enumerate([2, 0]):
@@ -140,7 +139,7 @@ def test_class_grid_rows_are_classes_and_columns_share_z(setup, gen):
 def test_truncation_grid_rows_share_z(setup, gen):
     generator = setup[0]
     truncations = [100.0, 1.0, 0.25]
-    grid = sample.truncation_grid(gen, "square", truncations, samples=2, seed=7)
+    grid = sheets.truncation_grid(gen, "square", truncations, samples=2, seed=7)
     assert grid.shape == (3 * R + 4 * PAD, 2 * R + 3 * PAD, 3)
     untruncated = imaging.truncated_z(2, DIM_Z, None, seed=7)
     # A threshold above every |z| entry leaves the untruncated latent itself.
@@ -160,7 +159,7 @@ def test_truncation_grid_rows_share_z(setup, gen):
 
 def test_z_interpolation_sheet_endpoints(setup, gen):
     generator = setup[0]
-    grid = sample.z_interpolation_sheet(gen, [1, 2], num_steps=4, truncation=0.5, seed=3)
+    grid = sheets.z_interpolation_sheet(gen, [1, 2], num_steps=4, truncation=0.5, seed=3)
     assert grid.shape == (2 * R + 3 * PAD, 4 * R + 5 * PAD, 3)
     ends = imaging.truncated_z(4, DIM_Z, 0.5, seed=3)
     for row, label in enumerate([1, 2]):
@@ -173,7 +172,7 @@ def test_z_interpolation_sheet_endpoints(setup, gen):
 
 def test_class_interpolation_endpoints_are_pure_classes(setup, gen):
     generator = setup[0]
-    grid = sample.class_interpolation_sheet(
+    grid = sheets.class_interpolation_sheet(
         gen, "circle", "ring", num_steps=5, num_rows=2, truncation=0.5, seed=11
     )
     assert grid.shape == (2 * R + 3 * PAD, 5 * R + 6 * PAD, 3)
@@ -212,11 +211,11 @@ def test_cli_from_export_alone(setup, gen, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[mode] = imaging.read_png(path).numpy()
     np.testing.assert_array_equal(
-        outputs["class_grid"], sample.class_grid(gen, [2, 0], 3, truncation=0.5, seed=2)
+        outputs["class_grid"], sheets.class_grid(gen, [2, 0], 3, truncation=0.5, seed=2)
     )
     np.testing.assert_array_equal(
         outputs["class_interpolation"],
-        sample.class_interpolation_sheet(gen, 0, 2, 4, 2, truncation=0.5, seed=2),
+        sheets.class_interpolation_sheet(gen, 0, 2, 4, 2, truncation=0.5, seed=2),
     )
 
 
@@ -232,7 +231,7 @@ def test_bfloat16_from_the_cli_the_api_and_an_export(setup, gen, tmp_path):
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    full = sample.class_grid(gen, [2, 0], 3, seed=2).astype(float) / 127.5
+    full = sheets.class_grid(gen, [2, 0], 3, seed=2).astype(float) / 127.5
     half = imaging.read_png(path).numpy().astype(float) / 127.5
     assert 0 < np.abs(half - full).mean() < BFLOAT16_MEAN_ABS_BOUND
 
@@ -240,7 +239,7 @@ def test_bfloat16_from_the_cli_the_api_and_an_export(setup, gen, tmp_path):
     assert loaded.precision == "bfloat16" and loaded.describe()["precision"] == "bfloat16"
     # The same computation up to bfloat16 rounding: Grappler, on in the program and off in the
     # tests, fuses the ops differently (10% of the pixels measured one level apart).
-    same = sample.class_grid(loaded, [2, 0], 3, seed=2).astype(int)
+    same = sheets.class_grid(loaded, [2, 0], 3, seed=2).astype(int)
     difference = np.abs(same - imaging.read_png(path).numpy().astype(int))
     assert difference.max() <= 2 and difference.mean() < 0.5
     # An export computes in the precision it was made in; asking for another is an error.
@@ -252,9 +251,9 @@ def test_bfloat16_from_the_cli_the_api_and_an_export(setup, gen, tmp_path):
 
 
 def test_without_classes_a_many_class_model_draws_ten_spread_classes():
-    assert sample.default_classes(5) == [0, 1, 2, 3, 4]
-    assert sample.default_classes(10) == list(range(10))
-    assert sample.default_classes(1000) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+    assert sheets.default_classes(5) == [0, 1, 2, 3, 4]
+    assert sheets.default_classes(10) == list(range(10))
+    assert sheets.default_classes(1000) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
 
 
 def test_sample_truncation_picks_the_standing_statistics(tmp_path):
@@ -264,7 +263,7 @@ def test_sample_truncation_picks_the_standing_statistics(tmp_path):
     generator.build_by_call()
     tiny_models.fill_standing_stats(generator, seed=4)
     model_dir = str(tmp_path / "run")
-    state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
+    model_files.write_model_config(model_dir, generator, CLASS_NAMES)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(1, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=1)
     # The export's signatures are checked in test_export; here the model_dir path.
@@ -277,7 +276,7 @@ def test_sample_truncation_picks_the_standing_statistics(tmp_path):
     gen = tf_biggan.load(model_dir)
     images = gen.sample(["ring", "circle", "square"], truncation=0.4, seed=2)
     _assert_close_uint8(images, expected)
-    grid = sample.truncation_grid(gen, 0, [0.4, None], 1, seed=2, pad=0)
+    grid = sheets.truncation_grid(gen, 0, [0.4, None], 1, seed=2, pad=0)
     rows = []
     for t in (0.4, None):
         z_row = imaging.truncated_z(1, DIM_Z, t, seed=2)
@@ -290,7 +289,7 @@ def test_a_deep_model_dir_loads_and_samples(tmp_path):
     # (`metrics.open_generator`) use (its export: tests/test_export.py).
     generator = _generator(1, architecture="deep")
     model_dir = str(tmp_path / "run")
-    state_lib.write_model_config(model_dir, generator, CLASS_NAMES)
+    model_files.write_model_config(model_dir, generator, CLASS_NAMES)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(5, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=5)
     layers.refine_spectral_norms(generator, exact=True)
@@ -300,3 +299,14 @@ def test_a_deep_model_dir_loads_and_samples(tmp_path):
     np.testing.assert_allclose(loaded.generate(z, y), generator(z, y, training=False), atol=1e-4)
     images = tf_biggan.load(model_dir).sample(classes=["ring"], n=2, truncation=0.5, seed=1)
     assert images.shape == (2, R, R, 3) and images.dtype == np.uint8
+
+
+def test_the_sample_module_keeps_the_names_of_0_2():
+    """Code written against tf_biggan 0.2 imports the loader and the sheets from
+    `tf_biggan.sample`; they are the same objects as `tf_biggan.loader`'s and `.sheets`'."""
+    from tf_biggan import sample
+
+    for name in sample.__all__:
+        assert getattr(sample, name) is getattr(
+            loader if hasattr(loader, name) else sheets, name
+        ), name

@@ -11,8 +11,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import data
-from tf_biggan import state as state_lib
+from tf_biggan import data, model_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_CLASSES = ("red circle", "green square", "blue triangle")
@@ -134,7 +133,7 @@ def test_cli_scores_a_model_dir(tool, judge, tmp_path):
     model_dir = str(tmp_path / "run")
     generator = tiny_models.generator(len(RUN_CLASSES), name="ema_generator")
     generator.build_by_call()
-    state_lib.write_model_config(model_dir, generator)
+    model_files.write_model_config(model_dir, generator)
     data.source.write_classes_json(model_dir, RUN_CLASSES)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(7, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=7)

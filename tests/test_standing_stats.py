@@ -9,8 +9,7 @@ import numpy as np
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import layers, networks, standing_stats
-from tf_biggan import state as state_lib
+from tf_biggan import layers, model_files, networks, standing_stats
 
 DIM_Z = 32
 CLASSES = 3
@@ -62,7 +61,7 @@ def test_entries_are_the_average_moments_of_the_first_bn_inputs():
 def test_cli_table_reproduces_training_mode_bn_for_its_batch(tmp_path):
     generator = _generator()
     model_dir = str(tmp_path / "run")
-    state_lib.write_model_config(model_dir, generator, ["a", "b", "c"])
+    model_files.write_model_config(model_dir, generator, ["a", "b", "c"])
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(3, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, model_dir, 2).save(checkpoint_number=3)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
@@ -81,8 +80,8 @@ def test_cli_table_reproduces_training_mode_bn_for_its_batch(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert completed.stdout.strip().endswith(state_lib.STANDING_STATS_FILE)
-    restored, _, _ = state_lib.restore_ema_generator(model_dir)
+    assert completed.stdout.strip().endswith(model_files.STANDING_STATS_FILE)
+    restored, _, _ = model_files.restore_ema_generator(model_dir)
     assert restored.num_standing_stats == 3
     layers.refine_spectral_norms(restored, exact=True)
     for entry, truncation in enumerate((0.5, 1.0), start=1):
@@ -94,6 +93,6 @@ def test_cli_table_reproduces_training_mode_bn_for_its_batch(tmp_path):
         np.testing.assert_allclose(with_table, batch_mode, atol=2e-4)
     # A later checkpoint does not get the table computed for an earlier one.
     tf.train.CheckpointManager(checkpoint, model_dir, 2).save(checkpoint_number=4)
-    later, _, _ = state_lib.restore_ema_generator(model_dir)
+    later, _, _ = model_files.restore_ema_generator(model_dir)
     assert later.num_standing_stats == 0
     assert isinstance(later, networks.Generator)

@@ -11,7 +11,6 @@ regulariser has no gradient and every singular value is 1.
 import keras
 import numpy as np
 import pytest
-import scipy.special
 import tensorflow as tf
 import tiny_models
 
@@ -335,25 +334,6 @@ def test_ema_update_is_the_closed_form_at_each_step(mirrored, request):
             if mirrored:  # every replica holds the same value
                 copies = [v.numpy() for v in strategy.experimental_local_results(e.value)]
                 np.testing.assert_array_equal(copies[0], copies[1])
-
-
-def test_latents_are_finite_normal_quantiles_of_their_bits():
-    # The uniform is (bits + 0.5) / 2^24 as float32 rounds it (from 2^23 up, + 0.5 rounds
-    # to an even integer); the top code rounds to 1, where the inverse CDF is +inf, and is
-    # capped just below 1.
-    bits = np.array([0, 1, 1 << 22, (1 << 23) - 1, 1 << 23, (1 << 24) - 3, (1 << 24) - 1])
-    z = step_lib.normal_from_bits(tf.constant(bits, tf.int32)).numpy()
-    assert np.all(np.isfinite(z)) and np.abs(z).max() < 5.5
-    uniform = (bits.astype(np.float32) + np.float32(0.5)).astype(np.float64) / (1 << 24)
-    assert uniform[-1] == 1.0
-    uniform[-1] = 1 - 2.0**-24
-    np.testing.assert_allclose(z, scipy.special.ndtri(uniform), rtol=1e-5, atol=2e-5)
-    assert z[-1] > z[-2] > 5.1 and z[0] < -5.4
-    # draw_latents uses it: a batch's z has the moments of a standard normal.
-    drawn, labels = step_lib.draw_latents(3, 5, 0, 512, 64, 10)
-    assert abs(float(tf.reduce_mean(drawn))) < 0.01
-    assert abs(float(tf.math.reduce_std(drawn)) - 1.0) < 0.01
-    assert sorted(set(labels.numpy().tolist())) == list(range(10))
 
 
 def test_the_step_with_batch_norm_relu_updates_g_as_with_the_separate_ops(monkeypatch):

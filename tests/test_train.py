@@ -21,8 +21,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import config as config_lib
-from tf_biggan import imaging, networks, train
+from tf_biggan import gin_config, imaging, model_files, networks, optimizers, train
 from tf_biggan import state as state_lib
 from tf_biggan import step as step_lib
 
@@ -39,7 +38,7 @@ def _make_state(strategy, generator_cls=networks.Generator, num_classes=CLASSES,
     def make_optimizer():
         if optimizer == "sgd":
             return keras.optimizers.SGD(learning_rate=LR)
-        return state_lib.make_optimizer(learning_rate=1e-3)
+        return optimizers.make_optimizer(learning_rate=1e-3)
 
     with strategy.scope():
         return tiny_models.train_state(make_optimizer, num_classes, DIM_Z, generator_cls)
@@ -357,7 +356,7 @@ def test_a_step_whose_generator_overflows_keeps_inference_finite():
 
 def _parse(bindings):
     gin.clear_config()
-    config_lib.parse_gin([QUICKSTART], bindings, finalize=False)
+    gin_config.parse_gin([QUICKSTART], bindings, finalize=False)
 
 
 TINY = [
@@ -409,7 +408,7 @@ def test_train_writes_outputs_and_resumes(tmp_path, capsys, caplog):
         assert pngs == ["step_00000002.png", "step_00000004.png"]
         grid = tf.io.decode_png(tf.io.read_file(os.path.join(model_dir, "samples", pngs[-1])))
         assert grid.shape[2] == 3 and grid.shape[0] >= 3 * RES  # one row per class
-        config = state_lib.read_model_config(model_dir)
+        config = model_files.read_model_config(model_dir)
         assert config["generator"]["num_classes"] == 3 and config["generator"]["ch"] == 8
         # config.gin holds the bindings; operative_config.gin every setting the run used,
         # defaults included, by the dataclass that declares it.
@@ -440,7 +439,7 @@ def test_train_writes_outputs_and_resumes(tmp_path, capsys, caplog):
         assert not any("5/6" in line for line in progress), progress
         assert _checkpoint_numbers(model_dir) == [2, 4, 6]
         assert sorted(os.listdir(os.path.join(model_dir, "samples")))[-1] == "step_00000006.png"
-        _, restored, _ = state_lib.restore_ema_generator(model_dir)
+        _, restored, _ = model_files.restore_ema_generator(model_dir)
         assert restored["step"] == 6
 
         assert sorted(os.listdir(os.path.join(model_dir, "export"))) == ["1"]

@@ -7,7 +7,7 @@ shared embedding and hierarchical z, D's projection).
 
 import numpy as np
 
-from tf_biggan import networks
+from tf_biggan import networks, optimizers
 from tf_biggan import state as state_lib
 
 RESOLUTION = 32
@@ -37,7 +37,7 @@ def discriminator(num_classes=3, name="discriminator"):
 
 
 def train_state(
-    make_optimizer=state_lib.make_optimizer, num_classes=3, dim_z=32, generator_cls=None
+    make_optimizer=optimizers.make_optimizer, num_classes=3, dim_z=32, generator_cls=None
 ):
     """A built `TrainState`; `make_optimizer()` is called once for G and once for D.
 

@@ -26,13 +26,13 @@ def load(path: str, precision: str | None = None):
     `precision`: "float32" or "bfloat16" (faster on CPUs with AVX512-BF16 and on
     accelerators). None: float32 for a `model_dir`, an export's own precision for an export.
 
-    Returns a `tf_biggan.sample.LoadedGenerator`: `sample(classes, n, truncation, seed)` ->
+    Returns a `tf_biggan.loader.LoadedGenerator`: `sample(classes, n, truncation, seed)` ->
     uint8 numpy `[n, R, R, 3]`, `generate(z, y_onehot)` -> float32 `[B, R, R, 3]` in
     [-1, 1], `class_names`, `dim_z`, `num_classes`, `resolution`.
     """
-    from tf_biggan import sample
+    from tf_biggan import loader
 
-    return sample.load(path, precision=precision)
+    return loader.load(path, precision=precision)
 
 
 def truncated_noise(n: int, dim: int, truncation=None, seed=None):

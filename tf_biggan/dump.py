@@ -58,7 +58,7 @@ def dump_samples(
     """Generates `num_samples` images and writes them as uint8 to `output` (see the module).
 
     Args:
-      gen: a `tf_biggan.sample.LoadedGenerator` (`generate`, `dim_z`, `num_classes`).
+      gen: a `tf_biggan.loader.LoadedGenerator` (`generate`, `dim_z`, `num_classes`).
       output: a `.npz` path, or a folder (absent or empty).
       num_samples: N.
       classes: class indices to cycle over; None for all `gen.num_classes`.

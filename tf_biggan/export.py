@@ -51,7 +51,7 @@ precision) or, with `precision="bfloat16"` (`--precision=bfloat16`), in bfloat16
 kernels stored as bfloat16 (`tf_biggan.precision.inference_copy` says what stays
 float32). Both have the same signatures, input and output dtypes and shapes; the bfloat16
 one is faster on CPUs with AVX512-BF16 / AMX-BF16 and on accelerators, and its images
-differ from float32's by rounding (README, "Export", states the measured difference).
+differ from float32's by rounding (docs/serving.md, "bfloat16", states the measured difference).
 `assets/config.json` holds `resolution`, `dim_z`, `num_classes`, `class_names`, the
 generator config, the training `step` and the `precision`; `assets/class_names.txt` holds
 one class name a line.
@@ -68,9 +68,8 @@ import uuid
 
 import tensorflow as tf
 
-from tf_biggan import imaging, paths
+from tf_biggan import imaging, model_files, paths
 from tf_biggan import precision as precision_lib
-from tf_biggan import state as state_lib
 
 __all__ = ["ExportModule", "export_from_state", "export_generator", "next_version"]
 
@@ -314,7 +313,7 @@ def main(argv) -> None:
 
     del argv
     f = flags.FLAGS
-    generator, config, checkpoint = state_lib.restore_ema_generator(f.model_dir, f.checkpoint)
+    generator, config, checkpoint = model_files.restore_ema_generator(f.model_dir, f.checkpoint)
     path = export_generator(
         generator,
         f.export_dir,

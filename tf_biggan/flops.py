@@ -28,7 +28,7 @@ Sampling costs `G` per image.
 
 from __future__ import annotations
 
-from tf_biggan import networks, networks_deep
+from tf_biggan import networks, networks_biggan, networks_deep
 
 
 def _attention_flops(size: int, channels: int) -> int:
@@ -53,7 +53,7 @@ def generator_forward_flops(
     attention=None,
 ) -> int:
     """Forward FLOPs per image of `networks.Generator` with these arguments."""
-    arch = networks.G_ARCH[resolution]
+    arch = networks_biggan.G_ARCH[resolution]
     attention = networks._attention_resolutions(attention, arch.default_attention, resolution)
     dim_z = arch.default_dim_z if dim_z is None else dim_z
     blocks = len(arch.block_multipliers)
@@ -77,7 +77,7 @@ def generator_forward_flops(
 def discriminator_forward_flops(resolution: int, ch: int, num_classes: int, attention=None) -> int:
     """Forward FLOPs per image of `networks.Discriminator` with these arguments."""
     del num_classes  # the class embedding is a lookup
-    arch = networks.D_ARCH[resolution]
+    arch = networks_biggan.D_ARCH[resolution]
     attention = networks._attention_resolutions(attention, arch.default_attention, resolution)
     channels, width, flops = 3, resolution, 0
     placed = set()

@@ -52,22 +52,22 @@ class KernelPolicy:
         process, when a routing question is first answered).
       matmul_conv_ratio, matmul_conv_min_kernel: a 'same' k x k convolution (k > 1) runs
         as `conv_as_matmul` when its kernel has at least `matmul_conv_min_kernel`
-        elements and more than `matmul_conv_ratio` times as many as its output. Measured
-        with oneDNN, forward and backward: at 1536 channels and 4x4 or 8x8 (21M-element
-        kernels) the direct convolution took 1.1-2.2x as long; at 512 channels (2.4M) the
-        matmul was slower; with the kernel under 8x the output the direct convolution was
-        faster (docs/performance.md).
+        elements and more than `matmul_conv_ratio` times as many as its output (BigGAN's
+        wide 4x4 and 8x8 layers; smaller kernels, and kernels not much larger than their
+        output, are faster as a direct convolution).
       upsample_conv_min_macs: a conv called with `resample="up"` runs as `upsample_conv`
         when the convolution it stands for does at least this many multiply-adds per call
-        (counting one example when the batch is dynamic): 1.3-2.2x faster above it, slower
-        from about 2^24 down.
-      pooled_conv_min_macs: the same for `resample="down"` and `conv_avg_pool`: 1.6-2.1x
-        faster at BigGAN's 32 px and 128 px D shapes, a loss with much less work.
+        (counting one example when the batch is dynamic); with less work the fused form
+        is slower.
+      pooled_conv_min_macs: the same for `resample="down"` and `conv_avg_pool`.
       batch_norm_relu_min_elements: a single-replica training call of a batch norm with
         `relu=True` runs as `batch_norm_relu` when its input has at least this many
         elements (4 MiB in float32; one example counted when the batch is dynamic). Small
         activations cost little memory, and below the floor the composition keeps the
         numerics of earlier releases.
+
+    The defaults were measured on 2-core x86 CPUs with oneDNN; docs/performance.md ("What
+    each choice gained") has the measurements behind each threshold.
     """
 
     cpu_kernels: bool | None = None
@@ -82,7 +82,7 @@ class KernelPolicy:
             return not _process_has_accelerator()
         return self.cpu_kernels
 
-    def conv_as_matmul(
+    def uses_conv_as_matmul(
         self, kernel_size: int, padding: str, filters: int, input_shape, output_shape
     ) -> bool:
         """Whether a stride-1 convolution of this static input shape (`[N, H, W, C]`) and
@@ -97,7 +97,7 @@ class KernelPolicy:
             and self.matmul_conv_ratio * output_size < kernel_elements
         )
 
-    def fused_resampling(
+    def uses_fused_resampling(
         self, kernel_size: int, padding: str, filters: int, input_shape, resample: str
     ) -> bool:
         """Whether a convolution called with `resample` ("up" or "down") on inputs of this
@@ -119,7 +119,7 @@ class KernelPolicy:
         elif height % 2 or width % 2:
             return False  # `conv_avg_pool` pads as for an even size
         convolved = (batch, height, width, channels)
-        if self.conv_as_matmul(
+        if self.uses_conv_as_matmul(
             kernel_size, padding, filters, convolved, (batch, height, width, filters)
         ):
             return False
@@ -128,7 +128,7 @@ class KernelPolicy:
             self.upsample_conv_min_macs if resample == "up" else self.pooled_conv_min_macs
         )
 
-    def batch_norm_relu(self, input_shape) -> bool:
+    def uses_batch_norm_relu(self, input_shape) -> bool:
         """Whether a single-replica training BN-ReLU of this input shape runs as
         `batch_norm_relu`."""
         if not self._enabled():
@@ -190,7 +190,7 @@ def upsample(x):
 
     Its gradient is the 2x2 sum pooling of the incoming gradient, computed as 4 x the
     average pooling: scaling by 4 is exact in binary floating point, and the pooling kernel
-    is about 8x faster on CPU than the 6-D reduction that automatic differentiation derives
+    is much faster on CPU than the 6-D reduction that automatic differentiation derives
     from the broadcast (docs/performance.md).
     """
     # Written as a broadcast so XLA and the CPU kernels fuse it.

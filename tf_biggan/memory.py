@@ -21,10 +21,9 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS, environ=None, load_libc=Non
 
     glibc gives each thread that meets a busy arena a new one, up to 8 per core, and freed
     tensor memory stays in the arena that held it. TensorFlow's thread pools spread a training
-    step's tensors over many arenas, so the peak RSS crept up from step to step: at 128 px
-    (ch 96, batch 8, four steps) 5,097-5,150 MiB with glibc's default, 4,959 MiB with two
-    arenas, at the same step rate (docs/performance.md). Call it before the first TensorFlow
-    op, which starts TensorFlow's thread pools. Left alone: a process whose environment sets
+    step's tensors over many arenas, so the peak RSS crept up from step to step; two arenas
+    lowered it at the same step rate (docs/performance.md, "What each choice gained"). Call
+    it before the first TensorFlow op, which starts TensorFlow's thread pools. Left alone: a process whose environment sets
     `MALLOC_ARENA_MAX` (glibc has already applied it), and a C library other than glibc.
 
     Args:

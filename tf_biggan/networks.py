@@ -1,15 +1,17 @@
 """BigGAN and BigGAN-deep generator and discriminator (Brock et al., ICLR 2019).
 
-The architecture is data: `G_ARCH[resolution]` and `D_ARCH[resolution]` give
-the channel multipliers of `ch` per residual block (the tables of the paper's
-appendix B and of its public PyTorch port). With `ch=96`, 1000 classes, a
-shared embedding of 128 and hierarchical z, the 128 px networks have exactly
-70,433,988 (G) and 87,982,370 (D) trainable parameters, as the paper's model.
+`Generator` and `Discriminator` are the parts the two architectures share: the shared class
+embedding, the linear layer, conditional BN, attention placement, the output layers and the
+projection. What differs (tables, blocks, how z reaches them, D's stem) comes from an
+architecture object chosen by `architecture`: `networks_biggan.BigGANArchitecture` or its
+peer `networks_deep.DeepArchitecture` (`ARCHITECTURES`).
 
-`architecture="deep"` builds BigGAN-deep from `networks_deep`'s blocks and tables, with
-the same embedding, conditional BN, attention and output layers: with `ch=128`, `depth=2`,
-`dim_z=128`, 1000 classes and a shared embedding of 128 the 128 px networks have exactly
-50,244,484 (G) and 34,590,210 (D) trainable parameters, the public port's counts.
+The architecture is data: the tables give the channel multipliers of `ch` per residual
+block (the paper's appendix B and its public PyTorch port). BigGAN with `ch=96`, 1000
+classes, a shared embedding of 128 and hierarchical z has exactly 70,433,988 (G) and
+87,982,370 (D) trainable parameters at 128 px, the paper's model; BigGAN-deep with
+`ch=128`, `depth=2`, `dim_z=128` and a shared embedding of 128 has exactly 50,244,484 (G)
+and 34,590,210 (D), the public port's counts.
 
 Notes on choices where the paper leaves room:
 - The generator takes class *weights* `y` `[B, num_classes]` (one-hot for a
@@ -17,61 +19,19 @@ Notes on choices where the paper leaves room:
   exactly the embedding lookup, and convex mixtures give the class-embedding
   interpolations of the paper's figures. The shared embedding is not
   spectrally normalised, as in the public port.
-- G's residual blocks upsample with nearest neighbour before the first conv;
-  D's blocks average-pool after the second conv. Block 0 of D has no
-  pre-activation (its input is the image).
 - Channel layout is NHWC; the initial linear layer's output is reshaped to
   `[4, 4, C]` (a permutation of the port's `[C, 4, 4]` of the same size).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 import gin
 import keras
 import tensorflow as tf
 
-from tf_biggan import kernels, layers, networks_deep
-
-
-@dataclasses.dataclass(frozen=True)
-class GeneratorArch:
-    """Channel multipliers of `ch`: the input of the first block, then each block's output."""
-
-    input_multiplier: int
-    block_multipliers: tuple[int, ...]
-    default_attention: tuple[int, ...]
-    default_dim_z: int
-
-
-@dataclasses.dataclass(frozen=True)
-class DiscriminatorArch:
-    """Each block's output multiplier of `ch` and whether it halves the resolution."""
-
-    block_multipliers: tuple[int, ...]
-    downsample: tuple[bool, ...]
-    default_attention: tuple[int, ...]
-
-
-G_ARCH = {
-    32: GeneratorArch(4, (4, 4, 4), (), 128),
-    64: GeneratorArch(16, (16, 8, 4, 2), (32,), 120),
-    128: GeneratorArch(16, (16, 8, 4, 2, 1), (64,), 120),
-    256: GeneratorArch(16, (16, 8, 8, 4, 2, 1), (128,), 140),
-    512: GeneratorArch(16, (16, 8, 8, 4, 2, 1, 1), (64,), 128),
-}
-
-# D ends at 4x4 before its sum pooling at 64-512 px and at 8x8 at 32 px: the last block(s)
-# keep the resolution (BigGAN-PyTorch's D_arch).
-D_ARCH = {
-    32: DiscriminatorArch((4, 4, 4, 4), (True, True, False, False), ()),
-    64: DiscriminatorArch((1, 2, 4, 8, 16), (True,) * 4 + (False,), (32,)),
-    128: DiscriminatorArch((1, 2, 4, 8, 16, 16), (True,) * 5 + (False,), (64,)),
-    256: DiscriminatorArch((1, 2, 4, 8, 8, 16, 16), (True,) * 6 + (False,), (128,)),
-    512: DiscriminatorArch((1, 1, 2, 4, 8, 8, 16, 16), (True,) * 7 + (False,), (64,)),
-}
+from tf_biggan import layers, networks_biggan, networks_deep
 
 BOTTOM_WIDTH = 4
 
@@ -106,145 +66,6 @@ def _attention_resolutions(attention, default, resolution) -> tuple[int, ...]:
         if a < 8 or a > resolution or a & (a - 1):
             raise ValueError(f"attention resolution {a} is not a power of two in [8, {resolution}]")
     return attention
-
-
-class GeneratorBlock(keras.layers.Layer):
-    """Residual up-block: CBN-ReLU-up-conv3-CBN-ReLU-conv3, shortcut up-conv1.
-
-    Call with `(x [B, H, W, Cin], c [B, D])` and optionally `truncation` (float scalar,
-    picks the BN statistics of an inference call, see `layers.SyncBatchNorm`), returns
-    `[B, 2H, 2W, filters]`.
-
-    `kernel_initializer` and `bias_initializer` are those of every conv (see `Generator`);
-    the conditional BNs' gain and bias maps take the kernel initializer and have no bias.
-    """
-
-    def __init__(
-        self,
-        filters: int,
-        bn_momentum: float = 0.9,
-        kernel_initializer="orthogonal",
-        bn_epsilon: float = 1e-5,
-        num_standing_stats: int = 0,
-        bias_initializer: str = "fan_in_uniform",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.bn_momentum = float(bn_momentum)
-        self.bn_epsilon = float(bn_epsilon)
-        self.num_standing_stats = int(num_standing_stats)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = bias_initializer
-        conv_init = {
-            "kernel_initializer": self.kernel_initializer,
-            "bias_initializer": bias_initializer,
-        }
-
-        def cbn(name):
-            return layers.ConditionalBatchNorm(
-                bn_momentum,
-                bn_epsilon,
-                kernel_initializer=self.kernel_initializer,
-                num_standing_stats=num_standing_stats,
-                name=name,
-            )
-
-        self.bn1 = cbn("bn1")
-        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1", **conv_init)
-        self.bn2 = cbn("bn2")
-        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2", **conv_init)
-        self.conv_shortcut = layers.SNConv2D(self.filters, 1, name="conv_shortcut", **conv_init)
-
-    def call(self, x, c, training=None, truncation=None):
-        h = self.bn1(x, c, training=training, truncation=truncation, relu=True)
-        h = self.conv1(h, training=training, resample="up")
-        h = self.bn2(h, c, training=training, truncation=truncation, relu=True)
-        h = self.conv2(h, training=training)
-        return h + self.conv_shortcut(x, training=training, resample="up")
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "bn_momentum": self.bn_momentum,
-            "bn_epsilon": self.bn_epsilon,
-            "num_standing_stats": self.num_standing_stats,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": self.bias_initializer,
-        }
-
-
-class DiscriminatorBlock(keras.layers.Layer):
-    """Residual down-block: (ReLU)-conv3-ReLU-conv3-(avgpool), learnable shortcut.
-
-    The shortcut is a 1x1 conv when the channel count changes or the block
-    downsamples; with pre-activation it pools after the conv, otherwise
-    before (the port's order, which saves compute on the input block).
-
-    Input `[B, H, W, Cin]`, output `[B, H/2, W/2, filters]` (or `[B, H, W, filters]`).
-
-    `kernel_initializer` and `bias_initializer` are those of every conv (see `Generator`).
-    """
-
-    def __init__(
-        self,
-        filters: int,
-        downsample: bool,
-        preactivation: bool,
-        kernel_initializer="orthogonal",
-        bias_initializer: str = "fan_in_uniform",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.downsample = bool(downsample)
-        self.preactivation = bool(preactivation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = bias_initializer
-        self.conv1 = layers.SNConv2D(self.filters, 3, name="conv1", **self._initializers())
-        self.conv2 = layers.SNConv2D(self.filters, 3, name="conv2", **self._initializers())
-        self.conv_shortcut = None
-
-    def _initializers(self) -> dict:
-        return {
-            "kernel_initializer": self.kernel_initializer,
-            "bias_initializer": self.bias_initializer,
-        }
-
-    def build(self, input_shape):
-        if input_shape[-1] != self.filters or self.downsample:
-            self.conv_shortcut = layers.SNConv2D(
-                self.filters, 1, name="conv_shortcut", **self._initializers()
-            )
-
-    def call(self, x, training=None):
-        resample = "down" if self.downsample else None
-        h = tf.nn.relu(x) if self.preactivation else x
-        h = self.conv1(h, training=training)
-        h = self.conv2(tf.nn.relu(h), training=training, resample=resample)
-        shortcut = x
-        if self.preactivation:
-            if self.conv_shortcut is not None:
-                shortcut = self.conv_shortcut(shortcut, training=training, resample=resample)
-            elif self.downsample:
-                shortcut = kernels.downsample(shortcut)
-        else:
-            if self.downsample:
-                shortcut = kernels.downsample(shortcut)
-            if self.conv_shortcut is not None:
-                shortcut = self.conv_shortcut(shortcut, training=training)
-        return h + shortcut
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "downsample": self.downsample,
-            "preactivation": self.preactivation,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": self.bias_initializer,
-        }
 
 
 def _add_stage(model, layer) -> str:
@@ -289,28 +110,21 @@ class _StagedModel(keras.Model):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": self.bias_initializer,
             "architecture": self.architecture,
-            "depth": self.depth if self.architecture == "deep" else None,
+            "depth": None if self.architecture == "biggan" else self.depth,
         }
 
 
-ARCHITECTURES = ("biggan", "deep")
+ARCHITECTURES = {
+    family.name: family
+    for family in (networks_biggan.BigGANArchitecture, networks_deep.DeepArchitecture)
+}
+"""The `architecture` values of `Generator` and `Discriminator`, and what each builds."""
 
 
-def _architecture_and_depth(architecture: str, depth) -> int:
-    """Checks `architecture` and returns the blocks per resolution (1 for BigGAN)."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-    if architecture == "biggan":
-        if depth is not None:
-            raise ValueError(
-                f"depth={depth} is a BigGAN-deep setting; BigGAN has one block per resolution "
-                "(set architecture = 'deep' too, or leave depth unset)"
-            )
-        return 1
-    depth = 2 if depth is None else int(depth)
-    if depth < 1:
-        raise ValueError(f"depth (blocks per resolution) must be >= 1, got {depth}")
-    return depth
+def _architecture(name: str):
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {tuple(ARCHITECTURES)}, got {name!r}")
+    return ARCHITECTURES[name]
 
 
 @_configurable
@@ -379,10 +193,10 @@ class Generator(_StagedModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.depth = _architecture_and_depth(architecture, depth)
+        self._family = _architecture(architecture)
         self.architecture = architecture
-        deep = architecture == "deep"
-        arch = _arch(networks_deep.DEEP_G_ARCH if deep else G_ARCH, resolution)
+        self.depth = self._family.depth(depth)
+        arch = _arch(self._family.generator_table, resolution)
         self.resolution = int(resolution)
         self.ch = int(ch)
         self.num_classes = int(num_classes)
@@ -391,11 +205,7 @@ class Generator(_StagedModel):
         if self.shared_dim < 0:
             raise ValueError(f"shared_dim must be >= 0 (0: no shared embedding), got {shared_dim}")
         self.hierarchical_z = bool(hierarchical_z)
-        if deep and not (self.shared_dim and self.hierarchical_z):
-            raise ValueError(
-                "BigGAN-deep feeds [shared class embedding, z] to every block: it needs "
-                f"shared_dim > 0 and hierarchical_z = True (got {shared_dim}, {hierarchical_z})"
-            )
+        self._family.check_conditioning(self.shared_dim, self.hierarchical_z)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = bias_initializer
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
@@ -413,14 +223,11 @@ class Generator(_StagedModel):
                 kernel_initializer=layers.fresh_initializer(self.kernel_initializer),
                 name="shared_embedding",
             )
-        if deep:
-            self.z_chunk_size = self.dim_z
-            self.input_channels = arch.stages[0][0] * self.ch
-            specs = networks_deep.generator_blocks(arch, self.ch, self.depth)
-        else:
-            self.z_chunk_size = self._z_chunk_size(len(arch.block_multipliers))
-            self.input_channels = arch.input_multiplier * self.ch
-            specs = [(None, m * self.ch, True, True) for m in arch.block_multipliers]
+        specs = self._family.generator_blocks(arch, self.ch, self.depth)
+        self.z_chunk_size = self._family.z_chunk_size(
+            self.dim_z, len(specs), self.hierarchical_z, self.resolution
+        )
+        self.input_channels = self._family.generator_input_channels(arch, self.ch)
         self.linear = layers.SNDense(
             BOTTOM_WIDTH * BOTTOM_WIDTH * self.input_channels, name="linear", **self._initializers()
         )
@@ -432,17 +239,6 @@ class Generator(_StagedModel):
             name="output_bn",
         )
         self.output_conv = layers.SNConv2D(3, 3, name="output_conv", **self._initializers())
-
-    def _z_chunk_size(self, num_blocks: int) -> int:
-        """BigGAN: z's part per block (and for the linear layer)."""
-        if not self.hierarchical_z:
-            return self.dim_z
-        if self.dim_z % (num_blocks + 1):
-            raise ValueError(
-                f"dim_z={self.dim_z} must split into {num_blocks + 1} equal chunks "
-                f"(one for the linear layer and one per block) at {self.resolution} px"
-            )
-        return self.dim_z // (num_blocks + 1)
 
     def _add_blocks(self, specs) -> None:
         """Adds the residual blocks `(in, out, upsample, ends a stage)` and the attention
@@ -457,13 +253,7 @@ class Generator(_StagedModel):
         }
         for index, (cin, out, up, stage_end) in enumerate(specs):
             name = f"block{index}"
-            if self.architecture == "deep":
-                hidden = cin // networks_deep.CHANNEL_RATIO
-                block = networks_deep.DeepGeneratorBlock(
-                    out, hidden, up, self.bn_momentum, name=name, **settings
-                )
-            else:
-                block = GeneratorBlock(out, self.bn_momentum, name=name, **settings)
+            block = self._family.generator_block(cin, out, up, self.bn_momentum, name, **settings)
             _add_stage(self, block)
             size = size * 2 if up else size
             if stage_end and size in self.attention:
@@ -475,16 +265,7 @@ class Generator(_StagedModel):
     def _conditioning(self, z, y):
         """`(linear layer input [B, *], per-block conditioning [B, D] list)`."""
         embedding = y if self.shared_embedding is None else self.shared_embedding(y)
-        if self.architecture == "deep":
-            condition = tf.concat([embedding, tf.cast(z, embedding.dtype)], -1)
-            return condition, [condition] * self._num_blocks
-        if self.hierarchical_z:
-            chunks = tf.split(z, self._num_blocks + 1, axis=-1)
-            conditions = [
-                tf.concat([embedding, tf.cast(zk, embedding.dtype)], -1) for zk in chunks[1:]
-            ]
-            return chunks[0], conditions
-        return z, [embedding] * self._num_blocks
+        return self._family.conditioning(z, embedding, self._num_blocks, self.hierarchical_z)
 
     def call(self, z, y, training=None, truncation=None):
         z = tf.convert_to_tensor(z)
@@ -494,10 +275,10 @@ class Generator(_StagedModel):
         h = tf.reshape(h, [-1, BOTTOM_WIDTH, BOTTOM_WIDTH, self.input_channels])
         attention = self.attention_blocks
         for index, block in enumerate(self.blocks):
-            h = block(h, conditions[index], training=training, truncation=truncation)
+            h = block(h, conditions[index], training=training, statistics_at=truncation)
             if index in attention:
                 h = attention[index](h, training=training)
-        h = self.output_bn(h, training=training, truncation=truncation, relu=True)
+        h = self.output_bn(h, training=training, statistics_at=truncation, relu=True)
         h = self.output_conv(h, training=training)
         return tf.cast(tf.tanh(h), tf.float32)
 
@@ -568,10 +349,10 @@ class Discriminator(_StagedModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.depth = _architecture_and_depth(architecture, depth)
+        self._family = _architecture(architecture)
         self.architecture = architecture
-        deep = architecture == "deep"
-        arch = _arch(networks_deep.DEEP_D_ARCH if deep else D_ARCH, resolution)
+        self.depth = self._family.depth(depth)
+        arch = _arch(self._family.discriminator_table, resolution)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = bias_initializer
         init = self.kernel_initializer
@@ -579,17 +360,8 @@ class Discriminator(_StagedModel):
         self.ch = int(ch)
         self.num_classes = int(num_classes)
         self.attention = _attention_resolutions(attention, arch.default_attention, resolution)
-        self.input_conv = None
-        if deep:
-            # BigGAN-deep's blocks all start with a ReLU: a stem conv maps RGB to ch first.
-            first = arch.stages[0][0] * self.ch
-            self.input_conv = layers.SNConv2D(first, 3, name="input_conv", **self._initializers())
-            specs = networks_deep.discriminator_blocks(arch, self.ch, self.depth)
-        else:
-            specs = [
-                (None, m * self.ch, down, True)
-                for m, down in zip(arch.block_multipliers, arch.downsample, strict=True)
-            ]
+        self.input_conv = self._family.discriminator_stem(arch, self.ch, **self._initializers())
+        specs = self._family.discriminator_blocks(arch, self.ch, self.depth)
         self._add_blocks(specs)
         features = specs[-1][1]
         self.linear = layers.SNDense(1, name="linear", **self._initializers())
@@ -606,16 +378,7 @@ class Discriminator(_StagedModel):
         placed = set()
         for index, (_, out, down, stage_end) in enumerate(specs):
             name = f"block{index}"
-            if self.architecture == "deep":
-                hidden = out // networks_deep.CHANNEL_RATIO
-                block = networks_deep.DeepDiscriminatorBlock(
-                    out, hidden, down, name=name, **self._initializers()
-                )
-            else:
-                block = DiscriminatorBlock(
-                    out, downsample=down, preactivation=index > 0, name=name,
-                    **self._initializers(),
-                )  # fmt: skip
+            block = self._family.discriminator_block(index, out, down, name, **self._initializers())
             _add_stage(self, block)
             size = size // 2 if down else size
             if stage_end and size in self.attention and size not in placed:
@@ -634,7 +397,7 @@ class Discriminator(_StagedModel):
 
         Returns:
           `[B, 4, 4, C]` at 64-512 px, `[B, 8, 8, C]` at 32 px, with `C` the last
-          block's width (`D_ARCH` / `DEEP_D_ARCH`, times `ch`), in the compute dtype.
+          block's width (the architecture's table, times `ch`), in the compute dtype.
         """
         h = tf.cast(images, self.compute_dtype)
         if self.input_conv is not None:

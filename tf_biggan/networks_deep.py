@@ -159,9 +159,9 @@ class DeepGeneratorBlock(keras.layers.Layer):
                 f"it cannot widen {x_shape[-1]} channels to {self.filters}"
             )
 
-    def call(self, x, c, training=None, truncation=None):
+    def call(self, x, c, training=None, statistics_at=None):
         def norm(bn, h):
-            return bn(h, c, training=training, truncation=truncation, relu=True)
+            return bn(h, c, training=training, statistics_at=statistics_at, relu=True)
 
         h = self.conv1(norm(self.bn1, x), training=training)
         h = norm(self.bn2, h)
@@ -262,3 +262,67 @@ class DeepDiscriminatorBlock(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": self.bias_initializer,
         }
+
+
+class DeepArchitecture:
+    """BigGAN-deep as `networks.Generator` and `networks.Discriminator` build it
+    (`architecture = "deep"`): the peer of `networks.BigGANArchitecture`, with the same
+    methods. Its tables, its bottleneck blocks (`depth` per resolution), D's stem conv, and z
+    fed whole, after the shared class embedding, to the linear layer and every block."""
+
+    name = "deep"
+    generator_table = DEEP_G_ARCH
+    discriminator_table = DEEP_D_ARCH
+
+    @staticmethod
+    def depth(depth) -> int:
+        """Blocks per resolution: `depth`, None → 2 (the paper's)."""
+        depth = 2 if depth is None else int(depth)
+        if depth < 1:
+            raise ValueError(f"depth (blocks per resolution) must be >= 1, got {depth}")
+        return depth
+
+    @staticmethod
+    def check_conditioning(shared_dim: int, hierarchical_z: bool) -> None:
+        if not (shared_dim and hierarchical_z):
+            raise ValueError(
+                "BigGAN-deep feeds [shared class embedding, z] to every block: it needs "
+                f"shared_dim > 0 and hierarchical_z = True (got {shared_dim}, {hierarchical_z})"
+            )
+
+    @staticmethod
+    def z_chunk_size(dim_z: int, num_blocks: int, hierarchical_z: bool, resolution: int) -> int:
+        return dim_z
+
+    @staticmethod
+    def conditioning(z, embedding, num_blocks: int, hierarchical_z: bool):
+        """`(linear layer input, per-block conditioning list)`: `[embedding, z]` for all."""
+        condition = tf.concat([embedding, tf.cast(z, embedding.dtype)], -1)
+        return condition, [condition] * num_blocks
+
+    @staticmethod
+    def generator_input_channels(arch: DeepArch, ch: int) -> int:
+        return arch.stages[0][0] * ch
+
+    @staticmethod
+    def generator_blocks(arch: DeepArch, ch: int, depth: int):
+        return generator_blocks(arch, ch, depth)
+
+    @staticmethod
+    def generator_block(cin, filters, upsample, bn_momentum, name, **settings):
+        hidden = cin // CHANNEL_RATIO
+        return DeepGeneratorBlock(filters, hidden, upsample, bn_momentum, name=name, **settings)
+
+    @staticmethod
+    def discriminator_stem(arch: DeepArch, ch: int, **initializers):
+        """BigGAN-deep's blocks all start with a ReLU: a stem conv maps RGB to ch first."""
+        return layers.SNConv2D(arch.stages[0][0] * ch, 3, name="input_conv", **initializers)
+
+    @staticmethod
+    def discriminator_blocks(arch: DeepArch, ch: int, depth: int):
+        return discriminator_blocks(arch, ch, depth)
+
+    @staticmethod
+    def discriminator_block(index, filters, downsample, name, **initializers):
+        hidden = filters // CHANNEL_RATIO
+        return DeepDiscriminatorBlock(filters, hidden, downsample, name=name, **initializers)

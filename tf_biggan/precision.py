@@ -1,6 +1,7 @@
 """Inference copies of a generator in float32 or bfloat16: the one place that makes them.
 
-`inference_copy(generator, precision)` is what the export, sampling and evaluation run:
+`inference_generator(generator, precision)` is what sampling and evaluation of a `model_dir`
+run, and `inference_copy(generator, precision)` what the export runs:
 a copy with every spectrally normalised kernel folded (divided by its exact top singular
 value, `layers.spectral._SpectralNormalized.fold`) that computes in `precision`. The original is
 not changed.
@@ -37,7 +38,7 @@ import logging
 import keras
 import tensorflow as tf
 
-from tf_biggan import layers
+from tf_biggan import layers, networks
 from tf_biggan import state as state_lib
 
 __all__ = [
@@ -77,6 +78,22 @@ def _global_policy(name: str):
         keras.config.set_dtype_policy(saved)
 
 
+def inference_generator(generator, precision: str = "float32"):
+    """`generator` ready for inference with the exact sigma of every SN kernel.
+
+    float32: `generator` itself, its sigmas refined exactly (`layers.refine_spectral_norms`,
+    an SVD per kernel). An EMA generator's `u` and sigma are G's (the EMA copies them);
+    power iterations from there can need hundreds of steps where the top singular values are
+    close, and the SVD costs seconds once per load and matches the export exactly.
+    bfloat16: `inference_copy`, the same exact sigma folded into the kernels before they are
+    rounded.
+    """
+    if check_precision(precision) == "float32":
+        layers.refine_spectral_norms(generator, exact=True)
+        return generator
+    return inference_copy(generator, precision)
+
+
 def inference_copy(generator, precision: str = "float32"):
     """A built copy of `generator` with folded SN that computes in `precision`.
 
@@ -91,7 +108,7 @@ def inference_copy(generator, precision: str = "float32"):
     """
     check_precision(precision)
     with _global_policy("float32"):
-        folded = state_lib.generator_from_config(_copy_config(generator))
+        folded = networks.Generator(**_copy_config(generator))
         folded.build_by_call()
     state_lib.copy_variables(generator.variables, folded.variables)
     for layer in layers.spectral_layers(folded):
@@ -111,7 +128,7 @@ def _copy_config(generator) -> dict:
 def _bfloat16_copy(folded):
     """The bfloat16 copy of a float32 generator whose SN layers are folded."""
     with _global_policy("bfloat16"):
-        copy = state_lib.generator_from_config(_copy_config(folded))
+        copy = networks.Generator(**_copy_config(folded))
         # The batch norms (created with their blocks, before the build) keep float32
         # statistics and compute in bfloat16; the image-forming end stays float32.
         for bn in layers.batch_norm_layers(copy):

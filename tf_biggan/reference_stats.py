@@ -41,9 +41,9 @@ def compute_reference_stats(
     Raises:
         ValueError: more samples requested than the data set holds.
     """
-    from tf_biggan import config, data, metrics, networks
+    from tf_biggan import data, gin_config, metrics, networks
 
-    config.parse_gin(gin_configs, gin_bindings, finalize=False)
+    gin_config.parse_gin(gin_configs, gin_bindings, finalize=False)
     # The generator's configuration is the one source of truth for the data set's resolution
     # and class count; an unbuilt generator creates no weights.
     generator = networks.Generator()
@@ -92,9 +92,9 @@ def main(argv):
 
 
 def define_flags():
-    from tf_biggan import config, metrics
+    from tf_biggan import gin_config, metrics
 
-    config.define_gin_flags("gin files configuring make_dataset.")
+    gin_config.define_gin_flags("gin files configuring make_dataset.")
     flags.DEFINE_integer("num_samples", 50_000, "Number of data set images.")
     flags.DEFINE_integer("batch_size", 50, "Images per extractor call.")
     flags.DEFINE_integer("max_kid_features", 10_000, "Raw features kept for KID.")

@@ -15,7 +15,7 @@ for t_0 = 0, the limit of truncation) and labels drawn uniformly from all classe
 (`layers.refine_spectral_norms(exact=True)`), as `sample` and `export` use them.
 
 The table is written to `model_dir/standing_stats.npz` with the checkpoint it was computed
-for; `state.restore_ema_generator` (and so `sample`, `export`, `eval`, `tf_biggan.load`)
+for; `model_files.restore_ema_generator` (and so `sample`, `export`, `eval`, `tf_biggan.load`)
 uses it with that checkpoint: then a truncation `0 < t <= 1` picks the table's entry for t
 (interpolated between entries), see `layers.SyncBatchNorm`.
 """
@@ -29,8 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_biggan import imaging, layers, paths
-from tf_biggan import state as state_lib
+from tf_biggan import imaging, layers, model_files, paths
 
 DEFAULT_ENTRIES = 51
 
@@ -135,14 +134,14 @@ def accumulate_table(
 
 def write_table(model_dir: str, tables, checkpoint_path: str) -> str:
     """Writes `tables` (from `accumulate_table`) for `checkpoint_path` into `model_dir`
-    (`state.STANDING_STATS_FILE`); returns the file's path."""
+    (`model_files.STANDING_STATS_FILE`); returns the file's path."""
     arrays = {"checkpoint": np.array(os.path.basename(checkpoint_path))}
     for index, (mean, variance) in enumerate(tables):
         arrays[f"mean_{index}"] = mean
         arrays[f"variance_{index}"] = variance
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    path = os.path.join(model_dir, state_lib.STANDING_STATS_FILE)
+    path = os.path.join(model_dir, model_files.STANDING_STATS_FILE)
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(buffer.getvalue())
     return path
@@ -154,7 +153,7 @@ def main(argv) -> None:
     del argv
     f = flags.FLAGS
     model_dir = paths.expand(f.model_dir)
-    generator, _, checkpoint_path = state_lib.restore_ema_generator(model_dir, f.checkpoint)
+    generator, _, checkpoint_path = model_files.restore_ema_generator(model_dir, f.checkpoint)
     tables = accumulate_table(generator, f.num_entries, f.num_batches, f.batch_size, f.seed)
     print(write_table(model_dir, tables, checkpoint_path), flush=True)
 

@@ -11,7 +11,7 @@ does not depend on the number of replicas. An update whose gradient is not finit
 replica is skipped on all of them and counted (`nonfinite`).
 
 Randomness: z and the fake labels are drawn statelessly from `(seed, step, update)` for
-the whole global batch and sliced per replica and micro-batch (`draw_latents`), so a
+the whole global batch and sliced per replica and micro-batch (`latents.draw_latents`), so a
 resumed run draws exactly what an uninterrupted one would, and the step on N replicas
 equals the step on one device.
 
@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
 
 import gin
-import numpy as np
 import tensorflow as tf
 
 from tf_biggan import distribute, layers, losses
 from tf_biggan import state as state_lib
+from tf_biggan.latents import Latents, check_latents, draw_latents, fold_in
 
 
 @gin.configurable
@@ -120,58 +119,6 @@ def replica_batch_size(config: StepConfig, strategy: tf.distribute.Strategy) -> 
     return config.batch_size // parts
 
 
-# --------------------------------------------------------------------------- latents
-
-
-def fold_in(seed: int, *values) -> tf.Tensor:
-    """A stateless RNG seed `[2]` int32 derived from `seed` and the integer `values`."""
-    key = tf.constant([seed, 0], tf.int32)
-    for value in values:
-        key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int32), alg="philox")
-    return key
-
-
-# The largest float32 below 1.
-_BELOW_ONE = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
-
-
-def normal_from_bits(bits: tf.Tensor) -> tf.Tensor:
-    """Standard normal float32 values from uniform 24-bit integers `bits` in [0, 2^24).
-
-    `ndtri((bits + 0.5) / 2^24)`, computed in float32. There `2^24 - 1 + 0.5` rounds to
-    `2^24`, which would make the top code `ndtri(1) = +inf`: one value in 16.8 million,
-    0.7 times in an average 20-minute Fashion-MNIST run (2,700 steps of two 32 x 64 draws)
-    and every 34 steps at batch 2,048 with `dim_z` 120, each a skipped step. The uniform
-    is capped at the largest float32 below 1 instead, so |z| < 5.5 always.
-    """
-    uniform = (tf.cast(bits, tf.float32) + 0.5) * (1.0 / (1 << 24))
-    return tf.math.ndtri(tf.minimum(uniform, _BELOW_ONE))
-
-
-def draw_latents(seed: int, step, update, batch_size: int, dim_z: int, num_classes: int):
-    """The global batch of z `[batch_size, dim_z]` and int32 labels of one update.
-
-    Drawn statelessly from `(seed, step, update)`. z comes from integer random bits
-    through the inverse normal CDF (`normal_from_bits`), because stateless float draws
-    differ between XLA and the regular kernels while integer draws agree; a jit-compiled
-    step thus trains on the same z as the plain one.
-    """
-    key = fold_in(seed, step, update)
-    bits = tf.random.stateless_uniform(
-        [batch_size, dim_z], key, 0, 1 << 24, dtype=tf.int32, alg="philox"
-    )
-    z = normal_from_bits(bits)
-    labels = tf.random.stateless_uniform(
-        [batch_size],
-        tf.random.experimental.stateless_fold_in(key, 1, alg="philox"),
-        0,
-        num_classes,
-        dtype=tf.int32,
-        alg="philox",
-    )
-    return z, labels
-
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -237,25 +184,6 @@ def regularizable_kernels(model, exclude=()) -> list:
     """Kernels of rank >= 2 (conv, linear, embedding), minus `exclude` (by identity)."""
     excluded = {id(v) for v in exclude}
     return [v for v in model.trainable_variables if len(v.shape) >= 2 and id(v) not in excluded]
-
-
-class Latents(NamedTuple):
-    """G's inputs of every update of one step, given instead of drawn.
-
-    Only for comparing one iteration with another implementation's, which fixes its own z
-    and classes (`tools/port_step_parity.py`); training draws them (`draw_latents`). They
-    are global, as drawn ones are: each replica and micro-batch takes its slice, so the
-    given step on N replicas equals the given step on one. Under several workers every
-    worker must pass the same values.
-
-    Attributes:
-      z: float32 `[d_steps + 1, batch_size, dim_z]`: update k < d_steps is D update k, the
-        last one the G update.
-      labels: int `[d_steps + 1, batch_size]`, the classes of G's images in those updates.
-    """
-
-    z: tf.Tensor
-    labels: tf.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -649,30 +577,6 @@ def sigma0_clamp_update(
 # --------------------------------------------------------------------------- the step
 
 
-def check_latents(latents: Latents, config: StepConfig, generator) -> Latents:
-    """`latents` as tensors, or a ValueError naming the shapes a step of `config` needs."""
-    z = tf.convert_to_tensor(latents.z, tf.float32)
-    labels = tf.convert_to_tensor(latents.labels)
-    updates = config.d_steps + 1
-    expected = ([updates, config.batch_size, generator.dim_z], [updates, config.batch_size])
-    if z.shape.as_list() != expected[0] or labels.shape.as_list() != expected[1]:
-        raise ValueError(
-            f"latents must be z {expected[0]} and labels {expected[1]} (d_steps + 1 updates "
-            f"of the global batch), got {z.shape.as_list()} and {labels.shape.as_list()}"
-        )
-    if not labels.dtype.is_integer:
-        raise ValueError(f"latent labels must be integers, got {labels.dtype.name}")
-    labels = tf.cast(labels, tf.int32)
-    in_range = [
-        tf.debugging.assert_non_negative(labels, message="latent labels must be >= 0"),
-        tf.debugging.assert_less(
-            labels, generator.num_classes, message="latent labels must be < num_classes"
-        ),
-    ]
-    with tf.control_dependencies(in_range):
-        return Latents(tf.identity(z), tf.identity(labels))
-
-
 def make_train_step(
     state: state_lib.TrainState, strategy: tf.distribute.Strategy, config: StepConfig
 ):
@@ -704,7 +608,10 @@ def make_train_step(
     @tf.function
     def train_step(images, labels, latents: Latents | None = None):
         if latents is not None:
-            latents = check_latents(latents, config, state.generator)
+            gen = state.generator
+            latents = check_latents(
+                latents, config.d_steps + 1, config.batch_size, gen.dim_z, gen.num_classes
+            )
         step = state.step.read_value()
         metrics = strategy.run(replica_fn, args=(images, labels, step, latents))
         metrics = {

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_biggan import imaging, layers, paths
+from tf_biggan import imaging, layers, model_files, paths
 from tf_biggan import state as state_lib
 
 SAMPLE_BATCH_SIZE = 8
@@ -190,7 +190,7 @@ class PeriodicEvaluation:
             seed=seed,
         )
         self.best = tf.train.CheckpointManager(
-            checkpoint, os.path.join(out_dir, state_lib.BEST_DIR), max_to_keep=1
+            checkpoint, os.path.join(out_dir, model_files.BEST_DIR), max_to_keep=1
         )
 
     def due(self, step: int) -> bool:

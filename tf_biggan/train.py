@@ -6,7 +6,7 @@
 (D updates, G update, EMA), then the loop's bookkeeping: the non-finite guard,
 summaries and the collapse watch, sample grids, periodic evaluation, checkpoints, the
 time budget and signals. Its settings are the dataclasses of
-`tf_biggan.training_config`.
+`tf_biggan.settings`.
 
 Input: the per-worker `tf.data` pipeline is read through a plain iterator, which is part
 of the checkpoint (distributed iterators are not checkpointable), and each replica takes
@@ -24,11 +24,12 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from tf_biggan import data, distribute, networks, paths, summaries
+from tf_biggan import data, distribute, model_files, networks, optimizers, paths, summaries
 from tf_biggan import recovery as recovery_lib
 from tf_biggan import state as state_lib
 from tf_biggan import step as step_lib
-from tf_biggan.training_config import TrainConfig, train_settings
+from tf_biggan.finetune import initialize_from
+from tf_biggan.settings import TrainConfig, train_settings
 
 
 class Run:
@@ -116,7 +117,7 @@ class Run:
         if resumed_from:
             logging.info("resumed from %s at step %d", resumed_from, self.step)
         elif init_from:
-            state_lib.initialize_from(state, init_from)
+            initialize_from(state, init_from)
         if self.step >= self.config.loop.total_steps:
             logging.info(
                 "the run in %s is complete: step %d of train.total_steps = %d; raise "
@@ -128,9 +129,8 @@ class Run:
         for name, previous, rate in state.apply_learning_rate_factors():
             logging.info("%s learning rate %.4g → %.4g from the config", name, previous, rate)
         if self.chief:
-            state_lib.write_model_config(
-                self.model_dir, state.generator, self.input_data.class_names
-            )
+            classes = self.input_data.class_names
+            model_files.write_model_config(self.model_dir, state.generator, classes)
             _write_text(os.path.join(self.model_dir, "config.gin"), gin.config_str())
 
     @property
@@ -184,17 +184,12 @@ def _build_state(strategy, network_settings: dict) -> state_lib.TrainState:
             generator=networks.Generator(name="generator"),
             discriminator=networks.Discriminator(name="discriminator"),
             ema_generator=networks.Generator(name="ema_generator"),
-            g_optimizer=_scoped_optimizer("generator"),
-            d_optimizer=_scoped_optimizer("discriminator"),
+            g_optimizer=optimizers.optimizer_for("generator"),
+            d_optimizer=optimizers.optimizer_for("discriminator"),
         )
         networks.check_same_task(state.generator, state.discriminator, **network_settings)
         state.build()
     return state
-
-
-def _scoped_optimizer(scope: str):
-    with gin.config_scope(scope):
-        return state_lib.make_optimizer()
 
 
 def _write_text(path: str, text: str) -> None:
@@ -208,7 +203,7 @@ def train(model_dir: str, init_from: str | None = None, **settings) -> dict:
     Args:
       model_dir: where checkpoints, summaries, samples and the export go.
       init_from: checkpoint (or training dir) to initialise a new run from.
-      **settings: any setting of `tf_biggan.training_config` by its `train` name (e.g.
+      **settings: any setting of `tf_biggan.settings` by its `train` name (e.g.
         `total_steps=10`), on top of the gin bindings.
 
     Returns:
@@ -359,9 +354,9 @@ class _Outputs:
 
 def define_flags() -> None:
     """Defines the CLI's flags (only when run as the program, so importing defines none)."""
-    from tf_biggan import config as config_lib
+    from tf_biggan import gin_config
 
-    config_lib.define_gin_flags(
+    gin_config.define_gin_flags(
         "Gin config file(s), applied in order.",
         "Extra gin bindings, e.g. 'train.total_steps = 10'.",
     )
@@ -371,14 +366,14 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
-    from tf_biggan import config as config_lib
+    from tf_biggan import gin_config
 
     FLAGS = flags.FLAGS
     if not FLAGS.gin_config:
         raise app.UsageError(
             "--gin_config is required, e.g. --gin_config=gin_configs/quickstart.gin"
         )
-    config_lib.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
+    gin_config.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
     model_dir = FLAGS.model_dir or os.path.join(
         "runs", os.path.splitext(os.path.basename(FLAGS.gin_config[-1]))[0]
     )

@@ -80,11 +80,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tf_biggan import config as config_lib  # noqa: E402
-from tf_biggan import memory  # noqa: E402
+from tf_biggan import gin_config, memory  # noqa: E402
 from tf_biggan import step as step_lib  # noqa: E402
 
-config_lib.define_gin_flags("Gin config file(s) configuring G and D.")
+gin_config.define_gin_flags("Gin config file(s) configuring G and D.")
 flags.DEFINE_enum("model", "biggan", ["biggan", "deep"], "BigGAN or BigGAN-deep.")
 flags.DEFINE_integer("resolution", 32, "Image size in pixels (32, 64, 128, 256, 512).")
 flags.DEFINE_integer("ch", 64, "Channel width multiplier of G and D.")
@@ -164,7 +163,7 @@ def _networks(FLAGS):
 def _train_state(FLAGS, strategy):
     """A built `TrainState` of the flags' (or the gin config's) networks, Adam as configured
     for the port's ImageNet recipe."""
-    from tf_biggan import networks
+    from tf_biggan import networks, optimizers
     from tf_biggan import state as state_lib
 
     generator, discriminator = _networks(FLAGS)
@@ -174,8 +173,8 @@ def _train_state(FLAGS, strategy):
             generator=generator,
             discriminator=discriminator,
             ema_generator=networks.Generator(**ema_config, name="ema_generator"),
-            g_optimizer=state_lib.make_optimizer(learning_rate=1e-4),
-            d_optimizer=state_lib.make_optimizer(learning_rate=4e-4),
+            g_optimizer=optimizers.make_optimizer(learning_rate=1e-4),
+            d_optimizer=optimizers.make_optimizer(learning_rate=4e-4),
         )
         state.build()
     return state
@@ -205,7 +204,7 @@ def _check_flags(FLAGS) -> None:
                 )
         FLAGS.gin_config = FLAGS.gin_config or [LOOP_CONFIG]
     if FLAGS.gin_config:
-        config_lib.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
+        gin_config.parse_gin(FLAGS.gin_config, FLAGS.gin_bindings)
 
 
 def _step_config(FLAGS) -> step_lib.StepConfig:
@@ -214,7 +213,7 @@ def _step_config(FLAGS) -> step_lib.StepConfig:
     ema_start_step is 0 so that the timed EMA update is the averaging one.
     """
     if FLAGS.loop:
-        from tf_biggan.training_config import TrainConfig, train_settings
+        from tf_biggan.settings import TrainConfig, train_settings
 
         config = TrainConfig.from_settings(train_settings())[0].step
         return dataclasses.replace(config, ema_start_step=0, jit_compile=FLAGS.jit_compile)

@@ -12,16 +12,16 @@ import json
 
 from absl import app, flags
 
-from tf_biggan import config
+from tf_biggan import gin_config
 
-config.define_gin_flags("Gin config file(s).", "Extra gin bindings, e.g. 'Generator.ch = 64'.")
+gin_config.define_gin_flags("Gin config file(s).", "Extra gin bindings, e.g. 'Generator.ch = 64'.")
 
 
 def main(argv):
     del argv
     from tf_biggan import networks
 
-    config.parse_gin(flags.FLAGS.gin_config, flags.FLAGS.gin_bindings)
+    gin_config.parse_gin(flags.FLAGS.gin_config, flags.FLAGS.gin_bindings)
     generator = networks.Generator()
     discriminator = networks.Discriminator()
     generator.build_by_call()

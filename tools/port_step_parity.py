@@ -96,8 +96,8 @@ def rounding_only(key: str) -> bool:
 
 def build_state(fixture: dict, fixture_dir: str, epsilon_after_correction: bool = True):
     """The `TrainState` with G and D as in the fixture and Adam as its config says
-    (`epsilon_after_correction`: PyTorch's ε placement, see `state.LeanAdam`)."""
-    from tf_biggan import layers, networks
+    (`epsilon_after_correction`: PyTorch's ε placement, see `optimizers.LeanAdam`)."""
+    from tf_biggan import layers, networks, optimizers
     from tf_biggan import state as state_lib
     from tf_biggan.convert import biggan_pytorch
 
@@ -113,7 +113,7 @@ def build_state(fixture: dict, fixture_dir: str, epsilon_after_correction: bool 
     d_config = biggan_pytorch.discriminator_config(fixture["D"], resolution, d_file)
 
     def adam(prefix):
-        return state_lib.make_optimizer(
+        return optimizers.make_optimizer(
             learning_rate=config[f"{prefix}_lr"],
             beta_1=config.get(f"{prefix}_B1", 0.0),
             beta_2=config.get(f"{prefix}_B2", 0.999),

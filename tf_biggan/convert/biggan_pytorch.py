@@ -2,7 +2,7 @@
 
 The port's models with the settings of its `scripts/launch_BigGAN_bs256x8.sh` (shared class
 embedding, hierarchical z, `--G_shared --hier`, SN everywhere, BN ε 1e-5) at 128 px, and the
-same layer layout at the other resolutions of `networks.G_ARCH`. The width, the class count,
+same layer layout at the other resolutions of `networks_biggan.G_ARCH`. The width, the class count,
 the latent size and the attention placement are read from the tensors' shapes and names;
 the resolution is given and checked against the number of blocks.
 
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from tf_biggan import networks, networks_deep
+from tf_biggan import networks, networks_biggan, networks_deep
 from tf_biggan.convert import imagenet
 from tf_biggan.convert.model_dir import Converted
 
@@ -400,7 +400,7 @@ def generator_config(state_dict: dict, resolution: int, file: str) -> dict:
     if is_deep(state_dict):
         return deep_generator_config(state_dict, resolution, file)
     blocks = _block_indices(state_dict)
-    _check_resolution("generator", networks.G_ARCH, len(blocks), resolution, file)
+    _check_resolution("generator", networks_biggan.G_ARCH, len(blocks), resolution, file)
     for key in (
         "shared.weight",
         "linear.weight",
@@ -412,7 +412,7 @@ def generator_config(state_dict: dict, resolution: int, file: str) -> dict:
                 f"{file}: tensor {key!r} is missing; the converter reads generators trained "
                 "with --G_shared --hier (launch_BigGAN_bs256x8.sh)"
             )
-    arch = networks.G_ARCH[resolution]
+    arch = networks_biggan.G_ARCH[resolution]
     num_classes, shared_dim = state_dict["shared.weight"].shape
     chunk = state_dict["linear.weight"].shape[1]
     condition = state_dict["blocks.0.0.bn1.gain.weight"].shape[1]
@@ -455,8 +455,8 @@ def discriminator_config(state_dict: dict, resolution: int, file: str) -> dict:
     if is_deep(state_dict):
         return deep_discriminator_config(state_dict, resolution, file)
     blocks = _block_indices(state_dict)
-    _check_resolution("discriminator", networks.D_ARCH, len(blocks), resolution, file)
-    arch = networks.D_ARCH[resolution]
+    _check_resolution("discriminator", networks_biggan.D_ARCH, len(blocks), resolution, file)
+    arch = networks_biggan.D_ARCH[resolution]
     sizes = resolution // np.cumprod([2 if down else 1 for down in arch.downsample])
     with_attention = [i for i in blocks if f"blocks.{i}.1.gamma" in state_dict]
     attention = _discriminator_attention(sizes, with_attention, "blocks", file)

@@ -24,7 +24,7 @@ import os
 
 import tensorflow as tf
 
-from tf_biggan import networks, paths
+from tf_biggan import model_files, networks, paths
 from tf_biggan import state as state_lib
 
 CLASSES_FILE = "classes.json"
@@ -99,7 +99,7 @@ def write_model_dir(converted: Converted, model_dir: str) -> str:
     prefix = tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=1).save(
         checkpoint_number=0
     )
-    state_lib.write_model_config(
+    model_files.write_model_config(
         model_dir,
         generator,
         converted.class_names,

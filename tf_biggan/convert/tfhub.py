@@ -63,7 +63,7 @@ from tf_biggan.convert.model_dir import Converted
 EMA = "ema_b999900"
 BN_EPSILON = 1e-4
 RESOLUTION_BY_BLOCKS = {5: 128, 6: 256, 7: 512}
-INPUT_MULTIPLIER = 16  # G's first block input is 16 ch at 128-512 px (networks.G_ARCH).
+INPUT_MULTIPLIER = 16  # G's first block input is 16 ch at 128-512 px (networks_biggan.G_ARCH).
 
 
 class ModuleReader:

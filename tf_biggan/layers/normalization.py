@@ -37,7 +37,7 @@ class SyncBatchNorm(keras.layers.Layer):
         `relu=True` run as `kernels.batch_norm_relu`; None: `kernels.current_policy()`,
         read once, here. Not part of the config.
 
-    Truncation-indexed statistics: an inference call given a `truncation` t
+    Truncation-indexed statistics: an inference call given `statistics_at` t
     with `0 < t <= 1` normalises with `standing_statistics(t)`, the linear
     interpolation between the two entries around t; any other t (None, 0,
     negative, above 1, inf: no truncation in tf_biggan's convention) and a
@@ -139,13 +139,14 @@ class SyncBatchNorm(keras.layers.Layer):
             stats.append((1.0 - fraction) * table[index] + fraction * table[index + 1])
         return stats[0], stats[1]
 
-    def _inference_statistics(self, truncation) -> tuple[tf.Tensor, tf.Tensor]:
-        """The moving statistics, or the table's entry at `truncation` (see the class doc)."""
+    def _inference_statistics(self, statistics_at) -> tuple[tf.Tensor, tf.Tensor]:
+        """The moving statistics, or the table's entry at truncation `statistics_at` (see the
+        class doc)."""
         mean = tf.convert_to_tensor(self.moving_mean.value)
         variance = tf.convert_to_tensor(self.moving_variance.value)
-        if truncation is None or not self.num_standing_stats:
+        if statistics_at is None or not self.num_standing_stats:
             return mean, variance
-        t = tf.cast(truncation, tf.float32)
+        t = tf.cast(statistics_at, tf.float32)
         in_table = tf.logical_and(t > 0.0, t <= 1.0)
         standing_mean, standing_variance = self.standing_statistics(t)
         return (
@@ -171,11 +172,12 @@ class SyncBatchNorm(keras.layers.Layer):
         variance = tf.maximum(total[channels : 2 * channels] / global_count - tf.square(mean), 0.0)
         return mean, variance
 
-    def normalize(self, x, training=None, truncation=None):
+    def normalize(self, x, training=None, statistics_at=None):
         """`(x - mean) / sqrt(var + eps)` in the compute dtype, no affine part.
 
-        `truncation` (a float scalar or None) picks the statistics of an inference call
-        (see the class docstring); training calls ignore it.
+        `statistics_at` (a float scalar truncation, or None) picks the statistics of an
+        inference call (see the class docstring); training calls ignore it. It never
+        truncates anything: z is the caller's.
         """
         dtype = self.compute_dtype
         if self._fused_training(x, training):
@@ -191,7 +193,7 @@ class SyncBatchNorm(keras.layers.Layer):
             mean, variance = self._batch_moments(x)
             self._collector.add(mean, variance)
         else:
-            mean, variance = self._inference_statistics(truncation)
+            mean, variance = self._inference_statistics(statistics_at)
         inv = tf.math.rsqrt(variance + self.epsilon)
         return tf.cast(x, dtype) * tf.cast(inv, dtype) - tf.cast(mean * inv, dtype)
 
@@ -200,14 +202,14 @@ class SyncBatchNorm(keras.layers.Layer):
         is not collecting standing statistics)."""
         return not training and self._collector is None
 
-    def affine_with_stored_statistics(self, x, gamma, beta, truncation=None):
+    def affine_with_stored_statistics(self, x, gamma, beta, statistics_at=None):
         """`normalize(x) * gamma + beta` of an inference call, as one multiply-add per element.
 
-        The stored statistics at `truncation`, `gamma` and `beta` (`[C]`, or `[B, 1, 1, C]`
+        The stored statistics at truncation `statistics_at`, `gamma` and `beta` (`[C]`, or `[B, 1, 1, C]`
         per example for the conditional BN) are folded into a scale and an offset in
         float32; `x` is scaled and shifted in the compute dtype.
         """
-        mean, variance = self._inference_statistics(truncation)
+        mean, variance = self._inference_statistics(statistics_at)
         inv = tf.math.rsqrt(variance + self.epsilon)
         gamma = tf.cast(gamma, tf.float32)
         scale, offset = inv * gamma, (-mean * inv) * gamma + tf.cast(beta, tf.float32)
@@ -234,29 +236,31 @@ class SyncBatchNorm(keras.layers.Layer):
         self.moving_mean.assign_sub((moving_mean - mean) * decay)
         self.moving_variance.assign_sub((moving_variance - variance) * decay)
 
-    def call(self, inputs, training=None, truncation=None, relu=False):
+    def call(self, inputs, training=None, statistics_at=None, relu=False):
         """`relu`: apply a ReLU to the output (see `normalize_scale_offset`)."""
         if not self.affine:
-            outputs = self.normalize(inputs, training=training, truncation=truncation)
+            outputs = self.normalize(inputs, training=training, statistics_at=statistics_at)
             return tf.nn.relu(outputs) if relu else outputs
         dtype = self.compute_dtype
         if self.uses_stored_statistics(training):
             scale, offset = self.gamma.value, self.beta.value
         else:
             scale, offset = tf.cast(self.gamma.value, dtype), tf.cast(self.beta.value, dtype)
-        return self.normalize_scale_offset(inputs, scale, offset, training, truncation, relu)
+        return self.normalize_scale_offset(inputs, scale, offset, training, statistics_at, relu)
 
-    def normalize_scale_offset(self, x, scale, offset, training=None, truncation=None, relu=False):
+    def normalize_scale_offset(
+        self, x, scale, offset, training=None, statistics_at=None, relu=False
+    ):
         """`normalize(x) * scale + offset`, then a ReLU if `relu`.
 
         `scale` and `offset` are `[C]` or `[B, 1, 1, C]` (per example): float32 for a call
         with the stored statistics (folded into one multiply-add), the compute dtype
         otherwise. A single-replica training call with `relu` runs as
         `kernels.batch_norm_relu`, whose gradient keeps one activation fewer, where the
-        layer's `KernelPolicy.batch_norm_relu` says so.
+        layer's `KernelPolicy.uses_batch_norm_relu` says so.
         """
         if self.uses_stored_statistics(training):
-            outputs = self.affine_with_stored_statistics(x, scale, offset, truncation)
+            outputs = self.affine_with_stored_statistics(x, scale, offset, statistics_at)
         elif relu and self._fuses_relu(x, training):
             outputs, mean, variance = kernels.batch_norm_relu(
                 tf.cast(x, self.compute_dtype), scale, offset, self.epsilon
@@ -264,7 +268,7 @@ class SyncBatchNorm(keras.layers.Layer):
             self._update_moving_statistics(mean, variance)
             return outputs
         else:
-            outputs = self.normalize(x, training=training, truncation=truncation)
+            outputs = self.normalize(x, training=training, statistics_at=statistics_at)
             outputs = outputs * scale + offset
         return tf.nn.relu(outputs) if relu else outputs
 
@@ -274,7 +278,9 @@ class SyncBatchNorm(keras.layers.Layer):
         return bool(training) and x.shape.rank == 4 and _replicas_in_sync() == 1
 
     def _fuses_relu(self, x, training) -> bool:
-        return self._fused_training(x, training) and self.kernel_policy.batch_norm_relu(x.shape)
+        return self._fused_training(x, training) and self.kernel_policy.uses_batch_norm_relu(
+            x.shape
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -296,7 +302,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
     vector `c` (shared class embedding, concatenated with a z chunk in the
     hierarchical-latent generator). The `1 +` centres the gain at one.
 
-    Call with `(x [B, H, W, C], c [B, D])` and optionally `truncation` (float
+    Call with `(x [B, H, W, C], c [B, D])` and optionally `statistics_at` (float
     scalar, see `SyncBatchNorm`); returns `[B, H, W, C]`.
 
     Args:
@@ -338,7 +344,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
         self.bias.build(c_shape)
         self.batch_norm.build(x_shape)
 
-    def call(self, x, c, training=None, truncation=None, relu=False):
+    def call(self, x, c, training=None, statistics_at=None, relu=False):
         """`relu`: apply a ReLU to the output (see `SyncBatchNorm.normalize_scale_offset`)."""
         gain = self.gain(c, training=training)[:, None, None, :]
         bias = self.bias(c, training=training)[:, None, None, :]
@@ -346,7 +352,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
             # One multiply-add per element instead of four passes.
             gain = tf.cast(gain, tf.float32)
         return self.batch_norm.normalize_scale_offset(
-            x, 1.0 + gain, bias, training, truncation, relu
+            x, 1.0 + gain, bias, training, statistics_at, relu
         )
 
     def compute_output_shape(self, x_shape, c_shape):

@@ -381,15 +381,15 @@ class SNConv2D(_SpectralNormalized):
 
     def fuses_resampling(self, input_shape, resample: str) -> bool:
         """Whether a call with `resample` ("up" or "down") on inputs of this static shape runs
-        as `kernels.upsample_conv` or `kernels.conv_avg_pool` (`KernelPolicy.fused_resampling`)."""
-        return self.kernel_policy.fused_resampling(
+        as `kernels.upsample_conv` or `kernels.conv_avg_pool` (`KernelPolicy.uses_fused_resampling`)."""
+        return self.kernel_policy.uses_fused_resampling(
             self.kernel_size, self.padding, self.filters, input_shape, resample
         )
 
     def runs_as_matmul(self, input_shape) -> bool:
         """Whether a call on inputs of this static shape runs as `kernels.conv_as_matmul`
-        (`KernelPolicy.conv_as_matmul`)."""
-        return self.kernel_policy.conv_as_matmul(
+        (`KernelPolicy.uses_conv_as_matmul`)."""
+        return self.kernel_policy.uses_conv_as_matmul(
             self.kernel_size, self.padding, self.filters, input_shape,
             self.compute_output_shape(input_shape),
         )  # fmt: skip

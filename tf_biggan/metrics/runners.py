@@ -432,7 +432,7 @@ def open_generator(
     """Loads the generator to evaluate from a training directory or an exported SavedModel.
 
     Args:
-        model_dir: Training directory (restored by `tf_biggan.sample.load_generator`, which
+        model_dir: Training directory (restored by `tf_biggan.loader.load_generator`, which
             re-estimates the spectral norms of the EMA generator for its own weights).
         saved_model: SavedModel directory with the `default` signature and
             `assets/config.json`.
@@ -442,13 +442,13 @@ def open_generator(
             `model_dir`, the export's own for a `saved_model`.
 
     Returns:
-        A `tf_biggan.sample.LoadedGenerator`: `generate(z, y_onehot)`, `dim_z`, `num_classes`,
+        A `tf_biggan.loader.LoadedGenerator`: `generate(z, y_onehot)`, `dim_z`, `num_classes`,
         `resolution`, `class_names` and `describe()` (source, checkpoint and step).
     """
     if bool(model_dir) == bool(saved_model):
         raise ValueError("Give exactly one of model_dir and saved_model.")
     # Imported here: loading a generator needs the networks, computing metrics does not.
-    from tf_biggan.sample import load_generator
+    from tf_biggan.loader import load_generator
 
     return load_generator(
         model_dir=model_dir, saved_model=saved_model, step=step, best=best, precision=precision

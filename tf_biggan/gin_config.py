@@ -23,12 +23,12 @@ flags.disclaim_key_flags()
 CONFIGURABLE_MODULES = (
     "tf_biggan.networks",
     "tf_biggan.data",
-    "tf_biggan.state",
+    "tf_biggan.optimizers",
     "tf_biggan.step",
     "tf_biggan.recovery",
     "tf_biggan.distribute",
     "tf_biggan.summaries",
-    "tf_biggan.training_config",
+    "tf_biggan.settings",
 )
 
 # Folders already added to gin's search path for `include` (gin keeps a list that only grows).
@@ -105,10 +105,10 @@ def parse_gin(config_files, bindings=(), finalize: bool = True) -> None:
         gin.parse_config_files_and_bindings(
             list(config_files), list(bindings), finalize_config=finalize
         )
-    # `train` takes any setting name (see tf_biggan.training_config); check them now.
-    from tf_biggan import training_config
+    # `train` takes any setting name (see tf_biggan.settings); check them now.
+    from tf_biggan import settings
 
-    training_config.check_setting_names(gin.get_bindings("train"))
+    settings.check_setting_names(gin.get_bindings("train"))
 
 
 class _IncludeProbeFilter(logging.Filter):

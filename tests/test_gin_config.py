@@ -1,4 +1,4 @@
-"""Tests for tf_biggan.config: every configurable is registered before a gin file is parsed."""
+"""Tests for tf_biggan.gin_config: every configurable is registered before a gin file is parsed."""
 
 import logging
 import os
@@ -7,7 +7,7 @@ import re
 import gin
 import pytest
 
-from tf_biggan import config as config_lib
+from tf_biggan import gin_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "tf_biggan")
@@ -25,7 +25,7 @@ def _parse_error(tmp_path, text, match):
     path = tmp_path / "config.gin"
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
-        config_lib.parse_gin([str(path)], finalize=False)
+        gin_config.parse_gin([str(path)], finalize=False)
 
 
 def test_every_module_with_a_configurable_is_imported_before_parsing():
@@ -39,13 +39,13 @@ def test_every_module_with_a_configurable_is_imported_before_parsing():
                 if re.search(r"^@gin\.(configurable|register)", f.read(), re.MULTILINE):
                     parts = os.path.relpath(os.path.join(folder, name[:-3]), REPO).split(os.sep)
                     with_configurables.add(".".join(parts[:2]))
-    assert {"tf_biggan.state", "tf_biggan.data", "tf_biggan.step"} <= with_configurables
-    assert with_configurables <= set(config_lib.CONFIGURABLE_MODULES)
+    assert {"tf_biggan.optimizers", "tf_biggan.data", "tf_biggan.step"} <= with_configurables
+    assert with_configurables <= set(gin_config.CONFIGURABLE_MODULES)
 
 
 def test_a_missing_file_and_an_unknown_parameter_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.gin"):
-        config_lib.parse_gin([str(tmp_path / "nope.gin")])
+        gin_config.parse_gin([str(tmp_path / "nope.gin")])
     _parse_error(tmp_path, "make_optimizer.learnig_rate = 1e-3\n", "learnig_rate")
     # `train` takes any name and hands it to the dataclass that declares it: a typo is
     # caught when the file is parsed, with the nearest names.
@@ -64,22 +64,22 @@ def test_an_include_beside_the_config_parses_without_an_error_logged(caplog):
     # gin probes an include as a package resource first and logs "Path not found" at ERROR
     # before it finds the file in the search path; the probe is not an error for our users.
     with caplog.at_level(logging.DEBUG):
-        config_lib.parse_gin([os.path.join(REPO, "gin_configs", "imagenet128.gin")], finalize=False)
+        gin_config.parse_gin([os.path.join(REPO, "gin_configs", "imagenet128.gin")], finalize=False)
     assert gin.query_parameter("train.accumulation_steps") == 8  # From base/imagenet.gin.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_a_shipped_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert config_lib.resolve_config("quickstart") == os.path.join(
-        config_lib.SHIPPED_CONFIGS, "quickstart.gin"
+    assert gin_config.resolve_config("quickstart") == os.path.join(
+        gin_config.SHIPPED_CONFIGS, "quickstart.gin"
     )
-    assert config_lib.resolve_config("imagenet128.gin").endswith("configs/imagenet128.gin")
-    config_lib.parse_gin(["imagenet128"], finalize=False)  # its include resolves too
+    assert gin_config.resolve_config("imagenet128.gin").endswith("configs/imagenet128.gin")
+    gin_config.parse_gin(["imagenet128"], finalize=False)  # its include resolves too
     assert gin.query_parameter("train.accumulation_steps") == 8
     with pytest.raises(FileNotFoundError, match="imagenet129.*by name: cifar10, "):
-        config_lib.resolve_config("imagenet129")
+        gin_config.resolve_config("imagenet129")
     with pytest.raises(FileNotFoundError, match="elsewhere/quickstart.gin"):
-        config_lib.resolve_config("elsewhere/quickstart.gin")
+        gin_config.resolve_config("elsewhere/quickstart.gin")
     # The checkout's gin_configs/ is the package's folder.
-    assert os.path.samefile(os.path.join(REPO, "gin_configs"), config_lib.SHIPPED_CONFIGS)
+    assert os.path.samefile(os.path.join(REPO, "gin_configs"), gin_config.SHIPPED_CONFIGS)
