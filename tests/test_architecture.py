@@ -23,6 +23,25 @@ def _top_module(path):
     return parts[0]
 
 
+def _package_imports(tree) -> set[str]:
+    """The top-level tf_biggan modules a parsed file imports (`from tf_biggan import x`,
+    `from tf_biggan.x import ...`, `import tf_biggan.x`)."""
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "tf_biggan":
+                imported.update(alias.name for alias in node.names)
+            elif node.module.startswith("tf_biggan."):
+                imported.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            imported.update(
+                alias.name.split(".")[1]
+                for alias in node.names
+                if alias.name.startswith("tf_biggan.")
+            )
+    return imported
+
+
 def _imports_in_code():
     found = {}
     for path in _python_files():
@@ -30,16 +49,7 @@ def _imports_in_code():
         if module == "__init__":
             continue
         targets = found.setdefault(module, set())
-        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "tf_biggan":
-                    targets.update(alias.name for alias in node.names)
-                elif node.module.startswith("tf_biggan."):
-                    targets.add(node.module.split(".")[1])
-            elif isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name.startswith("tf_biggan."):
-                        targets.add(alias.name.split(".")[1])
+        targets.update(_package_imports(ast.parse(open(path, encoding="utf-8").read())))
         targets.discard(module)
     return found
 
@@ -185,16 +195,7 @@ def test_the_fast_tier_touches_every_module():
         ]
         if whole_module_slow or (tests and not fast_tests):
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "tf_biggan":
-                    touched.update(alias.name for alias in node.names)
-                elif node.module.startswith("tf_biggan."):
-                    touched.add(node.module.split(".")[1])
-            elif isinstance(node, ast.Import):
-                touched.update(
-                    a.name.split(".")[1] for a in node.names if a.name.startswith("tf_biggan.")
-                )
+        touched.update(_package_imports(tree))
     modules = set(_imports_in_code()) | {"__init__"}
     # `import tf_biggan` itself covers the package's __init__.
     touched.add("__init__")
