@@ -96,6 +96,7 @@ def test_color_matches_closed_form_factors():
         assert 0.0 <= ratio < 3.0  # saturation [0, 2) x contrast [0.5, 1.5)
 
 
+@pytest.mark.slow
 def test_runs_under_xla_and_is_deterministic_with_seed():
     x = _images()
     fn = tf.function(lambda images, seed: augment.diff_augment(images, seed=seed), jit_compile=True)

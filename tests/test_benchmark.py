@@ -35,6 +35,7 @@ def _benchmark(*flags, timeout=300, networks=SMALL) -> dict:
     return json.loads(lines[0])
 
 
+@pytest.mark.slow
 def test_benchmark_cli_prints_one_json_line():
     report = _benchmark("--input_pipeline", "--export_precision=bfloat16")
     positive = (
@@ -68,6 +69,7 @@ def test_benchmark_cli_prints_one_json_line():
     assert report["export_sample_img_per_s"] == pytest.approx(2 / report["export_sample_median_s"])
 
 
+@pytest.mark.slow
 def test_benchmark_times_biggan_deep_with_model_deep():
     report = _benchmark("--model=deep", timeout=900)
     assert (report["model"], report["depth"], report["ch"]) == ("deep", 2, 4)
@@ -78,6 +80,7 @@ def test_benchmark_times_biggan_deep_with_model_deep():
     assert report["train_gflop_per_img"] == pytest.approx((4 * g + 9 * d) / 1e9)
 
 
+@pytest.mark.slow
 def test_benchmark_loop_runs_the_training_loop_beside_the_bare_step():
     # The quickstart (the default of --loop) at ch 4 and batch 4; the figures are not
     # checked, only that the loop ran its steps and both rates are reported.

@@ -172,6 +172,7 @@ def test_every_shipped_config_is_covered_here():
     }, "a config was added or removed: give it its data bindings in this module"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_name", ["quickstart.gin", "tiny_test.gin", "cifar10.gin"])
 def test_small_configs_train_two_steps_as_shipped(config_name, tmp_path):
     shipped = _shipped_bindings(config_name)
@@ -186,6 +187,7 @@ def test_small_configs_train_two_steps_as_shipped(config_name, tmp_path):
     _assert_trained(result, tmp_path, shipped)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not os.path.isdir(FASHION_MNIST_DIR), reason="apt-get install dataset-fashion-mnist"
 )
@@ -198,6 +200,7 @@ def test_fashion_mnist_config_trains_two_steps_on_the_debian_files(tmp_path):
         assert "Ankle boot" in f.read()
 
 
+@pytest.mark.slow
 def test_finetune_folder_config_starts_from_a_trained_run_with_other_classes(tmp_path):
     source = tmp_path / "source"
     _train("quickstart.gin", SMALL_WIDTH + SHORT_RUN + ["train.batch_size = 4"], source)
@@ -273,6 +276,7 @@ def _assert_checkpoint(model_dir, shipped, steps=2):
     return reader
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_name", IMAGENET)
 def test_imagenet_configs_train_two_steps_accumulating(config_name, imagenet_bindings, tmp_path):
     shipped = _shipped_bindings(config_name)
@@ -301,6 +305,7 @@ def _resolution_of(config_name):
     return int(config_name[len("imagenet") :].split("_")[0].split(".")[0])
 
 
+@pytest.mark.slow
 def test_imagenet128_at_full_width_trains_two_steps(imagenet_bindings, tmp_path):
     log = _train_with_the_cli("imagenet128.gin", imagenet_bindings, tmp_path)
     # 4 images = 2 accumulated micro-batches on the config's two mirrored replicas.
@@ -314,6 +319,7 @@ def test_imagenet128_at_full_width_trains_two_steps(imagenet_bindings, tmp_path)
     assert shapes["ema_generator/block4/conv2/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [3, 3, 96, 96]
 
 
+@pytest.mark.slow
 def test_headline_command_without_imagenet_names_the_tar_files(tmp_path):
     home = tmp_path / "home"
     (home / "tensorflow_datasets" / "downloads" / "manual").mkdir(parents=True)

@@ -175,6 +175,7 @@ def _port_sigma(weight: np.ndarray, u: np.ndarray) -> float:
     return float((v @ w.T @ u2.T).squeeze())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "file, network, attention, channels",
     [
@@ -309,6 +310,7 @@ def cli_model_dir(port_run, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_a_model_dir_that_samples_by_class_name(cli_model_dir):
     with open(os.path.join(cli_model_dir, model_dir.CLASSES_FILE)) as f:
         classes = json.load(f)["classes"]
@@ -361,6 +363,7 @@ def _train_state(num_classes):
     return state
 
 
+@pytest.mark.slow
 def test_train_init_from_converted_model_dirs(port_run, cli_model_dir, converted, tmp_path):
     # A generator-only release (G_ema.pth alone): G gets the EMA weights, D stays fresh.
     _save(tmp_path / "ema_only", "G_ema.pth", port_run[1]["G_ema.pth"])
@@ -513,6 +516,7 @@ def _deep_d_key_as_flat(key: str) -> str:
     return ".".join(["blocks", str(stage * DEPTH + index), "0"] + parts[3:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file", ["G_ema.pth", "D.pth"])
 def test_deep_every_tensor_lands_in_its_variable(deep_run, file):
     _, dicts, converted = deep_run
@@ -606,6 +610,7 @@ def test_deep_blocks_match_a_numpy_forward_pass(deep_run):
     np.testing.assert_allclose(ours.transpose(0, 3, 1, 2), port, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_deep_generator_only_release_samples_and_builds_a_deep_d(deep_run, tmp_path):
     folder, dicts, converted = deep_run
     out = str(tmp_path / "model")
@@ -626,6 +631,7 @@ def test_deep_generator_only_release_samples_and_builds_a_deep_d(deep_run, tmp_p
     assert (discriminator.architecture, discriminator.depth, discriminator.ch) == ("deep", 2, 4)
 
 
+@pytest.mark.slow
 def test_deep_errors_name_what_is_wrong(deep_run, tmp_path):
     _, dicts, _ = deep_run
     g_file = _save(tmp_path / "g", "G_ema.pth", dicts["G_ema.pth"])

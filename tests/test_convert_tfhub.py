@@ -104,6 +104,7 @@ def _check_sn(layer, expected, scope):
         np.testing.assert_array_equal(getattr(layer, name).numpy(), value, err_msg=scope)
 
 
+@pytest.mark.slow
 def test_settings_come_from_the_shapes(converted):
     _, _, g = converted
     config = g.get_config()
@@ -181,6 +182,7 @@ def test_conditional_bn_computes_the_modules_function(converted):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_convert_writes_a_model_dir_that_samples_by_class_name(converted, tmp_path):
     # `convert_source` is what `python -m tf_biggan.convert --from=tfhub` runs.
     _, folder, _ = converted
@@ -204,6 +206,7 @@ def test_missing_folder_and_checkpoint_are_named(tmp_path):
         tfhub.load_generator(str(tmp_path / "empty"))
 
 
+@pytest.mark.slow
 def test_a_missing_variable_is_named(tmp_path):
     variables = _module_variables()
     del variables["Generator/GBlock_3/HyperBN_1/beta/u0"]
@@ -212,6 +215,7 @@ def test_a_missing_variable_is_named(tmp_path):
         tfhub.load_generator(folder)
 
 
+@pytest.mark.slow
 def test_a_leftover_variable_is_named(tmp_path):
     variables = _module_variables()
     variables["Generator/GBlock_2/conv2/w/ema_b999900"] = np.zeros((3, 3, 8, 8), np.float32)
@@ -220,6 +224,7 @@ def test_a_leftover_variable_is_named(tmp_path):
         tfhub.load_generator(folder)
 
 
+@pytest.mark.slow
 def test_a_wrong_shape_is_named(tmp_path):
     variables = _module_variables()
     variables[f"Generator/conv_2d/w/{EMA}"] = np.zeros((3, 3, CH, 4), np.float32)

@@ -196,6 +196,7 @@ def _top_sigma(w):
     return np.linalg.svd(w.reshape(-1, w.shape[-1]).astype(np.float64), compute_uv=False)[0]
 
 
+@pytest.mark.slow
 def test_settings_come_from_the_shapes_and_the_tables(converted):
     *_, result = converted
     g = result.ema_generator
@@ -346,6 +347,7 @@ def test_deep_and_biggan_modules_are_told_apart(converted, tmp_path):
     assert "BigGAN-deep TF-Hub module" in result.source
 
 
+@pytest.mark.slow
 def test_convert_writes_a_model_dir_that_samples_by_class_name(converted, tmp_path):
     *_, result = converted
     model_dir = str(tmp_path / "hubdeep128")
@@ -360,6 +362,7 @@ def test_convert_writes_a_model_dir_that_samples_by_class_name(converted, tmp_pa
     assert images.shape == (1, 128, 128, 3) and images.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_a_missing_or_leftover_variable_is_named(module, tmp_path):
     variables, tables = module
     missing = dict(variables)

@@ -71,6 +71,7 @@ def test_folder_strict_names_the_corrupt_file(image_folder):
         )
 
 
+@pytest.mark.slow
 def test_folder_shuffled_flipped_pipeline_keeps_labels_with_images(image_folder):
     root, expected = image_folder
     input_data = data.make_dataset(

@@ -188,6 +188,7 @@ def _assert_padded(batch, images):
     np.testing.assert_array_equal(batch[:, border], -1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", [False, True])
 def test_fit_pad_puts_small_images_in_a_black_border(tmp_path, cache):
     images, source = _fashion_sized(tmp_path)

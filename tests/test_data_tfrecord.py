@@ -120,6 +120,7 @@ def test_tfrecord_label_out_of_range_fails_in_graph(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_make_tfrecords_command_line(image_folder, tmp_path):
     root, expected = image_folder
     out = tmp_path / "cli"

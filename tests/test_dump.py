@@ -31,6 +31,7 @@ def gen(model_dir):
     return loader.load_generator(model_dir=model_dir)
 
 
+@pytest.mark.slow
 def test_npz_holds_the_images_eval_measures_with_their_labels(gen, tmp_path):
     path = str(tmp_path / "out" / "samples.npz")
     settings = dict(num_samples=7, truncation=1.0, seed=2, batch_size=3)
@@ -71,6 +72,7 @@ def test_chosen_classes_in_turn_and_clear_errors(gen, tmp_path):
         dump.dump_samples(gen, str(tmp_path / "full"), 2, verbose=0)
 
 
+@pytest.mark.slow
 def test_cli_dumps_a_folder_of_pngs_and_labels(model_dir, gen, tmp_path):
     out = str(tmp_path / "pngs")
     cmd = [

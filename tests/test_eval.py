@@ -111,6 +111,7 @@ def _library_record(saved_model, extractor_path, ref_path, truncation):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_line_without_truncation_and_states_its_pipeline(tmp_path):
     saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=60, batch_size=30)
     result = _run_for_one_json_line(_cli_command(saved_model, extractor_path, ref_path))
@@ -152,6 +153,7 @@ def test_cli_prints_one_json_line_without_truncation_and_states_its_pipeline(tmp
     }
 
 
+@pytest.mark.slow
 def test_cli_reads_reference_statistics_with_only_mu_and_sigma(tmp_path):
     saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=60, batch_size=30)
     rng = np.random.default_rng(6)
@@ -186,6 +188,7 @@ def test_cli_reads_reference_statistics_with_only_mu_and_sigma(tmp_path):
 # ---- reference_stats and truncation_curve ----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, own_flag",
     [
@@ -240,6 +243,7 @@ def test_truncation_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_pat
         curve.plot_rows(_rows(), str(tmp_path / "curve.png"))
 
 
+@pytest.mark.slow
 def test_truncation_curve_cli(tmp_path):
     saved_model, extractor_path, ref_path = _cli_inputs(tmp_path, num_samples=40, batch_size=40)
     png, csv_path = str(tmp_path / "plot" / "curve.png"), str(tmp_path / "curve.csv")
@@ -346,6 +350,7 @@ def checkpoints(tmp_path_factory):
     return model_dir, extractor_path, ref_path
 
 
+@pytest.mark.slow
 def test_find_checkpoint_by_step_and_best_with_clear_errors(checkpoints, tmp_path):
     from tf_biggan import model_files
 
@@ -373,6 +378,7 @@ def _model_dir_command(model_dir, extractor_path, ref_path, *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_evaluates_the_chosen_checkpoint_or_the_best_with_precision_recall(checkpoints):
     model_dir, extractor_path, ref_path = checkpoints
     result = _run_for_one_json_line(

@@ -102,6 +102,7 @@ def _standing_stats_model_dir(root):
 # The endpoints, in process.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "params, classes",
     [

@@ -138,6 +138,7 @@ _FRESH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_fresh_process_matches_in_process_ema_generator(exported, tmp_path):
     state, path = exported
     ema = state.ema_generator
@@ -194,6 +195,7 @@ def test_inference_mode_differs_from_training_mode(exported):
     assert np.abs(copy(z, y, training=True) - ema(z, y, training=False)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_and_run(exported):
     _, path = exported
     cli = os.path.join(BIN, "saved_model_cli")
@@ -311,6 +313,7 @@ def _saved_sn_kernels(path, shared_embedding):
     return [k.reshape(-1, k.shape[-1]).astype(np.float64) for k in rest]
 
 
+@pytest.mark.slow
 def test_every_exported_kernel_has_top_singular_value_one(tmp_path):
     # An EMA generator as training leaves it: G's weights and u (the EMA copies u), then
     # weights that moved on (averaging) without u following them.
@@ -362,6 +365,7 @@ def _signatures(loaded):
     }
 
 
+@pytest.mark.slow
 def test_export_cli_from_model_dir_in_float32_and_bfloat16(tmp_path):
     from test_precision import BFLOAT16_MEAN_ABS_BOUND
     from test_sample import _generator
@@ -438,6 +442,7 @@ def test_keras3_model_wrapping_the_saved_model(exported):
     )
 
 
+@pytest.mark.slow
 def test_export_leaves_the_logging_levels_as_it_found_them(tmp_path):
     # SavedModel saving sets an unset absl level to WARNING; INFO lines of whatever ran next
     # (a resumed training run in the same process) were lost.
@@ -455,6 +460,7 @@ def test_export_leaves_the_logging_levels_as_it_found_them(tmp_path):
         absl_logger.setLevel(before)
 
 
+@pytest.mark.slow
 def test_truncation_selects_the_standing_statistics_in_every_signature(tmp_path):
     generator = networks.Generator(**dict(_tiny_generator().get_config(), num_standing_stats=3))
     generator.build_by_call()
@@ -479,6 +485,7 @@ def test_truncation_selects_the_standing_statistics_in_every_signature(tmp_path)
     assert np.abs(served["images"].numpy().astype(int) - expected.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_a_deep_generator_exports_as_biggan_does(tmp_path):
     # BigGAN-deep through the same export: every SN kernel folded, the signatures as above.
     ema = tiny_models.generator(NUM_CLASSES, DIM_Z, "ema_generator", architecture="deep")

@@ -1,12 +1,14 @@
 """Tests for tf_biggan.finetune: a new run initialised from another run's checkpoint."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from test_state import _all_variables, _randomize, _state
 
 from tf_biggan import finetune, model_files
 
 
+@pytest.mark.slow
 def test_initialize_from_other_classes_loads_all_but_the_embeddings(tmp_path):
     source = _state(num_classes=3)
     _randomize(source, seed=5)

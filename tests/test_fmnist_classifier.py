@@ -66,6 +66,7 @@ def test_the_classifier_sees_real_images_as_the_extractor_will_show_them(tmp_pat
     np.testing.assert_allclose(extractor(pipeline)["pool"], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_data
 def test_cli_trains_a_classifier_that_finds_the_classes_and_writes_test_statistics(tmp_path):
     # One epoch at width 8 on the full training set: a real, if small, classifier.

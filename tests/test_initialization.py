@@ -94,6 +94,7 @@ def _equal_pairs(arrays: dict) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_name", SHIPPED)
 def test_no_two_kernels_of_a_shape_start_equal(config_name):
     # With one initializer object shared by all layers (Keras repeats an unseeded
@@ -159,6 +160,7 @@ def _initial_weights(seed: int) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_the_run_seed_reproduces_every_initial_weight():
     first, again, other = _initial_weights(3), _initial_weights(3), _initial_weights(4)
     assert first.keys() == again.keys() == other.keys()

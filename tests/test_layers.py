@@ -148,6 +148,7 @@ def test_exact_refine_and_inference_kernel_use_the_svd(kind):
     np.testing.assert_allclose(np.abs(layer.u.numpy()[0] @ right[0]), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_refine_spectral_norms_reaches_every_nested_layer():
     layer = layers.SelfAttention()
     layer(_rng(4).randn(1, 4, 4, 16).astype(np.float32))

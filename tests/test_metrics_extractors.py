@@ -52,6 +52,7 @@ def test_unknown_extractor_kind():
         extractors.make_extractor("vgg")
 
 
+@pytest.mark.slow
 def test_keras_inception_v3_features_and_input_range():
     # Random weights: the network's shapes and the extractor's input scaling, not ImageNet's
     # features, are under test (the build takes about 2 s).

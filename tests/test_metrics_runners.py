@@ -127,6 +127,7 @@ def _flatten_extractor():
     return extractors.make_extractor("keras_model", path=model, feature_layer="features")
 
 
+@pytest.mark.slow
 def test_evaluate_of_a_generator_that_is_the_data_is_within_sampling_error():
     # Reference: n draws of N(0, I_D); generator: n more draws, and the same shifted by s.
     # Two independent samples of one Gaussian give E[FID] ~= 2D/n (means) + D(D+1)/(2n)

@@ -10,6 +10,7 @@ from test_state import _inputs, _state
 from tf_biggan import model_files
 
 
+@pytest.mark.slow
 def test_restore_ema_generator_gives_the_saved_outputs(tmp_path):
     state = _state()
     # An EMA different from G, so restoring G by mistake would show.

@@ -81,6 +81,7 @@ def expected_d_params(resolution, ch, num_classes, attention_channels):
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_tiny_parameter_counts_match_hand_formula(resolution):
     dim_z = 20 if resolution == 32 else 25
@@ -101,6 +102,7 @@ def test_tiny_parameter_counts_match_hand_formula(resolution):
     assert non_trainable == {"sn_u", "sn_sigma", "moving_mean", "moving_variance"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resolution", sorted(PAPER_D_FINAL_SIZE))
 def test_discriminator_final_features_have_the_ports_size(resolution):
     # ch 2 without attention keeps 512 px cheap; the spatial sizes do not depend on ch.
@@ -158,6 +160,7 @@ def _self_attention_layers(model):
     return [sub for sub in model._flatten_layers() if isinstance(sub, layers.SelfAttention)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256, 512])
 def test_networks_at_every_resolution(resolution, attention_inputs):
     batch = 2
@@ -207,6 +210,7 @@ def _built_networks(resolution, g_attention, d_attention):
     return generator, discriminator
 
 
+@pytest.mark.slow
 def test_attention_zero_means_no_attention(attention_inputs):
     generator, discriminator = _built_networks(64, g_attention=0, d_attention=0)
     assert _self_attention_layers(generator) == []
@@ -216,6 +220,7 @@ def test_attention_zero_means_no_attention(attention_inputs):
     assert networks.count_trainable_parameters(generator) == expected
 
 
+@pytest.mark.slow
 def test_attention_at_a_chosen_resolution(attention_inputs):
     generator, discriminator = _built_networks(32, g_attention=16, d_attention=8)
     # G 32 px: 4 -> 8 -> 16 (4ch); D: 32 -> 16 -> 8 (4ch), then two blocks at 8 (one attention).
@@ -238,6 +243,7 @@ def test_bad_dim_z_resolution_and_attention_raise():
         networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES, attention=64)
 
 
+@pytest.mark.slow
 def test_hierarchical_z_chunks_reach_the_blocks():
     generator = networks.Generator(
         resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED
@@ -255,6 +261,7 @@ def test_hierarchical_z_chunks_reach_the_blocks():
     assert np.abs(mixed.numpy() - base).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_generator_and_discriminator_share_no_variables():
     generator = networks.Generator(resolution=32, ch=CH, num_classes=CLASSES, shared_dim=SHARED)
     discriminator = networks.Discriminator(resolution=32, ch=CH, num_classes=CLASSES)
@@ -302,6 +309,7 @@ def test_generator_block_round_trip():
     tiny_models.assert_rebuilt_computes_the_same(block, rebuilt, (x, c))
 
 
+@pytest.mark.slow
 def test_generator_and_discriminator_round_trip():
     generator = networks.Generator(
         resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED, attention=16
@@ -341,6 +349,7 @@ def test_the_configured_task_is_read_without_building_the_networks():
         gin.clear_config()
 
 
+@pytest.mark.slow
 def test_bn_epsilon_is_a_gin_setting_of_every_batch_norm_of_g():
     gin.clear_config()
     try:
@@ -370,6 +379,7 @@ def test_bn_epsilon_is_a_gin_setting_of_every_batch_norm_of_g():
         networks.Generator(resolution=32, ch=CH, bn_epsilon=0.0)
 
 
+@pytest.mark.slow
 def test_truncation_reaches_every_batch_norm_table_through_g():
     kwargs = dict(resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED)
     generator = networks.Generator(attention=0, num_standing_stats=3, **kwargs)
@@ -400,6 +410,7 @@ def test_truncation_reaches_every_batch_norm_table_through_g():
     assert np.abs(untruncated - got).max() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["biggan", "deep"])
 def test_g_training_pass_is_the_same_with_batch_norm_relu(monkeypatch, architecture):
     """Every BN-ReLU of G (both architectures' blocks and the output BN) through

@@ -85,6 +85,7 @@ def test_the_tables_are_the_ports_and_the_modules():
     assert all(all(networks_deep.DEEP_G_ARCH[r].resample) for r in DEEP_G)
 
 
+@pytest.mark.slow
 def test_built_networks_have_the_formulas_parameter_count():
     # 64 px: every kind of stage (G narrows, D widens through learnt skip channels).
     g = networks.Generator(
@@ -271,6 +272,7 @@ def test_gin_selects_the_deep_networks():
     assert (g.depth, d.depth, g.dim_z) == (2, 2, 128)
 
 
+@pytest.mark.slow
 def test_deep_networks_round_trip_through_their_configs():
     kwargs = dict(resolution=32, ch=4, num_classes=3, attention=16, architecture="deep", depth=1)
     g = networks.Generator(dim_z=20, shared_dim=8, **kwargs)

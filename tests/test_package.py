@@ -22,6 +22,7 @@ def setup(tmp_path_factory):
     return model_dir_and_export(tmp_path_factory.mktemp("api"))
 
 
+@pytest.mark.slow
 def test_the_readme_api_loads_samples_and_saves(setup, tmp_path):
     """`tf_biggan.load` on a model_dir, an export folder and a version folder; `sample`
     draws the classes asked for at the seed's z, as `generate` does."""
@@ -69,6 +70,7 @@ print(open(path).read().count("<heap nr="))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
 def test_the_programs_arena_cap_holds_after_tensorflow_is_imported():
     """Threads of TensorFlow's pools and of tf.data, counted by glibc's `malloc_info`: many

@@ -37,6 +37,7 @@ def test_an_image_folder_under_home_is_found(tmp_path, monkeypatch):
     assert files[0] == str(tmp_path / "pets" / "cats" / "a.png")
 
 
+@pytest.mark.slow
 def test_train_restore_and_export_take_paths_under_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RUNS", str(tmp_path / "runs"))

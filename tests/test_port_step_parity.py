@@ -51,6 +51,7 @@ def test_every_fixture_has_a_bound():
     assert NAMES == sorted(TENSOR_BOUND)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_our_iteration_equals_the_ports(name, tmp_path):
     fixture = os.path.join(FIXTURES, name)
@@ -82,6 +83,7 @@ def test_our_iteration_equals_the_ports(name, tmp_path):
                 np.testing.assert_allclose(ours[key], value, rtol=1e-3, atol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
 def test_keras_placement_of_adams_epsilon_fails_the_standard(tmp_path):
     """Keras' ε (before the bias correction, 32 ε at step 1) halves the first update of
     weights whose gradient is near 3e-5: on the 32 px fixture that is visible at once."""

@@ -41,6 +41,7 @@ def copies():
     return generator, full, half, before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("truncation", [None, 0.3], ids=["moving_stats", "table_t0.3"])
 def test_bfloat16_copy_is_within_the_bound_of_float32(copies, truncation):
     generator, full, half, before = copies

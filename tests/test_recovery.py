@@ -47,6 +47,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
         recovery.restore_latest(_restorer(checkpoint), fresh)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_other_optimizer_settings_stops_the_resume(tmp_path):
     """Not damage: no fallback to an older checkpoint, and the error says what to do."""
     old = _tiny_state(lambda: keras.optimizers.Adam(learning_rate=1e-3, beta_1=0.0))

@@ -103,6 +103,7 @@ def _free_port():
 # --------------------------------------------------------------------------- kill -9 and resume
 
 
+@pytest.mark.slow
 def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_path):
     """With op determinism, kill -9 + restart ends bit-identical to an uninterrupted run."""
     steps = 12
@@ -142,6 +143,7 @@ def test_kill_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_pat
 # --------------------------------------------------------------------------- SIGTERM
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_exits_0_and_the_restart_continues(tmp_path):
     model_dir = str(tmp_path / "run")
     bindings = ["train.total_steps = 100000", "train.checkpoint_every = 5"]
@@ -213,6 +215,7 @@ def _poison_batches(monkeypatch, is_bad):
     monkeypatch.setattr(data, "make_dataset", poisoned)
 
 
+@pytest.mark.slow
 def test_repeated_nans_restore_the_last_checkpoint_with_a_lower_learning_rate(
     tmp_path, tiny_gin, monkeypatch, caplog
 ):
@@ -242,6 +245,7 @@ def test_repeated_nans_restore_the_last_checkpoint_with_a_lower_learning_rate(
     np.testing.assert_allclose(lr["d_optimizer"], 0.5 * 4e-4, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_endless_nans_give_up_after_max_restores(tmp_path, tiny_gin, monkeypatch, caplog):
     _poison_batches(monkeypatch, lambda i: i >= 2)
     with (
@@ -264,6 +268,7 @@ def test_endless_nans_give_up_after_max_restores(tmp_path, tiny_gin, monkeypatch
 # --------------------------------------------------------------------------- collapse watch
 
 
+@pytest.mark.slow
 def test_on_collapse_stop_ends_the_run_without_saving_the_collapsed_state(
     tmp_path, tiny_gin, caplog
 ):
@@ -277,6 +282,7 @@ def test_on_collapse_stop_ends_the_run_without_saving_the_collapsed_state(
         train.train(str(tmp_path), on_collapse="panic")
 
 
+@pytest.mark.slow
 def test_on_collapse_restore_goes_back_to_the_last_checkpoint_and_lowers_the_rates(
     tmp_path, tiny_gin, caplog
 ):
@@ -300,6 +306,7 @@ def test_on_collapse_restore_goes_back_to_the_last_checkpoint_and_lowers_the_rat
     assert _latest_step(str(tmp_path)) == 2
 
 
+@pytest.mark.slow
 def test_max_minutes_saves_and_stops_after_the_step_that_passes_the_budget(
     tmp_path, tiny_gin, caplog
 ):
@@ -314,6 +321,7 @@ def test_max_minutes_saves_and_stops_after_the_step_that_passes_the_budget(
     assert result["start_step"] == 1 and result["step"] == 3
 
 
+@pytest.mark.slow
 def test_a_failing_save_keeps_the_earlier_checkpoints_retries_and_names_the_last_good(
     tmp_path, monkeypatch, caplog
 ):
@@ -385,6 +393,7 @@ def _d_updates(model_dir, before, after):
     return out
 
 
+@pytest.mark.slow
 def test_a_resumed_run_uses_the_configured_learning_rate_beta_2_and_epsilon(
     tmp_path, tiny_gin, caplog
 ):
@@ -448,6 +457,7 @@ def test_a_resumed_run_uses_the_configured_learning_rate_beta_2_and_epsilon(
     assert checked >= 100
 
 
+@pytest.mark.slow
 def test_a_learning_rate_decay_of_a_restore_survives_kill_9_and_restart(
     tmp_path, tiny_gin, monkeypatch
 ):
@@ -571,6 +581,7 @@ def _wait_for(condition, job, what, timeout=400):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_two_workers_stop_together_on_sigterm_max_minutes_and_a_lost_worker(tmp_path):
     """Every stop of a two-worker job is one decision; the restarts repeat a run bit for bit.
 
@@ -659,6 +670,7 @@ def test_two_workers_stop_together_on_sigterm_max_minutes_and_a_lost_worker(tmp_
 # --------------------------------------------------------------------------- XLA
 
 
+@pytest.mark.slow
 def test_the_step_compiles_with_xla_and_matches_the_plain_step():
     results = {}
     for jit in (False, True):

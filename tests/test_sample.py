@@ -81,6 +81,7 @@ def gen(setup):
     return loader.load_generator(saved_model=setup[2])
 
 
+@pytest.mark.slow
 def test_saved_model_loader_picks_largest_version(setup, gen):
     generator, model_dir, export_dir = setup
     assert gen.source == os.path.join(export_dir, "2")
@@ -100,6 +101,7 @@ def test_saved_model_loader_picks_largest_version(setup, gen):
         loader.load_generator(saved_model=model_dir)
 
 
+@pytest.mark.slow
 def test_model_dir_loader_restores_the_ema_generator(setup):
     generator, model_dir, _ = setup
     loaded = loader.load_generator(model_dir=model_dir)
@@ -186,6 +188,7 @@ def test_class_interpolation_endpoints_are_pure_classes(setup, gen):
     assert np.abs(_tile(grid, 0, 0).astype(int) - _tile(grid, 0, 4)).mean() > 1.0
 
 
+@pytest.mark.slow
 def test_cli_from_export_alone(setup, gen, tmp_path):
     _, _, export_dir = setup
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -219,6 +222,7 @@ def test_cli_from_export_alone(setup, gen, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_bfloat16_from_the_cli_the_api_and_an_export(setup, gen, tmp_path):
     from test_precision import BFLOAT16_MEAN_ABS_BOUND
 
@@ -256,6 +260,7 @@ def test_without_classes_a_many_class_model_draws_ten_spread_classes():
     assert sheets.default_classes(1000) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
 
 
+@pytest.mark.slow
 def test_sample_truncation_picks_the_standing_statistics(tmp_path):
     generator = networks.Generator(
         **dict(_generator(1).get_config(), name="ema_generator", num_standing_stats=3)
@@ -284,6 +289,7 @@ def test_sample_truncation_picks_the_standing_statistics(tmp_path):
     _assert_close_uint8(grid, imaging.to_uint8(tf.concat(rows, axis=1))[0].numpy())
 
 
+@pytest.mark.slow
 def test_a_deep_model_dir_loads_and_samples(tmp_path):
     # BigGAN-deep through the model_dir loader that sampling and evaluation
     # (`metrics.open_generator`) use (its export: tests/test_export.py).

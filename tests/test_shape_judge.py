@@ -79,6 +79,7 @@ def test_colour_blind_is_the_distance_from_the_median_colour_scaled_to_one(tool)
         )
 
 
+@pytest.mark.slow
 def test_a_small_judge_knows_the_shapes_and_not_their_colours(tool, judge):
     _, model, info = judge
     assert info["class_names"] == list(data.SYNTHETIC_SHAPES)
@@ -94,6 +95,7 @@ def test_a_small_judge_knows_the_shapes_and_not_their_colours(tool, judge):
     np.testing.assert_array_equal(tool.predict(model, recoloured), predicted)
 
 
+@pytest.mark.slow
 def test_score_maps_the_run_classes_to_the_judge_shapes_by_name(tool, judge, tmp_path, monkeypatch):
     folder, _, info = judge
 
@@ -127,6 +129,7 @@ def test_score_maps_the_run_classes_to_the_judge_shapes_by_name(tool, judge, tmp
         tool.judge_class_of("dog", info["class_names"])
 
 
+@pytest.mark.slow
 def test_cli_scores_a_model_dir(tool, judge, tmp_path):
     """A tiny EMA generator saved as training saves it; its class names only in classes.json."""
     folder, _, _ = judge

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tiny_models
 
@@ -58,6 +59,7 @@ def test_entries_are_the_average_moments_of_the_first_bn_inputs():
     assert not np.array_equal(generator.linear.u.numpy(), u_before)  # refined exactly
 
 
+@pytest.mark.slow
 def test_cli_table_reproduces_training_mode_bn_for_its_batch(tmp_path):
     generator = _generator()
     model_dir = str(tmp_path / "run")

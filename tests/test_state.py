@@ -54,6 +54,7 @@ def _numpy(variables):
     return {k: np.array(v.numpy()) for k, v in variables.items()}
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_restores_every_variable(tmp_path):
     saved = _state()
     _randomize(saved, seed=1)
@@ -78,6 +79,7 @@ def _inputs(num_classes=3, n=4):
     return z, y
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_every_variable_once(tmp_path):
     state = _state()
     path = state.checkpoint().save(str(tmp_path / "ckpt"))
@@ -95,6 +97,7 @@ def _keras_adam():
     return keras.optimizers.Adam(beta_1=0.0, epsilon=1e-6)
 
 
+@pytest.mark.slow
 def test_checkpoint_with_other_optimizer_slots_is_refused_by_name(tmp_path):
     # A checkpoint whose Adam kept a first moment (beta_1 != 0, or tf_biggan before 0.2).
     old = _state(make_optimizer=_keras_adam)
@@ -110,6 +113,7 @@ def test_checkpoint_with_other_optimizer_slots_is_refused_by_name(tmp_path):
     state_lib.check_optimizer_slots(_state(make_optimizer=_keras_adam), path)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_learning_rate_factors_restores_with_factors_of_one(tmp_path):
     # The layout of tf_biggan 0.2: the same objects, no learning_rate_factors.
     old = _state(make_optimizer=lambda: optimizers.make_optimizer(learning_rate=3e-4))
@@ -145,6 +149,7 @@ def test_a_checkpoint_without_learning_rate_factors_restores_with_factors_of_one
     assert float(new.g_optimizer.learning_rate) == pytest.approx(1e-4)
 
 
+@pytest.mark.slow
 def test_learning_rate_factors_multiply_the_configured_rates():
     state = _state(make_optimizer=lambda: optimizers.make_optimizer(learning_rate=2e-4))
     state.scale_learning_rates(0.5)
@@ -196,6 +201,7 @@ def cpu_kind() -> str:
     return f"{vendor}-{unit}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", sorted(RESUMES))
 def test_a_checkpoint_of_release_0_2_resumes_bit_identically(tmp_path, resume):
     """A step-3 checkpoint written by tf_biggan 0.2 (tests/data/checkpoint_0_2/README.md),

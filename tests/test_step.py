@@ -78,6 +78,7 @@ def _assert_difference_is(with_option, without, expected, names, rtol=2e-3):
         np.testing.assert_allclose(a - b, -LR * e, rtol=rtol, atol=1e-3 * LR * scale, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation_steps", [1, 2])
 @pytest.mark.parametrize("network", ["generator", "discriminator"])
 def test_orthogonal_regularisation_adds_its_gradient_once_per_update(network, accumulation_steps):
@@ -107,6 +108,7 @@ def test_orthogonal_regularisation_adds_its_gradient_once_per_update(network, ac
     )
 
 
+@pytest.mark.slow
 def test_r1_adds_the_gradient_of_half_gamma_mean_squared_input_gradient_on_reals():
     plain = _state()
     penalised = _twin(plain)
@@ -144,6 +146,7 @@ def test_r1_adds_the_gradient_of_half_gamma_mean_squared_input_gradient_on_reals
     )
 
 
+@pytest.mark.slow
 def test_diff_augment_feeds_d_the_augmented_reals_and_fakes_of_the_step_seed():
     state = _state()
     reference = _twin(state)
@@ -171,6 +174,7 @@ def _svd(kernel):
     return np.linalg.svd(matrix, full_matrices=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clamp", [{"sigma0_clamp": 1.5}, {"sigma0_clamp_ratio": 1.02}])
 def test_sigma0_clamp_lowers_only_the_top_singular_value(clamp):
     plain = _state()
@@ -240,6 +244,7 @@ def _sgd_d_updates_by_hand(reference, images, labels, updates):
     return d, logits_of_updates
 
 
+@pytest.mark.slow
 def test_two_d_steps_are_two_sgd_updates_on_consecutive_halves_of_the_batch():
     state = _state()
     reference = _twin(state)
@@ -266,6 +271,7 @@ def _averaged_pairs(state):
     ]
 
 
+@pytest.mark.slow
 def test_ema_is_a_copy_before_its_start_step_and_an_average_from_it():
     state = _state()
     config = step_lib.StepConfig(batch_size=BATCH, seed=SEED, ema_decay=0.75, ema_start_step=2)
@@ -284,6 +290,7 @@ def test_ema_is_a_copy_before_its_start_step_and_an_average_from_it():
     assert any(not np.array_equal(e.numpy(), g.numpy()) for g, e in pairs)
 
 
+@pytest.mark.slow
 def test_ema_warmup_ramps_the_decay_up_from_the_start_step():
     # decay_n = min(ema_decay, (1 + n) / (10 + n)) at the n-th update from the start step:
     # 0.1 at the start step, 2/11 at the next, where the plain EMA would use 0.9 at once.
@@ -303,6 +310,7 @@ def test_ema_warmup_ramps_the_decay_up_from_the_start_step():
             )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mirrored", [False, True])
 def test_ema_update_is_the_closed_form_at_each_step(mirrored, request):
     # ema_update alone, with G's weights redrawn before every call: an exact copy before the
@@ -336,6 +344,7 @@ def test_ema_update_is_the_closed_form_at_each_step(mirrored, request):
                 np.testing.assert_array_equal(copies[0], copies[1])
 
 
+@pytest.mark.slow
 def test_the_step_with_batch_norm_relu_updates_g_as_with_the_separate_ops(monkeypatch):
     """The real step on one device with every BN-ReLU of G through `kernels.batch_norm_relu`
     (floor 0; BigGAN-size activations take it by default) against the same step with the
@@ -375,6 +384,7 @@ def _drawn_latents(d_steps):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d_steps", [1, 2])
 def test_given_latents_equal_to_the_drawn_ones_give_the_drawn_step(d_steps):
     """`train_step(..., latents)` replaces exactly the draws: nothing else changes."""
@@ -391,6 +401,7 @@ def test_given_latents_equal_to_the_drawn_ones_give_the_drawn_step(d_steps):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.path)
 
 
+@pytest.mark.slow
 def test_given_latents_are_the_ones_g_draws_from():
     """Other given latents give another step: G's update follows the given z and classes,
     computed by hand on a twin with the given G-update latents."""
@@ -432,6 +443,7 @@ def test_given_latents_are_the_ones_g_draws_from():
         )
 
 
+@pytest.mark.slow
 def test_given_latents_of_the_wrong_shape_or_range_are_refused():
     state = _state()
     config = step_lib.StepConfig(batch_size=BATCH, seed=SEED)
@@ -446,6 +458,7 @@ def test_given_latents_of_the_wrong_shape_or_range_are_refused():
         train_step(images, labels, step_lib.Latents(z, tf.fill([2, BATCH], CLASSES)))
 
 
+@pytest.mark.slow
 def test_the_d_loss_terms_are_the_hinge_means_of_each_update():
     """`loss/d_real`, `loss/d_fake` (and per update with two D updates) are the hinge terms'
     means on D's logits before its update, `loss/d` their sum."""

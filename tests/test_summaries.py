@@ -11,6 +11,7 @@ CLASSES = 3
 DIM_Z = 32
 
 
+@pytest.mark.slow
 def test_sample_grid_in_small_batches_equals_one_call():
     generator = tiny_models.generator(num_classes=CLASSES, dim_z=DIM_Z)
     generator.build_by_call()

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import test_networks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,11 +20,13 @@ def _run_tool(*args):
     return json.loads(lines[0])
 
 
+@pytest.mark.slow
 def test_count_params_prints_the_papers_counts_at_128px():
     counts = _run_tool("tools/count_params.py", "--gin_config=gin_configs/imagenet128.gin")
     assert counts == {"generator": 70433988, "discriminator": 87982370}
 
 
+@pytest.mark.slow
 def test_count_params_applies_bindings():
     # quickstart.gin: 32 px, 5 classes, dim_z 64, shared embedding 32, no attention; here at
     # ch 8 instead of 16, counted by the architecture's formula (tests/test_networks.py).

@@ -94,6 +94,7 @@ def mirrored(mirrored_strategy):
 # distributed tf.Variable (`target.value`); the step raises AssertionError there.
 # d_steps = 2 covers one D update (the first) and the sequencing of two; a separate d_steps = 1
 # case would double the module's slowest test for no new path.
+@pytest.mark.slow
 @pytest.mark.parametrize("d_steps", [2])
 def test_mirrored_step_equals_single_device_step(mirrored, d_steps):
     default = tf.distribute.get_strategy()
@@ -150,6 +151,7 @@ class _ConstantFakeGenerator(networks.Generator):
         return super().call(tf.zeros_like(z), y, training=False)
 
 
+@pytest.mark.slow
 def test_accumulated_discriminator_update_equals_one_big_batch():
     default = tf.distribute.get_strategy()
     state_1 = _make_state(default, _ConstantFakeGenerator, num_classes=1)
@@ -263,6 +265,7 @@ def run():
     }
 
 
+@pytest.mark.slow
 def test_step_returns_finite_metrics_and_counts_steps(run):
     for metrics in run["metrics"]:
         assert set(metrics) >= {"loss/d", "loss/g", "d/real", "d/fake", "nonfinite"}
@@ -315,6 +318,7 @@ def test_non_finite_batch_skips_the_discriminator_update_only(run):
     assert int(state.d_optimizer.iterations.numpy()) == guard["d_iterations_after"] + 1
 
 
+@pytest.mark.slow
 def test_a_step_whose_generator_overflows_keeps_inference_finite():
     """G's forward pass is not finite for one step (an infinite class embedding).
 
@@ -392,6 +396,7 @@ def _summary_tags(model_dir):
     return {value.tag for value in _summary_values(model_dir)}
 
 
+@pytest.mark.slow
 def test_train_writes_outputs_and_resumes(tmp_path, capsys, caplog):
     model_dir = str(tmp_path / "run")
     try:
@@ -483,6 +488,7 @@ def _scalar_values(model_dir, tag):
     ]
 
 
+@pytest.mark.slow
 def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):
     root = tmp_path / "images"
     _write_image_folder(root)
@@ -511,6 +517,7 @@ def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):
     assert grid.shape == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2, 3)
 
 
+@pytest.mark.slow
 def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
     from tf_biggan import data, metrics
 
@@ -566,6 +573,7 @@ def test_periodic_evaluation_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
     assert not [name for name in os.listdir(os.path.join(model_dir, "best")) if "tmp" in name]
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_step_runs_and_keeps_float32_state():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -589,6 +597,7 @@ def _latents():
     return tf.random.normal([2, DIM_Z]), tf.one_hot([0, 1], CLASSES)
 
 
+@pytest.mark.slow
 def test_console_scripts_train_by_config_name_and_sample(tmp_path):
     """`tf-biggan-train` and `tf-biggan-sample`, installed with the package, run from a folder
     outside the checkout with a shipped config given by name, and list their flags."""
