@@ -78,7 +78,8 @@ def restore_ema_generator(
       `model_config.json`.
 
     Raises:
-      FileNotFoundError: no config or no checkpoint in `model_dir`.
+      FileNotFoundError: no config or no such checkpoint in `model_dir`.
+      ValueError: more than one of `checkpoint_path`, `step` and `best`.
     """
     model_dir, checkpoint_path = paths.expand(model_dir), paths.expand(checkpoint_path)
     config = read_model_config(model_dir)
@@ -88,14 +89,14 @@ def restore_ema_generator(
         raise ValueError("give a checkpoint path, a step or best, not two of them")
     generator = generator_from_config(config["generator"])
     generator.build_by_call()
-    step = tf.Variable(0, dtype=tf.int64)
-    status = tf.train.Checkpoint(ema_generator=generator, step=step).restore(checkpoint_path)
+    saved_step = tf.Variable(0, dtype=tf.int64)
+    status = tf.train.Checkpoint(ema_generator=generator, step=saved_step).restore(checkpoint_path)
     status.expect_partial()
     status.assert_existing_objects_matched()
     table = _standing_table(model_dir, checkpoint_path)
     if table:
         generator = _with_standing_table(generator, table, model_dir)
-    config["step"] = int(step.numpy())
+    config["step"] = int(saved_step.numpy())
     return generator, config, checkpoint_path
 
 
