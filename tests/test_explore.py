@@ -17,11 +17,17 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-import tiny_models
-from test_sample import CLASS_NAMES, DIM_Z, NUM_CLASSES, R, _generator, model_dir_and_export
+from test_sample import (
+    CLASS_NAMES,
+    DIM_Z,
+    NUM_CLASSES,
+    R,
+    model_dir_and_export,
+    standing_stats_model_dir,
+)
 
 import tf_biggan
-from tf_biggan import explore, explore_server, imaging, loader, model_files, networks, sheets
+from tf_biggan import explore, explore_server, imaging, loader, sheets
 
 PAD = 2
 CHROMIUM = "/usr/bin/chromium"
@@ -83,20 +89,6 @@ def _saved_grid_bytes(images, tmp_path, rows=1):
     tf_biggan.save_grid(images, path, rows=rows)
     with open(path, "rb") as f:
         return f.read()
-
-
-def _standing_stats_model_dir(root):
-    """A tiny model_dir whose generator has 3 entries of truncation-indexed statistics."""
-    generator = networks.Generator(
-        **dict(_generator(1).get_config(), name="ema_generator", num_standing_stats=3)
-    )
-    generator.build_by_call()
-    tiny_models.fill_standing_stats(generator, seed=4)
-    model_dir = str(root / "standing")
-    model_files.write_model_config(model_dir, generator, CLASS_NAMES)
-    checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(1, dtype=tf.int64))
-    tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=1)
-    return model_dir
 
 
 # The endpoints, in process.
@@ -288,7 +280,9 @@ def test_truncation_above_one_is_refused_only_with_standing_statistics(tmp_path,
     assert status == 200
     expected = gen.sample(classes=["ring"], n=2, truncation=1.5)
     np.testing.assert_array_equal(_decode(body), imaging.image_grid(expected, 1, 2).numpy())
-    standing = tf_biggan.load(_standing_stats_model_dir(tmp_path))
+    model_dir = str(tmp_path / "standing")
+    standing_stats_model_dir(model_dir)
+    standing = tf_biggan.load(model_dir)
     running = explore.serve(standing)
     try:
         info = json.loads(_get(running, "/api/info")[2])

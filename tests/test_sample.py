@@ -260,17 +260,24 @@ def test_without_classes_a_many_class_model_draws_ten_spread_classes():
     assert sheets.default_classes(1000) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
 
 
-@pytest.mark.slow
-def test_sample_truncation_picks_the_standing_statistics(tmp_path):
+def standing_stats_model_dir(model_dir: str):
+    """Writes a tiny model_dir whose EMA generator has 3 entries of truncation-indexed
+    statistics (step 1); returns that generator."""
     generator = networks.Generator(
         **dict(_generator(1).get_config(), name="ema_generator", num_standing_stats=3)
     )
     generator.build_by_call()
     tiny_models.fill_standing_stats(generator, seed=4)
-    model_dir = str(tmp_path / "run")
     model_files.write_model_config(model_dir, generator, CLASS_NAMES)
     checkpoint = tf.train.Checkpoint(ema_generator=generator, step=tf.Variable(1, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, model_dir, 1).save(checkpoint_number=1)
+    return generator
+
+
+@pytest.mark.slow
+def test_sample_truncation_picks_the_standing_statistics(tmp_path):
+    model_dir = str(tmp_path / "run")
+    generator = standing_stats_model_dir(model_dir)
     # The export's signatures are checked in test_export; here the model_dir path.
     layers.refine_spectral_norms(generator, exact=True)
     z = imaging.truncated_z(3, DIM_Z, 0.4, seed=2)
