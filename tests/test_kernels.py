@@ -153,6 +153,22 @@ def test_resampling_convs_are_the_resampled_convolution_and_have_its_gradients(r
         np.testing.assert_allclose(ours_grad.numpy(), reference_grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("resample", ["up", "down"])
+def test_resampling_convs_in_float64_keep_float64(resample):
+    """A float64 kernel's combined taps are summed in float64 (a float32 sum of them would be
+    off by ~1e-7), so the fused convs stay the resampled convolution to float64 rounding."""
+    rng = _rng(12)
+    shape = (2, 4, 4, 3) if resample == "up" else (2, 8, 8, 3)
+    x = tf.constant(rng.randn(*shape))
+    kernel = tf.constant(rng.randn(3, 3, 3, 4))
+    if resample == "up":
+        ours, expected = kernels.upsample_conv(x, kernel), _np_same_conv(_np_upsample(x), kernel)
+    else:
+        ours, expected = kernels.conv_avg_pool(x, kernel), _np_avg_pool(_np_same_conv(x, kernel))
+    assert ours.dtype == tf.float64
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_resampling_convs_refuse_other_kernels():
     for fused in (kernels.upsample_conv, kernels.conv_avg_pool):
         with pytest.raises(ValueError, match="1x1 or 3x3 kernel"):

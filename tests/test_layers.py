@@ -714,3 +714,44 @@ def test_standing_table_is_non_trainable_round_trips_and_rejects_one_entry():
         layers.SyncBatchNorm(num_standing_stats=1)
     with pytest.raises(ValueError, match="no standing statistics"):
         _cbn().batch_norm.standing_statistics(0.5)
+
+
+@pytest.fixture
+def float64_policy():
+    """Layers built in the test compute in float64 (Keras' float64 policy)."""
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    yield
+    keras.config.set_dtype_policy(saved)
+
+
+def test_layers_under_a_float64_policy_keep_float64(float64_policy):
+    """Under a float64 policy the power iteration, the batch statistics (the unfused path:
+    the fused kernel has no float64 on CPU) and the attention logits are float64 too, so a
+    training call equals numpy's float64 formulas to float64 rounding, not float32's."""
+    rng = _rng(21)
+    dense = layers.SNDense(6)
+    dense.build((None, 10))
+    u0 = dense.u.numpy()
+    x = rng.randn(3, 10)
+    out = dense(x, training=True)
+    expected_kernel, sigma, _, u1 = _np_sn(dense.kernel.numpy(), u0)
+    assert out.dtype == tf.float64 and dense.u.dtype == "float64"
+    np.testing.assert_allclose(out.numpy(), x @ expected_kernel + dense.bias.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(float(dense.sigma.numpy()), sigma, rtol=1e-13)
+    np.testing.assert_allclose(dense.u.numpy(), u1, rtol=1e-12)
+
+    batch_norm = layers.SyncBatchNorm()
+    h = rng.randn(4, 3, 3, 5) * 3 + 2
+    out = batch_norm(h, training=True)
+    assert out.dtype == tf.float64
+    np.testing.assert_allclose(out.numpy(), _np_bn(h), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        batch_norm.moving_mean.numpy(), 0.1 * h.mean(axis=(0, 1, 2)), rtol=1e-12
+    )
+
+    attention = layers.SelfAttention()
+    image = rng.randn(2, 4, 4, 16)
+    attention.build(image.shape)
+    attention.gamma.assign(0.5)
+    assert attention(image, training=True).dtype == tf.float64

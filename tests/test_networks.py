@@ -2,6 +2,7 @@
 computed from the architecture formula, attention placement, config round trips."""
 
 import gin
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -449,3 +450,40 @@ def test_g_training_pass_is_the_same_with_batch_norm_relu(monkeypatch, architect
         np.testing.assert_allclose(fused, separate, rtol=0, atol=atol)
     for fused, separate in zip(results[1][2], results[0][2], strict=True):
         np.testing.assert_allclose(fused, separate, rtol=1e-5)
+
+
+def test_a_training_step_computes_in_float64_under_a_float64_policy():
+    """G and D built under Keras' float64 policy: every variable, G's images and D's logits
+    are float64, and one training step (the loop's `make_train_step`) keeps them so; this
+    is what `tools/port_step_parity.py --dtype=float64` runs."""
+    from tf_biggan import optimizers, state, step
+
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        config = dict(resolution=32, ch=4, num_classes=3, dim_z=16, shared_dim=8)
+        train_state = state.TrainState(
+            networks.Generator(**config, name="generator"),
+            networks.Discriminator(resolution=32, ch=4, num_classes=3, name="discriminator"),
+            networks.Generator(**config, name="ema_generator"),
+            optimizers.make_optimizer(learning_rate=1e-3),
+            optimizers.make_optimizer(learning_rate=1e-3),
+        )
+        train_state.build()
+    finally:
+        keras.config.set_dtype_policy(saved)
+    g, d = train_state.generator, train_state.discriminator
+    assert {v.dtype for v in g.variables + d.variables} == {"float64"}
+    images = g(tf.zeros([2, 16]), tf.one_hot([0, 2], 3), training=True)
+    assert images.dtype == tf.float64
+    assert d(images, tf.constant([0, 2]), training=True).dtype == tf.float64
+    before = [v.numpy() for v in g.trainable_variables]
+    train_step = step.make_train_step(
+        train_state, tf.distribute.get_strategy(), step.StepConfig(batch_size=2)
+    )
+    reals = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    metrics = train_step(reals, np.array([1, 2], np.int32))
+    assert all(np.isfinite(float(value)) for value in metrics.values())
+    after = [v.numpy() for v in g.trainable_variables]
+    assert all(a.dtype == np.float64 for a in after)
+    assert any(np.any(a != b) for a, b in zip(after, before, strict=True))

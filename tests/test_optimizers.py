@@ -124,3 +124,21 @@ def test_optimizer_for_takes_each_networks_scoped_bindings():
         assert g.beta_2 == d.beta_2 == 0.99
     finally:
         gin.clear_config()
+
+
+def test_lean_adam_in_float64_is_pytorchs_adam_to_float64_rounding():
+    """With float64 weights every constant is float64: β2 rounded to float32 (0.999 is then
+    1.3e-5 too large in 1 − β2) would scale each first step by 1 − 6.4e-6."""
+    gradients = [np.array([1e-6, 3e-5, -1e-3, 2.0]), np.array([-2e-6, 1e-4, 5e-4, -1.0])]
+    initial = np.array([0.5, -0.25, 0.125, 1.0])
+    saved = keras.config.floatx()
+    keras.config.set_floatx("float64")  # a float64 learning rate too
+    try:
+        optimizer = optimizers.make_optimizer(learning_rate=1e-3)
+    finally:
+        keras.config.set_floatx(saved)
+    got = _adam_steps(optimizer, gradients, initial)
+    expected = _torch_adam(gradients, initial, 1e-3, 0.0, 0.999, 1e-6)
+    for value, w in zip(got, expected, strict=True):
+        assert value.dtype == np.float64
+        np.testing.assert_allclose(value - initial, w - initial, rtol=1e-12)

@@ -238,9 +238,10 @@ def _combined_kernel(matrix: np.ndarray, kernel: tf.Tensor) -> tf.Tensor:
     """`matrix [16, 9]` times the taps of the 3x3 `kernel [3, 3, C, K]` → a `[4, 4, C, K]`
     kernel in `kernel`'s dtype. A matmul, so the kernel's gradient is one matmul too; in
     float32, as sums of bfloat16 taps rounded to bfloat16 would lose precision the layer does
-    not lose."""
-    taps = tf.reshape(tf.cast(kernel, tf.float32), [9, -1])
-    combined = tf.matmul(tf.constant(matrix), taps)
+    not lose (in float64 for a float64 kernel)."""
+    dtype = tf.float64 if kernel.dtype == tf.float64 else tf.float32
+    taps = tf.reshape(tf.cast(kernel, dtype), [9, -1])
+    combined = tf.matmul(tf.constant(matrix, dtype), taps)
     return tf.cast(tf.reshape(combined, [4, 4, *kernel.shape[2:]]), kernel.dtype)
 
 

@@ -280,7 +280,8 @@ class Generator(_StagedModel):
                 h = attention[index](h, training=training)
         h = self.output_bn(h, training=training, statistics_at=truncation, relu=True)
         h = self.output_conv(h, training=training)
-        return tf.cast(tf.tanh(h), tf.float32)
+        # float32 out under any policy but float64, whose step keeps no float32 rounding.
+        return tf.cast(tf.tanh(h), layers.statistics_dtype(self.compute_dtype))
 
     @property
     def class_embedding_layers(self) -> list:
@@ -414,7 +415,7 @@ class Discriminator(_StagedModel):
         h = tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])  # [B, C]
         logits = tf.squeeze(self.linear(h, training=training), axis=-1)
         projection = tf.reduce_sum(self.embedding(labels, training=training) * h, axis=-1)
-        return tf.cast(logits + projection, tf.float32)
+        return tf.cast(logits + projection, layers.statistics_dtype(self.compute_dtype))
 
     def build_by_call(self):
         """Creates every weight by running one inference call on a batch of one."""

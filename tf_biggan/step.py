@@ -244,6 +244,7 @@ def discriminator_gradients(state, plan: StepPlan, real, real_labels, slot: Slot
     z, fake_labels = slot.latents(plan, generator.dim_z, generator.num_classes)
     fake = generator(z, tf.one_hot(fake_labels, generator.num_classes), training=True)
     fake = tf.stop_gradient(fake)
+    real = tf.cast(real, fake.dtype)  # float32 images, float64 ones under a float64 policy
     both = tf.concat([slot.augment(plan, real, 0), slot.augment(plan, fake, 1)], 0)
     both_labels = tf.concat([real_labels, fake_labels], 0)
     with tf.GradientTape() as tape:
@@ -496,7 +497,10 @@ def ema_update(state, strategy: tf.distribute.Strategy, config: StepConfig, step
         else:
             strategy.extended.update(
                 target.value,
-                lambda t, s: t.assign(decay * t + (1.0 - decay) * tf.cast(s, t.dtype)),
+                lambda t, s: t.assign(
+                    tf.cast(decay, t.dtype) * t
+                    + tf.cast(1.0 - decay, t.dtype) * tf.cast(s, t.dtype)
+                ),
                 args=(source.value,),
             )
 

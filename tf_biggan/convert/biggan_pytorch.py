@@ -223,10 +223,10 @@ def _embedding_u(table: np.ndarray, port_u: np.ndarray) -> np.ndarray:
     right_t = right_t * np.where(right_t @ v[0] < 0, -1.0, 1.0)[:, None]
     top, low = singular[0], singular[-1]
     if low <= 0 or top - low < 1e-12 * top:
-        return right_t[:1].astype(np.float32)
+        return right_t[:1]
     cos2 = np.clip((target**2 - low**2) / (top**2 - low**2), 0.0, 1.0)
     u = np.sqrt(cos2) * right_t[0] / top + np.sqrt(1.0 - cos2) * right_t[-1] / low
-    return u[None, :].astype(np.float32)
+    return u[None, :]
 
 
 def _port_embedding_u(table: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -239,7 +239,7 @@ def _port_embedding_u(table: np.ndarray, u: np.ndarray) -> np.ndarray:
     back, up to sign.
     """
     a = table.astype(np.float64) @ u[0].astype(np.float64)
-    return (a / max(np.linalg.norm(a), 1e-12))[None, :].astype(np.float32)
+    return (a / max(np.linalg.norm(a), 1e-12))[None, :]
 
 
 def _batch_norm(bn, prefix: str) -> list[PortTensor]:
@@ -341,8 +341,10 @@ def _load(tensors: list[PortTensor], network, state_dict: dict, file: str) -> No
     for tensor in tensors:
         if tensor.key not in state_dict:
             raise ConversionError(f"{file}: tensor {tensor.key!r} is missing")
-        value = np.asarray(tensor.to_ours(state_dict[tensor.key], state_dict), np.float32)
         variable = tensor.variable
+        # In the variable's dtype: float32, or float64 for a model built under a float64
+        # policy, which keeps the digits of the vectors converted in float64 below.
+        value = np.asarray(tensor.to_ours(state_dict[tensor.key], state_dict), variable.dtype)
         if tuple(variable.shape) != value.shape:
             raise ConversionError(
                 f"{file}: {tensor.key!r} has shape {value.shape} after conversion, but "
@@ -369,13 +371,15 @@ def load_discriminator(discriminator: networks.Discriminator, state_dict: dict, 
 
 
 def port_state_dict(tensors: list[PortTensor]) -> dict[str, np.ndarray]:
-    """The port's state dict (float32 numpy arrays by key) of our variables: the inverse of
+    """The port's state dict (numpy arrays by key, in the variables' dtype: float32, or
+    float64 for a model built under a float64 policy) of our variables: the inverse of
     `load_generator` / `load_discriminator`, for `generator_tensors(G)` or
     `discriminator_tensors(D)`."""
-    return {
-        tensor.key: np.asarray(tensor.to_port(tensor.variable.numpy()), np.float32)
-        for tensor in tensors
-    }
+    state_dict = {}
+    for tensor in tensors:
+        value = tensor.variable.numpy()
+        state_dict[tensor.key] = np.asarray(tensor.to_port(value), value.dtype)
+    return state_dict
 
 
 def _block_indices(state_dict: dict) -> list[int]:

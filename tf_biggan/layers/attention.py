@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tf_biggan.layers.dtypes import statistics_dtype
 from tf_biggan.layers.initializers import initializer_template
 from tf_biggan.layers.spectral import SNConv2D
 
@@ -60,9 +61,9 @@ class SelfAttention(keras.layers.Layer):
         # Logits and softmax in float32 under any lower-precision policy: a bfloat16 logit of
         # magnitude 20 is off by up to 0.06, which moves the attention weights by 6%. The
         # product runs over C/8 channels: 0.2 GFLOP per image at 128 px, 0.5% of G's.
-        logits = tf.matmul(
-            tf.cast(theta, tf.float32), tf.cast(phi, tf.float32), transpose_b=True
-        )  # [B, HW, HW/4]
+        dtype = statistics_dtype(self.compute_dtype)
+        logits = tf.matmul(tf.cast(theta, dtype), tf.cast(phi, dtype), transpose_b=True)
+        # [B, HW, HW/4]
         attention = tf.cast(tf.nn.softmax(logits, axis=-1), g.dtype)
         attended = tf.reshape(tf.matmul(attention, g), [batch, height, width, channels // 2])
         return x + tf.cast(self.gamma, x.dtype) * self.o(attended, training=training)

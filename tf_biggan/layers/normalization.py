@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from tf_biggan import kernels
+from tf_biggan.layers.dtypes import statistics_dtype
 from tf_biggan.layers.initializers import initializer_template
 from tf_biggan.layers.spectral import SNDense
 
@@ -129,7 +130,8 @@ class SyncBatchNorm(keras.layers.Layer):
         if not self.num_standing_stats:
             raise ValueError(f"{self.name} has no standing statistics (num_standing_stats=0)")
         last = self.num_standing_stats - 1
-        position = tf.clip_by_value(tf.cast(truncation, tf.float32), 0.0, 1.0) * float(last)
+        dtype = self.standing_mean.dtype
+        position = tf.clip_by_value(tf.cast(truncation, dtype), 0.0, 1.0) * float(last)
         lower = tf.minimum(tf.floor(position), float(last - 1))
         fraction = position - lower
         index = tf.cast(lower, tf.int32)
@@ -146,7 +148,7 @@ class SyncBatchNorm(keras.layers.Layer):
         variance = tf.convert_to_tensor(self.moving_variance.value)
         if statistics_at is None or not self.num_standing_stats:
             return mean, variance
-        t = tf.cast(statistics_at, tf.float32)
+        t = tf.cast(statistics_at, mean.dtype)
         in_table = tf.logical_and(t > 0.0, t <= 1.0)
         standing_mean, standing_variance = self.standing_statistics(t)
         return (
@@ -155,13 +157,15 @@ class SyncBatchNorm(keras.layers.Layer):
         )
 
     def _batch_moments(self, x):
-        """Mean and (biased) variance over N, H, W of the global batch, float32 `[C]`."""
-        x = tf.cast(x, tf.float32)
+        """Mean and (biased) variance over N, H, W of the global batch, float32 `[C]`
+        (float64 under a float64 policy)."""
+        dtype = statistics_dtype(self.compute_dtype)
+        x = tf.cast(x, dtype)
         axes = list(range(x.shape.rank - 1))
         context = tf.distribute.get_replica_context()
         if _replicas_in_sync() == 1:
             return tf.nn.moments(x, axes)
-        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), dtype)
         local = tf.concat(
             [tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), count[None]], axis=0
         )
@@ -211,8 +215,8 @@ class SyncBatchNorm(keras.layers.Layer):
         """
         mean, variance = self._inference_statistics(statistics_at)
         inv = tf.math.rsqrt(variance + self.epsilon)
-        gamma = tf.cast(gamma, tf.float32)
-        scale, offset = inv * gamma, (-mean * inv) * gamma + tf.cast(beta, tf.float32)
+        gamma = tf.cast(gamma, inv.dtype)
+        scale, offset = inv * gamma, (-mean * inv) * gamma + tf.cast(beta, inv.dtype)
         dtype = self.compute_dtype
         return tf.cast(x, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
 
@@ -274,8 +278,14 @@ class SyncBatchNorm(keras.layers.Layer):
 
     @staticmethod
     def _fused_training(x, training) -> bool:
-        """A training call on NHWC inputs with one replica: the fused kernel's path."""
-        return bool(training) and x.shape.rank == 4 and _replicas_in_sync() == 1
+        """A training call on NHWC inputs with one replica: the fused kernel's path (which
+        has no float64 kernel on CPU)."""
+        return (
+            bool(training)
+            and x.shape.rank == 4
+            and x.dtype != tf.float64
+            and _replicas_in_sync() == 1
+        )
 
     def _fuses_relu(self, x, training) -> bool:
         return self._fused_training(x, training) and self.kernel_policy.uses_batch_norm_relu(
@@ -350,7 +360,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
         bias = self.bias(c, training=training)[:, None, None, :]
         if self.batch_norm.uses_stored_statistics(training):
             # One multiply-add per element instead of four passes.
-            gain = tf.cast(gain, tf.float32)
+            gain = tf.cast(gain, statistics_dtype(self.compute_dtype))
         return self.batch_norm.normalize_scale_offset(
             x, 1.0 + gain, bias, training, statistics_at, relu
         )

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tf_biggan import kernels
+from tf_biggan.layers.dtypes import statistics_dtype
 from tf_biggan.layers.initializers import (
     _check_bias_initializer,
     bias_initializer_for,
@@ -130,7 +131,7 @@ class _SpectralNormalized(keras.layers.Layer):
         """The float32 kernel and its `[fan_in, out]` matrix view."""
         # Inside an enclosing layer's mixed-precision autocast scope the kernel reads as the
         # compute dtype; the power iteration runs in float32 either way.
-        kernel = tf.cast(self.kernel.value, tf.float32)
+        kernel = tf.cast(self.kernel.value, self._statistics_dtype)
         return kernel, tf.reshape(kernel, [-1, kernel.shape[-1]])
 
     def kernel_and_inverse_sigma(self, training=False) -> tuple[tf.Tensor, tf.Tensor | None]:
@@ -143,11 +144,11 @@ class _SpectralNormalized(keras.layers.Layer):
         kernel and None.
         """
         if self.folded:
-            return tf.cast(self.kernel.value, tf.float32), None
+            return tf.cast(self.kernel.value, self._statistics_dtype), None
         kernel, matrix = self._kernel_and_matrix()
         # float32 also where the layer's variables are bfloat16 (an inference copy's, before
         # it is folded), as the power iteration needs.
-        u, sigma = _power_iteration(matrix, tf.cast(self.u.value, tf.float32))
+        u, sigma = _power_iteration(matrix, tf.cast(self.u.value, self._statistics_dtype))
         if training:
             self.u.assign(u)
             self.sigma.assign(tf.stop_gradient(sigma))
@@ -244,7 +245,7 @@ class _SpectralNormalized(keras.layers.Layer):
             outputs = op(inputs, self._cast(kernel))
             # Scaled in float32: a bfloat16 `1 / sigma` would be off by up to 0.4% for the
             # whole layer, not per element.
-            return self._cast(tf.cast(outputs, tf.float32) * inverse_sigma)
+            return self._cast(tf.cast(outputs, inverse_sigma.dtype) * inverse_sigma)
         return op(inputs, self._cast(kernel * inverse_sigma))
 
     def top_singular_value(self) -> tf.Tensor:
@@ -253,6 +254,11 @@ class _SpectralNormalized(keras.layers.Layer):
 
     def _cast(self, x):
         return tf.cast(x, self.compute_dtype)
+
+    @property
+    def _statistics_dtype(self) -> tf.DType:
+        """float32 for the power iteration, or float64 under a float64 policy."""
+        return statistics_dtype(self.compute_dtype)
 
     def get_config(self):
         return {
