@@ -23,10 +23,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "data", "port_step")
 NAMES = sorted(n for n in os.listdir(FIXTURES) if os.path.isdir(os.path.join(FIXTURES, n)))
 
-# The largest relative difference of Δ allowed per fixture. The standard is 0.01. At 32 px
-# the port's own G gradient jumps by 0.7% when z moves by 1e-5 of itself (ReLUs that sit
-# at zero within float32 rounding at the fixture's weights, docs/quality.md), so a G
-# update there agrees with the port's only to the few percent by which rounding moves it.
+# The largest relative difference of Δ allowed per fixture for our float32 step. The
+# standard is 0.01. In each 32 px fixture one ReLU input of G's last forward pass lies
+# within float32 rounding of zero (-9.3e-7 of its layer's RMS in res32_ch16_bs8_d1, in the
+# reference's float64 run); our float32 pass puts it on the other side, G's gradient moves
+# by ~1e-4, and Adam's first update, nearly the sign of each gradient, turns that into a
+# few percent of G's first blocks (docs/quality.md). In float64 every fixture meets 0.01
+# (`test_our_float64_iteration_meets_the_standard`).
 TENSOR_BOUND = {
     "res32_ch16_bs8_d1": 0.03,
     "res32_ch8_bs8_d2_fmnist": 0.03,
@@ -81,6 +84,22 @@ def test_our_iteration_equals_the_ports(name, tmp_path):
             if key.endswith(("stored_mean", "stored_var", "sv0")):
                 # The BN statistics and σ estimates of the iteration's forward passes.
                 np.testing.assert_allclose(ours[key], value, rtol=1e-3, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_our_float64_iteration_meets_the_standard(name, tmp_path):
+    """Our step in float64 against the reference's float32 iteration: no rounding of ours
+    is left to flip a ReLU, and every fixture meets the standard (the reference's own
+    float32 rounding is up to 1.6e-3 of a step here)."""
+    output = str(tmp_path / "after.npz")
+    report, status = _run(os.path.join(FIXTURES, name), output, "--dtype=float64")
+    assert report["equal"], report
+    assert report["worst_tensor_relative_difference"] <= 0.01, report
+    assert report["worst_loss_relative_difference"] <= 1e-4, report
+    assert status == 0
+    after = np.load(output)
+    assert after["G.linear.weight"].dtype == np.float64
 
 
 @pytest.mark.slow

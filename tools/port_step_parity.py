@@ -1,6 +1,6 @@
 """One training iteration of tf_biggan against the reference port's, from a fixture.
 
-    python tools/port_step_parity.py FIXTURE_DIR --output=AFTER.npz
+    python tools/port_step_parity.py FIXTURE_DIR --output=AFTER.npz [--dtype=float64]
 
 FIXTURE_DIR is written by the reference harness `port_step_fixture.py` (one iteration of
 BigGAN-PyTorch's `train_fns.GAN_training_function`; format in tests/data/port_step/README.md):
@@ -20,6 +20,16 @@ With the port's after-files present it prints one JSON line: the worst trainable
 `‖Δours − Δport‖ / ‖Δport‖` (Δ = after − before), the worst loss by relative difference,
 and whether both meet the standard (≤ 0.01 and ≤ 1e-4); the exit status is 1 when not.
 
+`--dtype=float64` runs the same step with every layer, weight and optimizer slot in float64
+(Keras' float64 policy; the fixture's float32 values are exact in it). Adam's first update is
+`lr · g / (|g| + ε)`, nearly a sign function of each gradient, and a float32 forward pass
+puts a ReLU input that lies within float32 rounding of zero (about 1e-6 of its layer's RMS,
+one in a million in these fixtures) on either side, which moves G's gradient by ~1e-4 and
+flips the update of the weights whose gradient is that small: float32 against float32 the
+comparison then measures how two roundings fall, not the step (docs/quality.md, "One
+iteration against the reference's"). In float64 our rounding is gone, and what is left is
+the reference's own float32 rounding.
+
 One kind of tensor is not compared that way: the bias of a convolution whose output goes
 straight into a batch norm (every conv of G's blocks). The norm subtracts the batch mean, so
 the bias's gradient is zero in exact arithmetic and what either side computes is rounding
@@ -31,6 +41,7 @@ largest movement of ours as a fraction of a full step (`lr · √n`), which must
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -94,9 +105,39 @@ def rounding_only(key: str) -> bool:
     return parts[0] == "blocks" and parts[-1] == "bias" and parts[-2].startswith("conv")
 
 
-def build_state(fixture: dict, fixture_dir: str, epsilon_after_correction: bool = True):
+DTYPES = ("float32", "float64")
+"""What the step can compute in: float32 (training's) or float64 (no rounding of ours)."""
+
+
+@contextlib.contextmanager
+def _dtype_policy(dtype: str):
+    """Builds layers under the Keras dtype policy `dtype`, and optimizers with a learning
+    rate of that dtype (Keras' floatx); restores both."""
+    import keras
+
+    saved_policy, saved_floatx = keras.config.dtype_policy(), keras.config.floatx()
+    keras.config.set_dtype_policy(dtype)
+    keras.config.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(saved_policy)
+        keras.config.set_floatx(saved_floatx)
+
+
+def build_state(
+    fixture: dict, fixture_dir: str, epsilon_after_correction: bool = True, dtype="float32"
+):
     """The `TrainState` with G and D as in the fixture and Adam as its config says
-    (`epsilon_after_correction`: PyTorch's ε placement, see `optimizers.LeanAdam`)."""
+    (`epsilon_after_correction`: PyTorch's ε placement, see `optimizers.LeanAdam`), every
+    variable in `dtype` (one of `DTYPES`)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    with _dtype_policy(dtype):
+        return _build_state(fixture, fixture_dir, epsilon_after_correction)
+
+
+def _build_state(fixture: dict, fixture_dir: str, epsilon_after_correction: bool):
     from tf_biggan import layers, networks, optimizers
     from tf_biggan import state as state_lib
     from tf_biggan.convert import biggan_pytorch
@@ -135,10 +176,10 @@ def build_state(fixture: dict, fixture_dir: str, epsilon_after_correction: bool 
 
 
 def run_iteration(
-    fixture: dict, fixture_dir: str, epsilon_after_correction: bool = True
+    fixture: dict, fixture_dir: str, epsilon_after_correction: bool = True, dtype="float32"
 ) -> dict[str, np.ndarray]:
-    """Our iteration on the fixture: the AFTER.npz arrays (`G.<key>`, `D.<key>`, `loss.*`),
-    and `trainable.<G|D>.<key>` flags (not written)."""
+    """Our iteration on the fixture, computed in `dtype`: the AFTER.npz arrays (`G.<key>`,
+    `D.<key>` in `dtype`, `loss.*`), and `trainable.<G|D>.<key>` flags (not written)."""
     import tensorflow as tf
 
     from tf_biggan import step as step_lib
@@ -146,7 +187,7 @@ def run_iteration(
 
     config, batch = fixture["config"], fixture["batch"]
     steps, size = config["num_D_steps"], config["batch_size"]
-    state = build_state(fixture, fixture_dir, epsilon_after_correction)
+    state = build_state(fixture, fixture_dir, epsilon_after_correction, dtype)
     step_config = step_lib.StepConfig(batch_size=size, d_steps=steps, loss="hinge")
     train_step = step_lib.make_train_step(state, tf.distribute.get_strategy(), step_config)
     # The port's reals are NCHW; the step takes D update s's batch at rows [s*B, (s+1)*B).
@@ -241,12 +282,15 @@ def summary(comparison: dict) -> dict:
 
 
 def parity(
-    fixture_dir: str, output: str | None = None, epsilon_after_correction: bool = True
+    fixture_dir: str,
+    output: str | None = None,
+    epsilon_after_correction: bool = True,
+    dtype: str = "float32",
 ) -> dict:
-    """Runs our iteration on `fixture_dir`, writes `output` (if given), and returns the
-    `summary` (or `{}` when the fixture has no after-files to compare with)."""
+    """Runs our iteration on `fixture_dir` in `dtype`, writes `output` (if given), and
+    returns the `summary` (or `{}` when the fixture has no after-files to compare with)."""
     fixture = read_fixture(fixture_dir)
-    after = run_iteration(fixture, fixture_dir, epsilon_after_correction)
+    after = run_iteration(fixture, fixture_dir, epsilon_after_correction, dtype)
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         np.savez(output, **{k: v for k, v in after.items() if not k.startswith("trainable.")})
@@ -265,6 +309,13 @@ flags.DEFINE_boolean(
     True,
     "Adam's ε in PyTorch's place (the default); false: Keras' (tf_biggan <= 0.2), to measure it.",
 )
+flags.DEFINE_enum(
+    "dtype",
+    "float32",
+    list(DTYPES),
+    "What our step computes in: float32, as training does, or float64, which leaves only the "
+    "reference's own float32 rounding in the comparison.",
+)
 
 
 def main(argv):
@@ -272,7 +323,7 @@ def main(argv):
         raise app.UsageError("usage: port_step_parity.py FIXTURE_DIR --output=AFTER.npz")
     # oneDNN's kernels round by instruction set; off, the comparison is the same on every CPU.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    report = parity(argv[1], FLAGS.output, FLAGS.adam_epsilon_after_correction)
+    report = parity(argv[1], FLAGS.output, FLAGS.adam_epsilon_after_correction, FLAGS.dtype)
     print(json.dumps(report))
     if report and not report["equal"]:
         sys.exit(1)
