@@ -128,14 +128,16 @@ class _SpectralNormalized(keras.layers.Layer):
         )
 
     def _kernel_and_matrix(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """The float32 kernel and its `[fan_in, out]` matrix view."""
+        """The kernel in float32 (float64 under a float64 policy) and its `[fan_in, out]`
+        matrix view."""
         # Inside an enclosing layer's mixed-precision autocast scope the kernel reads as the
         # compute dtype; the power iteration runs in float32 either way.
         kernel = tf.cast(self.kernel.value, self._statistics_dtype)
         return kernel, tf.reshape(kernel, [-1, kernel.shape[-1]])
 
     def kernel_and_inverse_sigma(self, training=False) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """Returns the float32 kernel and `1 / sigma` (a float32 scalar, or None for 1).
+        """Returns the float32 kernel and `1 / sigma` (a float32 scalar, or None for 1); both
+        float64 under a float64 policy.
 
         One power iteration runs from the stored `u` in training and at
         inference alike, so inference uses exactly the sigma that a training
