@@ -499,6 +499,8 @@ def test_train_on_an_image_folder_counts_the_corrupt_file_once(tmp_path):
             + [
                 "train.total_steps = 2",
                 "train.batch_size = 4",
+                # The folder's 9 good images hold one step's batch only with one D update.
+                "train.d_steps = 1",
                 "train.max_sample_classes = 2",
                 "make_dataset.source = @image_folder_source",
                 f"image_folder_source.root = '{root}'",
