@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import tiny_models
 
-from tf_biggan import layers
+from tf_biggan import dtypes, layers
 
 EPS = 1e-5
 
@@ -714,6 +714,13 @@ def test_standing_table_is_non_trainable_round_trips_and_rejects_one_entry():
         layers.SyncBatchNorm(num_standing_stats=1)
     with pytest.raises(ValueError, match="no standing statistics"):
         _cbn().batch_norm.standing_statistics(0.5)
+
+
+def test_statistics_dtype_is_float32_but_under_float64():
+    for name in ("bfloat16", "float16", "float32", tf.bfloat16, tf.float32):
+        assert dtypes.statistics_dtype(name) == tf.float32
+    assert dtypes.statistics_dtype("float64") == dtypes.statistics_dtype(tf.float64) == tf.float64
+    assert layers.statistics_dtype is dtypes.statistics_dtype
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tf_biggan.dtypes import statistics_dtype
+
 
 def static_size(shape) -> int | None:
     """Elements of a tensor of static `shape`, or None if any dimension is unknown."""
@@ -239,7 +241,7 @@ def _combined_kernel(matrix: np.ndarray, kernel: tf.Tensor) -> tf.Tensor:
     kernel in `kernel`'s dtype. A matmul, so the kernel's gradient is one matmul too; in
     float32, as sums of bfloat16 taps rounded to bfloat16 would lose precision the layer does
     not lose (in float64 for a float64 kernel)."""
-    dtype = tf.float64 if kernel.dtype == tf.float64 else tf.float32
+    dtype = statistics_dtype(kernel.dtype)
     taps = tf.reshape(tf.cast(kernel, dtype), [9, -1])
     combined = tf.matmul(tf.constant(matrix, dtype), taps)
     return tf.cast(tf.reshape(combined, [4, 4, *kernel.shape[2:]]), kernel.dtype)

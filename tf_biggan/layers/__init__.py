@@ -31,17 +31,17 @@ On CPU, some calls of `SNConv2D` and of the batch norms run as the faster kernel
 `kernels.KernelPolicy` that each of them receives when it is constructed (`kernel_policy`).
 
 The package: `spectral` (the SN layers, sigma's refinement and folding), `normalization`
-(the batch norms), `attention`, `initializers` and `dtypes`; every public name is importable from
+(the batch norms), `attention` and `initializers`; every public name is importable from
 `tf_biggan.layers` itself.
 
 Layers know nothing of gin or of strategies beyond the replica context. They
 compute in their `compute_dtype` (so mixed precision works) but keep the power
 iteration, the batch statistics and the attention logits in float32 (in float64 under
-Keras' float64 policy: `statistics_dtype`).
+Keras' float64 policy: `tf_biggan.dtypes.statistics_dtype`, re-exported here).
 """
 
+from tf_biggan.dtypes import statistics_dtype
 from tf_biggan.layers.attention import SelfAttention
-from tf_biggan.layers.dtypes import statistics_dtype
 from tf_biggan.layers.initializers import (
     BIAS_INITIALIZERS,
     bias_initializer_for,

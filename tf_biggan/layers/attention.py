@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_biggan.layers.dtypes import statistics_dtype
+from tf_biggan.dtypes import statistics_dtype
 from tf_biggan.layers.initializers import initializer_template
 from tf_biggan.layers.spectral import SNConv2D
 

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from tf_biggan import kernels
-from tf_biggan.layers.dtypes import statistics_dtype
+from tf_biggan.dtypes import statistics_dtype
 from tf_biggan.layers.initializers import initializer_template
 from tf_biggan.layers.spectral import SNDense
 

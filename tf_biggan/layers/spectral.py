@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from tf_biggan import kernels
-from tf_biggan.layers.dtypes import statistics_dtype
+from tf_biggan.dtypes import statistics_dtype
 from tf_biggan.layers.initializers import (
     _check_bias_initializer,
     bias_initializer_for,

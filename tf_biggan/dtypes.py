@@ -1,7 +1,8 @@
-"""The dtype that the layers keep their sensitive arithmetic in (`statistics_dtype`).
+"""The dtype that the layers and kernels keep their sensitive arithmetic in (`statistics_dtype`).
 
 Under a lower-precision policy (bfloat16, float16) the power iteration, the batch
-statistics and the attention logits stay in float32; under float32 they are float32. Under
+statistics, the attention logits and the fused convs' combined taps stay in float32; under
+float32 they are float32. Under
 Keras' float64 policy everything is float64, so that a whole training step can run without
 float32 rounding: `tools/port_step_parity.py --dtype=float64` compares it with the
 reference's iteration run in float64.
