@@ -374,7 +374,7 @@ def test_batch_norm_layers_with_relu_are_the_relu_of_their_output(floor):
         out = layer(*args, training=True, relu=True).numpy()
         np.testing.assert_allclose(out, np.maximum(reference, 0.0), rtol=1e-5, atol=1e-5)
         expected_mean = 0.9 * moving[0] + 0.1 * x.mean(axis=(0, 1, 2))
-        expected_variance = 0.9 * moving[1] + 0.1 * x.var(axis=(0, 1, 2))
+        expected_variance = 0.9 * moving[1] + 0.1 * x.var(axis=(0, 1, 2), ddof=1)
         np.testing.assert_allclose(bn.moving_mean.numpy(), expected_mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(bn.moving_variance.numpy(), expected_variance, rtol=1e-5)
         np.testing.assert_array_equal(

@@ -317,7 +317,7 @@ def test_conditional_bn_moving_statistics_and_inference():
         x = (rng.randn(4, 3, 3, 5) * (step + 1) + step).astype(np.float32)
         layer(x, c, training=True)
         mean = 0.9 * mean + 0.1 * x.mean(axis=(0, 1, 2))
-        var = 0.9 * var + 0.1 * x.var(axis=(0, 1, 2))
+        var = 0.9 * var + 0.1 * x.var(axis=(0, 1, 2), ddof=1)
     bn = layer.batch_norm
     np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bn.moving_variance.numpy(), var, rtol=1e-5, atol=1e-6)
@@ -389,13 +389,20 @@ def test_batch_norm_moving_statistics_skip_a_non_finite_batch():
         bn.moving_mean.numpy(), 0.9 * mean + 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(
-        bn.moving_variance.numpy(), 0.9 * var + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6
+        bn.moving_variance.numpy(),
+        0.9 * var + 0.1 * x.var(axis=(0, 1, 2), ddof=1),
+        rtol=1e-5,
+        atol=1e-6,
     )
     assert np.all(np.isfinite(layer(x, c, training=False).numpy()))
 
 
-def test_sync_batch_norm_affine_and_inference():
-    layer = layers.SyncBatchNorm()
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_sync_batch_norm_affine_and_inference(unbiased):
+    """The moving variance averages the unbiased batch variance (PyTorch's batch norm, the
+    reference's), or the biased one (tf_biggan <= 0.2) with `unbiased_moving_variance=False`;
+    training normalises with the biased one either way."""
+    layer = layers.SyncBatchNorm(unbiased_moving_variance=unbiased)
     layer.build((4, 2, 2, 3))
     rng = _rng(6)
     layer.gamma.assign([0.5, 2.0, -1.0])
@@ -405,7 +412,9 @@ def test_sync_batch_norm_affine_and_inference():
     np.testing.assert_allclose(
         out, _np_bn(x) * [0.5, 2.0, -1.0] + [1.0, 0.0, 3.0], rtol=1e-4, atol=1e-4
     )
-    mean, var = 0.1 * x.mean(axis=(0, 1, 2)), 0.9 + 0.1 * x.var(axis=(0, 1, 2))
+    ddof = 1 if unbiased else 0
+    mean, var = 0.1 * x.mean(axis=(0, 1, 2)), 0.9 + 0.1 * x.var(axis=(0, 1, 2), ddof=ddof)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), var, rtol=1e-6)
     out = layer(x, training=False).numpy()
     np.testing.assert_allclose(
         out, _np_bn(x, mean, var) * [0.5, 2.0, -1.0] + [1.0, 0.0, 3.0], rtol=1e-4, atol=1e-4

@@ -380,6 +380,47 @@ def test_bn_epsilon_is_a_gin_setting_of_every_batch_norm_of_g():
         networks.Generator(resolution=32, ch=CH, bn_epsilon=0.0)
 
 
+@pytest.mark.parametrize("architecture", ["biggan", "deep"])
+def test_the_moving_variance_estimator_is_a_gin_setting_of_every_batch_norm_of_g(architecture):
+    """`Generator.bn_unbiased_moving_variance = False` (0.2's biased form) reaches every batch
+    norm of G, and survives get_config; the default is the reference's unbiased form. A
+    training pass then moves each moving variance by the batch's biased variance."""
+    settings = dict(resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, attention=0)
+    if architecture == "deep":
+        settings.update(architecture="deep", shared_dim=SHARED, depth=1)
+    gin.clear_config()
+    try:
+        gin.parse_config("Generator.bn_unbiased_moving_variance = False")
+        generator = networks.Generator(**settings)
+    finally:
+        gin.clear_config()
+    generator.build_by_call()
+    norms = layers.batch_norm_layers(generator)
+    assert len(norms) >= 7 and {bn.unbiased_moving_variance for bn in norms} == {False}
+    rebuilt = networks.Generator.from_config(generator.get_config())
+    rebuilt.build_by_call()
+    assert {bn.unbiased_moving_variance for bn in layers.batch_norm_layers(rebuilt)} == {False}
+    default = networks.Generator(**settings)
+    default.build_by_call()
+    assert {bn.unbiased_moving_variance for bn in layers.batch_norm_layers(default)} == {True}
+    # One training pass of both from the same weights: each BN's moving variance moves by
+    # 0.1 * (var - 1), with var n / (n - 1) times larger in the default (n = B * H * W
+    # values per channel; B = 4 and H = W = 4 to 32 here).
+    default.set_weights(generator.get_weights())
+    z = np.random.RandomState(3).randn(4, 20).astype(np.float32)
+    y = tf.one_hot([0, 1, 2, 0], CLASSES)
+    generator(z, y, training=True)
+    default(z, y, training=True)
+    candidates = np.array([4 * size * size for size in (4, 8, 16, 32)], np.float64)
+    ratios = candidates / (candidates - 1)
+    for biased, unbiased in zip(norms, layers.batch_norm_layers(default), strict=True):
+        moved_biased = np.sum(biased.moving_variance.numpy().astype(np.float64) - 0.9)
+        moved_unbiased = np.sum(unbiased.moving_variance.numpy().astype(np.float64) - 0.9)
+        ratio = moved_unbiased / moved_biased
+        assert np.min(np.abs(ratio - ratios)) < 1e-5, (biased.path, ratio, ratios)
+        np.testing.assert_array_equal(biased.moving_mean.numpy(), unbiased.moving_mean.numpy())
+
+
 @pytest.mark.slow
 def test_truncation_reaches_every_batch_norm_table_through_g():
     kwargs = dict(resolution=32, ch=CH, num_classes=CLASSES, dim_z=20, shared_dim=SHARED)

@@ -172,12 +172,20 @@ def _variable_digest(value) -> str:
 
 
 # Each way of resuming the 0.2 checkpoint, and the digests of step 6 it must give:
-# - `keras_adam`: with Adam's ε in Keras' place (`make_optimizer.epsilon_after_correction =
-#   False`, 0.2's form), 0.2's own run from ckpt-3 to step 6, bit for bit;
-# - `default`: with today's default, PyTorch's place (0.3), a run of this code resuming the
-#   same checkpoint: the checkpoint resumes, and a later change of the numerics shows here.
+# - `keras_adam`: with 0.2's numerics (Adam's ε in Keras' place,
+#   `make_optimizer.epsilon_after_correction = False`, and BN moving variances averaged from
+#   biased batch variances, `Generator.bn_unbiased_moving_variance = False`), 0.2's own run
+#   from ckpt-3 to step 6, bit for bit;
+# - `default`: with today's defaults, the reference's forms (0.3), a run of this code resuming
+#   the same checkpoint: the checkpoint resumes, and a later change of the numerics shows here.
 RESUMES = {
-    "keras_adam": (["make_optimizer.epsilon_after_correction = False"], "step6_sha256_adam_keras"),
+    "keras_adam": (
+        [
+            "make_optimizer.epsilon_after_correction = False",
+            "Generator.bn_unbiased_moving_variance = False",
+        ],
+        "step6_sha256_adam_keras",
+    ),
     "default": ([], "step6_sha256_adam_after_correction"),
 }
 

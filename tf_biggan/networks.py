@@ -166,6 +166,9 @@ class Generator(_StagedModel):
       bias_initializer: of every conv and linear bias, one of `layers.BIAS_INITIALIZERS`:
         "fan_in_uniform" (U(+-1/sqrt(fan_in)), PyTorch's default, which the reference
         keeps) or "zeros". Batch-norm offsets start at 0 either way.
+      bn_unbiased_moving_variance: every batch norm's moving variance averages the
+        batches' unbiased variances, as the reference's (PyTorch's) batch norm does (the
+        default); False: the biased ones, as tf_biggan <= 0.2 (Keras' convention).
 
     Call with `(z [B, dim_z] float, y [B, num_classes] float class weights)` and
     optionally `truncation` (float scalar: with a table of standing statistics, an
@@ -190,6 +193,7 @@ class Generator(_StagedModel):
         architecture: str = "biggan",
         depth: int | None = None,
         bias_initializer: str = "fan_in_uniform",
+        bn_unbiased_moving_variance: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -214,6 +218,7 @@ class Generator(_StagedModel):
         if not self.bn_epsilon > 0:
             raise ValueError(f"bn_epsilon must be > 0, got {bn_epsilon}")
         self.num_standing_stats = int(num_standing_stats)
+        self.bn_unbiased_moving_variance = bool(bn_unbiased_moving_variance)
         self.shared_embedding = None
         if self.shared_dim:
             # A Keras layer, which uses the initializer it is given as it is: its own copy.
@@ -236,6 +241,7 @@ class Generator(_StagedModel):
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             num_standing_stats=self.num_standing_stats,
+            unbiased_moving_variance=self.bn_unbiased_moving_variance,
             name="output_bn",
         )
         self.output_conv = layers.SNConv2D(3, 3, name="output_conv", **self._initializers())
@@ -249,6 +255,7 @@ class Generator(_StagedModel):
         settings = {
             "bn_epsilon": self.bn_epsilon,
             "num_standing_stats": self.num_standing_stats,
+            "bn_unbiased_moving_variance": self.bn_unbiased_moving_variance,
             **self._initializers(),
         }
         for index, (cin, out, up, stage_end) in enumerate(specs):
@@ -311,6 +318,7 @@ class Generator(_StagedModel):
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
             num_standing_stats=self.num_standing_stats,
+            bn_unbiased_moving_variance=self.bn_unbiased_moving_variance,
         )
 
 

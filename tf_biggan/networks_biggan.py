@@ -67,6 +67,8 @@ class GeneratorBlock(keras.layers.Layer):
 
     `kernel_initializer` and `bias_initializer` are those of every conv (see `Generator`);
     the conditional BNs' gain and bias maps take the kernel initializer and have no bias.
+    `bn_epsilon`, `num_standing_stats` and `bn_unbiased_moving_variance` are those of both
+    conditional BNs (see `Generator`).
     """
 
     def __init__(
@@ -77,10 +79,12 @@ class GeneratorBlock(keras.layers.Layer):
         bn_epsilon: float = 1e-5,
         num_standing_stats: int = 0,
         bias_initializer: str = "fan_in_uniform",
+        bn_unbiased_moving_variance: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters = int(filters)
+        self.bn_unbiased_moving_variance = bool(bn_unbiased_moving_variance)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
         self.num_standing_stats = int(num_standing_stats)
@@ -97,6 +101,7 @@ class GeneratorBlock(keras.layers.Layer):
                 bn_epsilon,
                 kernel_initializer=self.kernel_initializer,
                 num_standing_stats=num_standing_stats,
+                unbiased_moving_variance=bn_unbiased_moving_variance,
                 name=name,
             )
 
@@ -120,6 +125,7 @@ class GeneratorBlock(keras.layers.Layer):
             "bn_momentum": self.bn_momentum,
             "bn_epsilon": self.bn_epsilon,
             "num_standing_stats": self.num_standing_stats,
+            "bn_unbiased_moving_variance": self.bn_unbiased_moving_variance,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": self.bias_initializer,
         }

@@ -111,7 +111,8 @@ class DeepGeneratorBlock(keras.layers.Layer):
       upsample: double the resolution.
       bn_momentum: decay of the BN moving statistics.
       kernel_initializer: of every conv and of the CBN gain and bias maps.
-      bn_epsilon, num_standing_stats: of every conditional BN (see `Generator`).
+      bn_epsilon, num_standing_stats, bn_unbiased_moving_variance: of every conditional BN
+        (see `Generator`).
       bias_initializer: of every conv's bias (see `Generator`).
     """
 
@@ -125,10 +126,12 @@ class DeepGeneratorBlock(keras.layers.Layer):
         bn_epsilon: float = 1e-5,
         num_standing_stats: int = 0,
         bias_initializer: str = "fan_in_uniform",
+        bn_unbiased_moving_variance: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters = int(filters)
+        self.bn_unbiased_moving_variance = bool(bn_unbiased_moving_variance)
         self.hidden = int(hidden)
         self.upsample = bool(upsample)
         self.bn_momentum = float(bn_momentum)
@@ -146,6 +149,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
                 bn_epsilon,
                 kernel_initializer=init,
                 num_standing_stats=num_standing_stats,
+                unbiased_moving_variance=bn_unbiased_moving_variance,
                 name=f"bn{index}",
             )
             conv = layers.SNConv2D(out, size, name=f"conv{index}", **conv_init)
@@ -182,6 +186,7 @@ class DeepGeneratorBlock(keras.layers.Layer):
             "bn_momentum": self.bn_momentum,
             "bn_epsilon": self.bn_epsilon,
             "num_standing_stats": self.num_standing_stats,
+            "bn_unbiased_moving_variance": self.bn_unbiased_moving_variance,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": self.bias_initializer,
         }

@@ -55,6 +55,9 @@ LOSS_TOLERANCE = 1e-4
 """Largest relative difference of a loss for the step to be equal."""
 ROUNDING_ONLY_LIMIT = 0.25
 """Largest step of a zero-gradient bias, as a fraction of a full Adam step `lr · √n`."""
+BN_STATISTICS = ("stored_mean", "stored_var")
+"""Key endings of the port's batch-norm statistics: not trained, but moved by every forward
+pass of G in training mode, and compared like a trainable tensor (`worst_statistic`)."""
 _SETTINGS = ("resolution", "num_D_steps", "batch_size", "G_lr", "D_lr", "adam_eps", "BN_eps")
 
 
@@ -233,12 +236,18 @@ def compare(fixture: dict, fixture_dir: str, after: dict[str, np.ndarray]) -> di
     from tf_biggan.convert import biggan_pytorch
 
     config = fixture["config"]
-    tensors, rounding = {}, {}
+    tensors, rounding, statistics = {}, {}, {}
     for prefix in ("G", "D"):
         port_after = biggan_pytorch.read_state_dict(
             os.path.join(fixture_dir, f"{prefix}_after.pth")
         )
         for key, before in fixture[prefix].items():
+            if key.endswith(BN_STATISTICS):
+                port_delta = port_after[key].astype(np.float64) - before
+                our_delta = after[f"{prefix}.{key}"].astype(np.float64) - before
+                statistics[f"{prefix}.{key}"] = float(
+                    np.linalg.norm(our_delta - port_delta) / np.linalg.norm(port_delta)
+                )
             if not after[f"trainable.{prefix}.{key}"]:
                 continue
             port_delta = port_after[key].astype(np.float64) - before
@@ -259,7 +268,12 @@ def compare(fixture: dict, fixture_dir: str, after: dict[str, np.ndarray]) -> di
             losses[f"loss.{name}" + (f"[{k}]" if port.size > 1 or name != "g" else "")] = float(
                 abs(a - b) / max(abs(b), 1e-12)
             )
-    return {"tensors": tensors, "rounding_only": rounding, "losses": losses}
+    return {
+        "tensors": tensors,
+        "rounding_only": rounding,
+        "statistics": statistics,
+        "losses": losses,
+    }
 
 
 def summary(comparison: dict) -> dict:
@@ -268,6 +282,8 @@ def summary(comparison: dict) -> dict:
     loss = max(comparison["losses"], key=comparison["losses"].get)
     worst_tensor, worst_loss = comparison["tensors"][tensor], comparison["losses"][loss]
     rounding = max(comparison["rounding_only"].values(), default=0.0)
+    statistic = max(comparison["statistics"], key=comparison["statistics"].get, default=None)
+    worst_statistic = comparison["statistics"][statistic] if statistic else 0.0
     return {
         "worst_tensor": tensor,
         "worst_tensor_relative_difference": worst_tensor,
@@ -275,9 +291,12 @@ def summary(comparison: dict) -> dict:
         "worst_loss_relative_difference": worst_loss,
         "tensors_compared": len(comparison["tensors"]),
         "rounding_only_largest_step": rounding,
+        "worst_statistic": statistic,
+        "worst_statistic_relative_difference": worst_statistic,
         "equal": worst_tensor <= TENSOR_TOLERANCE
         and worst_loss <= LOSS_TOLERANCE
-        and rounding <= ROUNDING_ONLY_LIMIT,
+        and rounding <= ROUNDING_ONLY_LIMIT
+        and worst_statistic <= TENSOR_TOLERANCE,
     }
 
 

@@ -18,6 +18,11 @@ def _replicas_in_sync() -> int:
     return context.num_replicas_in_sync if context is not None else 1
 
 
+def _values_per_channel(x) -> tf.Tensor:
+    """N · H · W of a one-replica batch `x` `[N, H, W, C]`, as a float32 scalar."""
+    return tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+
+
 class SyncBatchNorm(keras.layers.Layer):
     """Batch norm over N, H, W with statistics reduced across replicas.
 
@@ -37,6 +42,10 @@ class SyncBatchNorm(keras.layers.Layer):
       kernel_policy: the `kernels.KernelPolicy` that decides which training calls with
         `relu=True` run as `kernels.batch_norm_relu`; None: `kernels.current_policy()`,
         read once, here. Not part of the config.
+      unbiased_moving_variance: the moving variance averages each batch's unbiased
+        variance, `n / (n - 1)` times the biased one it normalises with (n values per
+        channel), as PyTorch's batch norm and so the reference's BigGAN do (the default);
+        False: the biased one, as Keras' batch norm and tf_biggan <= 0.2 do.
 
     Truncation-indexed statistics: an inference call given `statistics_at` t
     with `0 < t <= 1` normalises with `standing_statistics(t)`, the linear
@@ -53,11 +62,13 @@ class SyncBatchNorm(keras.layers.Layer):
         affine: bool = True,
         num_standing_stats: int = 0,
         kernel_policy: kernels.KernelPolicy | None = None,
+        unbiased_moving_variance: bool = True,
         **kwargs,
     ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.kernel_policy = kernel_policy or kernels.current_policy()
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.affine = bool(affine)
@@ -158,14 +169,14 @@ class SyncBatchNorm(keras.layers.Layer):
 
     def _batch_moments(self, x):
         """Mean and (biased) variance over N, H, W of the global batch, float32 `[C]`
-        (float64 under a float64 policy)."""
+        (float64 under a float64 policy), and the global number of values per channel."""
         dtype = statistics_dtype(self.compute_dtype)
         x = tf.cast(x, dtype)
         axes = list(range(x.shape.rank - 1))
         context = tf.distribute.get_replica_context()
-        if _replicas_in_sync() == 1:
-            return tf.nn.moments(x, axes)
         count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), dtype)
+        if _replicas_in_sync() == 1:
+            return (*tf.nn.moments(x, axes), count)
         local = tf.concat(
             [tf.reduce_sum(x, axes), tf.reduce_sum(tf.square(x), axes), count[None]], axis=0
         )
@@ -174,7 +185,7 @@ class SyncBatchNorm(keras.layers.Layer):
         global_count = total[-1]
         mean = total[:channels] / global_count
         variance = tf.maximum(total[channels : 2 * channels] / global_count - tf.square(mean), 0.0)
-        return mean, variance
+        return mean, variance, global_count
 
     def normalize(self, x, training=None, statistics_at=None):
         """`(x - mean) / sqrt(var + eps)` in the compute dtype, no affine part.
@@ -188,13 +199,13 @@ class SyncBatchNorm(keras.layers.Layer):
             # One replica: the fused kernel computes the statistics and normalises in
             # one pass (about 3x faster on CPU than separate moments and arithmetic).
             outputs, mean, variance = kernels.fused_batch_normalize(tf.cast(x, dtype), self.epsilon)
-            self._update_moving_statistics(mean, variance)
+            self._update_moving_statistics(mean, variance, _values_per_channel(x))
             return outputs
         if training:
-            mean, variance = self._batch_moments(x)
-            self._update_moving_statistics(mean, variance)
+            mean, variance, count = self._batch_moments(x)
+            self._update_moving_statistics(mean, variance, count)
         elif self._collector is not None:
-            mean, variance = self._batch_moments(x)
+            mean, variance, _ = self._batch_moments(x)
             self._collector.add(mean, variance)
         else:
             mean, variance = self._inference_statistics(statistics_at)
@@ -220,8 +231,14 @@ class SyncBatchNorm(keras.layers.Layer):
         dtype = self.compute_dtype
         return tf.cast(x, dtype) * tf.cast(scale, dtype) + tf.cast(offset, dtype)
 
-    def _update_moving_statistics(self, mean, variance):
+    def _update_moving_statistics(self, mean, variance, count):
         """Moves the statistics towards the batch's, unless the batch's are not finite.
+
+        `variance` is the batch's biased variance, the one it was normalised with, over
+        `count` values per channel. By default the moving variance averages the unbiased
+        one, `variance · count / (count − 1)`, as PyTorch's batch norm (and so the
+        reference's BigGAN) does, so that G's inference statistics are the reference's
+        (`unbiased_moving_variance`).
 
         A step whose forward pass overflows is skipped by the train step, but the forward
         pass has already run; one non-finite batch averaged in would make the moving
@@ -234,6 +251,9 @@ class SyncBatchNorm(keras.layers.Layer):
             tf.reduce_all(tf.math.is_finite(mean)), tf.reduce_all(tf.math.is_finite(variance))
         )
         # The batch values are replaced, not the decay zeroed: (moving - NaN) * 0 is NaN.
+        if self.unbiased_moving_variance:
+            count = tf.cast(count, variance.dtype)
+            variance = variance * (count / tf.maximum(count - 1.0, 1.0))
         mean = tf.where(finite, mean, moving_mean)
         variance = tf.where(finite, variance, moving_variance)
         decay = 1.0 - self.momentum
@@ -269,7 +289,7 @@ class SyncBatchNorm(keras.layers.Layer):
             outputs, mean, variance = kernels.batch_norm_relu(
                 tf.cast(x, self.compute_dtype), scale, offset, self.epsilon
             )
-            self._update_moving_statistics(mean, variance)
+            self._update_moving_statistics(mean, variance, _values_per_channel(x))
             return outputs
         else:
             outputs = self.normalize(x, training=training, statistics_at=statistics_at)
@@ -302,6 +322,7 @@ class SyncBatchNorm(keras.layers.Layer):
             "epsilon": self.epsilon,
             "affine": self.affine,
             "num_standing_stats": self.num_standing_stats,
+            "unbiased_moving_variance": self.unbiased_moving_variance,
         }
 
 
@@ -316,7 +337,8 @@ class ConditionalBatchNorm(keras.layers.Layer):
     scalar, see `SyncBatchNorm`); returns `[B, H, W, C]`.
 
     Args:
-      momentum, epsilon, num_standing_stats, kernel_policy: of the batch norm.
+      momentum, epsilon, num_standing_stats, kernel_policy, unbiased_moving_variance: of
+        the batch norm (`SyncBatchNorm`).
       kernel_initializer: initialiser of the gain and bias kernels `[D, C]`.
     """
 
@@ -327,12 +349,14 @@ class ConditionalBatchNorm(keras.layers.Layer):
         kernel_initializer="orthogonal",
         num_standing_stats: int = 0,
         kernel_policy: kernels.KernelPolicy | None = None,
+        unbiased_moving_variance: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.num_standing_stats = int(num_standing_stats)
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
         self.kernel_initializer = initializer_template(kernel_initializer)
         self.batch_norm = SyncBatchNorm(
             momentum=momentum,
@@ -340,6 +364,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
             affine=False,
             num_standing_stats=num_standing_stats,
             kernel_policy=kernel_policy,
+            unbiased_moving_variance=unbiased_moving_variance,
             name="bn",
         )
         self.gain = None
@@ -374,6 +399,7 @@ class ConditionalBatchNorm(keras.layers.Layer):
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "num_standing_stats": self.num_standing_stats,
+            "unbiased_moving_variance": self.unbiased_moving_variance,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         }
 
