@@ -18,7 +18,9 @@ port's keys and layouts (`G.<key>`, `D.<key>`, by the converter's inverse,
 
 With the port's after-files present it prints one JSON line: the worst trainable tensor by
 `‖Δours − Δport‖ / ‖Δport‖` (Δ = after − before), the worst loss by relative difference,
-and whether both meet the standard (≤ 0.01 and ≤ 1e-4); the exit status is 1 when not.
+and whether both meet the standard (≤ 0.01 and ≤ 1e-4); the exit status is 1 when not. It
+also gives the worst of G's batch-norm moving statistics by the same measure
+(`worst_statistic`), outside the standard.
 
 `--dtype=float64` runs the same step with every layer, weight and optimizer slot in float64
 (Keras' float64 policy; the fixture's float32 values are exact in it). Adam's first update is
@@ -57,7 +59,8 @@ ROUNDING_ONLY_LIMIT = 0.25
 """Largest step of a zero-gradient bias, as a fraction of a full Adam step `lr · √n`."""
 BN_STATISTICS = ("stored_mean", "stored_var")
 """Key endings of the port's batch-norm statistics: not trained, but moved by every forward
-pass of G in training mode, and compared like a trainable tensor (`worst_statistic`)."""
+pass of G in training mode. Reported by the same measure (`worst_statistic`) but not part of
+`equal`, which is the standard's (trainable tensors and losses)."""
 _SETTINGS = ("resolution", "num_D_steps", "batch_size", "G_lr", "D_lr", "adam_eps", "BN_eps")
 
 
@@ -295,8 +298,7 @@ def summary(comparison: dict) -> dict:
         "worst_statistic_relative_difference": worst_statistic,
         "equal": worst_tensor <= TENSOR_TOLERANCE
         and worst_loss <= LOSS_TOLERANCE
-        and rounding <= ROUNDING_ONLY_LIMIT
-        and worst_statistic <= TENSOR_TOLERANCE,
+        and rounding <= ROUNDING_ONLY_LIMIT,
     }
 
 
