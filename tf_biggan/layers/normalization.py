@@ -250,10 +250,10 @@ class SyncBatchNorm(keras.layers.Layer):
         finite = tf.logical_and(
             tf.reduce_all(tf.math.is_finite(mean)), tf.reduce_all(tf.math.is_finite(variance))
         )
-        # The batch values are replaced, not the decay zeroed: (moving - NaN) * 0 is NaN.
         if self.unbiased_moving_variance:
             count = tf.cast(count, variance.dtype)
             variance = variance * (count / tf.maximum(count - 1.0, 1.0))
+        # The batch values are replaced, not the decay zeroed: (moving - NaN) * 0 is NaN.
         mean = tf.where(finite, mean, moving_mean)
         variance = tf.where(finite, variance, moving_variance)
         decay = 1.0 - self.momentum
