@@ -337,15 +337,21 @@ def test_a_closed_server_frees_its_port(gen):
 # The program.
 
 
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _start_program(args, log_path):
     """`python -m tf_biggan.explore ARGS --port=0` (stderr to `log_path`), and the URL its
-    first line gives."""
+    first line gives. The program starts with SIGINT ignored, as a job started in the
+    background of a script without job control does; Ctrl-C must stop it all the same."""
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tf_biggan.explore", "--port=0", *args],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
+            preexec_fn=_ignore_sigint,
         )
     line = process.stdout.readline()
     if not line:

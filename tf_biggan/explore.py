@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import signal
 
 import numpy as np
 import tensorflow as tf
@@ -341,6 +342,9 @@ def main(argv) -> None:
         logging.warning(
             "--host=%s: other machines can reach the explorer; it has no authentication", f.host
         )
+    # A program started in the background of a script without job control inherits SIGINT
+    # ignored, and Python then leaves it so: Ctrl-C (or `kill -INT`) would not stop the server.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"tf-biggan-explore: {gen.source} at {server.url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
