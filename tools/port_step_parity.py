@@ -245,16 +245,14 @@ def compare(fixture: dict, fixture_dir: str, after: dict[str, np.ndarray]) -> di
             os.path.join(fixture_dir, f"{prefix}_after.pth")
         )
         for key, before in fixture[prefix].items():
+            port_delta = port_after[key].astype(np.float64) - before
+            our_delta = after[f"{prefix}.{key}"].astype(np.float64) - before
             if key.endswith(BN_STATISTICS):
-                port_delta = port_after[key].astype(np.float64) - before
-                our_delta = after[f"{prefix}.{key}"].astype(np.float64) - before
                 statistics[f"{prefix}.{key}"] = float(
                     np.linalg.norm(our_delta - port_delta) / np.linalg.norm(port_delta)
                 )
             if not after[f"trainable.{prefix}.{key}"]:
                 continue
-            port_delta = port_after[key].astype(np.float64) - before
-            our_delta = after[f"{prefix}.{key}"].astype(np.float64) - before
             full_step = config[f"{prefix}_lr"] * np.sqrt(before.size)
             if prefix == "G" and rounding_only(key):
                 rounding[f"{prefix}.{key}"] = float(np.linalg.norm(our_delta) / full_step)
