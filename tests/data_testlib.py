@@ -2,12 +2,12 @@
 
 import functools
 import gzip
-import importlib.util
 import pathlib
 import struct
 
 import numpy as np
 import tensorflow as tf
+from tools_testlib import load_tool
 
 from tf_biggan import data
 
@@ -16,15 +16,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FOLDER_CLASSES = ("apple", "bird", "cat")
 
 
-@functools.cache
 def load_make_tfrecords():
-    """tools/make_tfrecords.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "make_tfrecords", REPO / "tools" / "make_tfrecords.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/make_tfrecords.py as a module."""
+    return load_tool("make_tfrecords")
 
 
 def solid(colour, height=12, width=16, channels=3, dtype=np.uint8):

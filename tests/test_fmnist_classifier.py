@@ -1,6 +1,5 @@
 """tools/fmnist_classifier.py: the judge of Fashion-MNIST runs, at a small size."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tools_testlib import load_tool
 
 from tf_biggan import data, metrics
 
@@ -21,11 +21,7 @@ needs_data = pytest.mark.skipif(
 
 
 def _tool():
-    path = os.path.join(REPO, "tools", "fmnist_classifier.py")
-    spec = importlib.util.spec_from_file_location("fmnist_classifier", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("fmnist_classifier")
 
 
 @pytest.mark.parametrize("fit", ["resize", "pad"])

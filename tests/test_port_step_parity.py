@@ -4,17 +4,22 @@ The fixtures in tests/data/port_step/ are single iterations of BigGAN-PyTorch's 
 function, written by the reference harness (`port_step_fixture.py`; see the folder's
 README). The tool runs our real step from the same weights, batch and latents; the test
 checks the standard of docs/quality.md on each, and that the converter's two directions
-(port → ours → port) give the port's tensors back.
+(port → ours → port) give the port's tensors back. The fixture in
+tests/data/port_iterations/ is ten iterations of the reference in float64 from its own
+fresh initialisation, which also compares what accumulates over iterations (SN vectors,
+Adam's state, BN statistics).
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tools_testlib import load_tool
 
 from tf_biggan import layers, networks
 from tf_biggan.convert import biggan_pytorch
@@ -22,6 +27,7 @@ from tf_biggan.convert import biggan_pytorch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "data", "port_step")
 NAMES = sorted(n for n in os.listdir(FIXTURES) if os.path.isdir(os.path.join(FIXTURES, n)))
+ITERATIONS_FIXTURE = os.path.join(ROOT, "tests", "data", "port_iterations", "res32_ch8_bs8_d2_k10")
 
 # The largest relative difference of Δ allowed per fixture for our float32 step. The
 # standard is 0.01. In each 32 px fixture one or two ReLU inputs of the iteration lie
@@ -113,6 +119,82 @@ def test_keras_placement_of_adams_epsilon_fails_the_standard(tmp_path):
     report, status = _run(fixture, str(tmp_path / "after.npz"), "--noadam_epsilon_after_correction")
     assert report["worst_tensor_relative_difference"] > 0.05, report
     assert status == 1
+
+
+@pytest.mark.slow
+def test_ten_iterations_from_a_fresh_initialisation_equal_the_ports(tmp_path):
+    """Ten iterations (20 D updates, 10 G updates) from the reference's own initial
+    weights, random `u` vectors and all, in float64 on both sides: every SN vector's
+    power-iteration schedule, Adam's moments and step count and the BN statistics carry
+    over from iteration to iteration as in the reference. What is left is D's class
+    embedding, whose `u` sits on the other side of the table (2.3e-4)."""
+    output = str(tmp_path / "after.npz")
+    report, status = _run(ITERATIONS_FIXTURE, output, "--dtype=float64")
+    assert report["equal"] and status == 0, report
+    assert report["worst_tensor_relative_difference"] <= 1e-3, report
+    assert report["worst_loss_relative_difference"] <= 1e-4, report
+    assert report["worst_statistic_relative_difference"] <= 1e-4, report
+    port_losses = json.load(open(os.path.join(ITERATIONS_FIXTURE, "losses.json")))
+    after = np.load(output)
+    # The last iteration's losses.
+    np.testing.assert_allclose(after["loss.d_real"], port_losses["d_loss_real"], atol=1e-5)
+    np.testing.assert_allclose(after["loss.g"], port_losses["g_loss"], rtol=1e-4)
+
+
+def _frozen_power_iteration(original):
+    """A power iteration that returns the `u` it was given: the estimate is made, but `u`
+    never moves from one forward pass to the next."""
+
+    def frozen(matrix, u, iterations=1):
+        return u, original(matrix, u, iterations)[1]
+
+    return frozen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["frozen", "two_per_pass"])
+def test_a_different_power_iteration_schedule_fails_the_iterations_fixture(schedule, monkeypatch):
+    """The point of the ten-iteration fixture: the one-iteration fixtures store each SN
+    weight's exact singular vector, so a `u` that never moves passes them (D.linear.bias
+    at 1.6e-3 either way); from random `u` vectors over ten iterations it fails the
+    standard by far (0.33), as two power iterations per forward pass do (0.22)."""
+    port_step_parity = load_tool("port_step_parity")
+    from tf_biggan.layers import spectral
+
+    original = spectral._power_iteration
+    if schedule == "frozen":
+        patched = _frozen_power_iteration(original)
+        one_iteration = port_step_parity.parity(
+            os.path.join(FIXTURES, "res32_ch8_bs8_d2_fmnist"), dtype="float64"
+        )
+    else:
+
+        def patched(matrix, u, iterations=1):
+            return original(matrix, u, iterations + 1)
+
+        one_iteration = None
+    monkeypatch.setattr(spectral, "_power_iteration", patched)
+    report = port_step_parity.parity(ITERATIONS_FIXTURE, dtype="float64")
+    assert report["worst_tensor_relative_difference"] > 0.1, report
+    assert not report["equal"]
+    if one_iteration is not None:
+        assert one_iteration["equal"], one_iteration
+
+
+def test_a_fixture_whose_batch_does_not_fit_its_iterations_is_refused(tmp_path):
+    port_step_parity = load_tool("port_step_parity")
+    fixture = tmp_path / "fixture"
+    shutil.copytree(ITERATIONS_FIXTURE, fixture)
+    config = json.load(open(fixture / "config.json"))
+    for iterations, message in ((3, "3 iteration"), (0, "iterations must be"), (2.5, "an int")):
+        json.dump({**config, "iterations": iterations}, open(fixture / "config.json", "w"))
+        with pytest.raises(ValueError, match=message):
+            port_step_parity.read_fixture(str(fixture))
+    json.dump(
+        {k: v for k, v in config.items() if k != "iterations"}, open(fixture / "config.json", "w")
+    )
+    with pytest.raises(ValueError, match="1 iteration"):
+        port_step_parity.read_fixture(str(fixture))
 
 
 def _fixture_networks(name):

@@ -1,6 +1,5 @@
 """tools/shape_judge.py: the quickstart's colour-blind shape judge, at a small size."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tiny_models
+from tools_testlib import load_tool
 
 from tf_biggan import data, model_files
 
@@ -18,11 +18,7 @@ RUN_CLASSES = ("red circle", "green square", "blue triangle")
 
 
 def _tool():
-    path = os.path.join(REPO, "tools", "shape_judge.py")
-    spec = importlib.util.spec_from_file_location("shape_judge", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("shape_judge")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""One training iteration of tf_biggan against the reference port's, from a fixture.
+"""Training iterations of tf_biggan against the reference port's, from a fixture.
 
     python tools/port_step_parity.py FIXTURE_DIR --output=AFTER.npz [--dtype=float64]
 
@@ -6,12 +6,15 @@ FIXTURE_DIR is written by the reference harness `port_step_fixture.py` (one iter
 BigGAN-PyTorch's `train_fns.GAN_training_function`; format in tests/data/port_step/README.md):
 `config.json`, `G.pth`, `D.pth` (before), `batch.npz` (reals, their labels, and G's latents
 and classes of every update), and, to compare with, `G_after.pth`, `D_after.pth`,
-`losses.json`.
+`losses.json`. A fixture of several iterations (tests/data/port_iterations/) says so with
+`"iterations": K` in `config.json` and a leading axis of K on every `batch.npz` array; the
+after-files and losses are then those of the K-th iteration, and the tool runs the step K
+times (the comparison below is of Δ over all K).
 
 The tool builds G and D from `G.pth` / `D.pth` with the project's converter (SN vectors
 included), sets Adam from `config.json`, and runs the training step the loop runs
-(`step.make_train_step`, one replica) once, with the fixture's latents given to it
-(`step.Latents`). It writes AFTER.npz: every G and D tensor after the iteration under the
+(`step.make_train_step`, one replica) once per iteration, with the fixture's latents given
+to it (`step.Latents`). It writes AFTER.npz: every G and D tensor after the iteration under the
 port's keys and layouts (`G.<key>`, `D.<key>`, by the converter's inverse,
 `biggan_pytorch.port_state_dict`) and the losses, `loss.d_real` [S] and `loss.d_fake` [S]
 (the hinge terms' means of each D update) and `loss.g`.
@@ -65,7 +68,8 @@ _SETTINGS = ("resolution", "num_D_steps", "batch_size", "G_lr", "D_lr", "adam_ep
 
 
 def read_fixture(fixture_dir: str) -> dict:
-    """The fixture's `config`, `G` and `D` state dicts (before) and `batch` arrays.
+    """The fixture's `config`, `G` and `D` state dicts (before) and `batch` arrays, these
+    with a leading axis of `config["iterations"]` (1 when the config does not say).
 
     Raises:
       FileNotFoundError: a file the run needs is missing (named).
@@ -84,13 +88,22 @@ def read_fixture(fixture_dir: str) -> dict:
     missing = [key for key in _SETTINGS if key not in config]
     if missing:
         raise ValueError(f"{path('config.json')} lacks {missing}")
+    iterations = config.get("iterations", 1)
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(
+            f"{path('config.json')}: iterations must be an int >= 1, got {iterations!r}"
+        )
     with np.load(path("batch.npz")) as batch:
-        batch = dict(batch)
+        # One iteration's arrays have no iteration axis; give them one.
+        batch = {k: v if iterations > 1 else v[None] for k, v in batch.items()}
     steps, size = config["num_D_steps"], config["batch_size"]
-    if batch["x"].shape[:2] != (steps, size) or batch["z_g"].shape[0] != size:
+    if batch["x"].shape[:3] != (iterations, steps, size) or batch["z_g"].shape[:2] != (
+        iterations,
+        size,
+    ):
         raise ValueError(
             f"batch.npz has x {batch['x'].shape} and z_g {batch['z_g'].shape}, but config.json "
-            f"says {steps} D steps of batch {size}"
+            f"says {iterations} iteration(s) of {steps} D steps of batch {size}"
         )
     return {
         "config": config,
@@ -184,8 +197,9 @@ def _build_state(fixture: dict, fixture_dir: str, epsilon_after_correction: bool
 def run_iteration(
     fixture: dict, fixture_dir: str, epsilon_after_correction: bool = True, dtype="float32"
 ) -> dict[str, np.ndarray]:
-    """Our iteration on the fixture, computed in `dtype`: the AFTER.npz arrays (`G.<key>`,
-    `D.<key>` in `dtype`, `loss.*`), and `trainable.<G|D>.<key>` flags (not written)."""
+    """Our iterations on the fixture (one training step per iteration), computed in `dtype`:
+    the AFTER.npz arrays (`G.<key>`, `D.<key>` in `dtype` after the last iteration, `loss.*`
+    of the last iteration), and `trainable.<G|D>.<key>` flags (not written)."""
     import tensorflow as tf
 
     from tf_biggan import step as step_lib
@@ -196,13 +210,15 @@ def run_iteration(
     state = build_state(fixture, fixture_dir, epsilon_after_correction, dtype)
     step_config = step_lib.StepConfig(batch_size=size, d_steps=steps, loss="hinge")
     train_step = step_lib.make_train_step(state, tf.distribute.get_strategy(), step_config)
-    # The port's reals are NCHW; the step takes D update s's batch at rows [s*B, (s+1)*B).
-    images = batch["x"].transpose(0, 1, 3, 4, 2).reshape(steps * size, *batch["x"].shape[3:], 3)
-    latents = step_lib.Latents(
-        z=np.concatenate([batch["z_d"], batch["z_g"][None]]).astype(np.float32),
-        labels=np.concatenate([batch["y_fake_d"], batch["y_g"][None]]).astype(np.int32),
-    )
-    metrics = train_step(images, batch["y"].reshape(-1).astype(np.int32), latents)
+    for k in range(batch["x"].shape[0]):
+        # The port's reals are NCHW; the step takes D update s's batch at rows [s*B, (s+1)*B).
+        x = batch["x"][k]
+        images = x.transpose(0, 1, 3, 4, 2).reshape(steps * size, *x.shape[3:], 3)
+        latents = step_lib.Latents(
+            z=np.concatenate([batch["z_d"][k], batch["z_g"][k][None]]).astype(np.float32),
+            labels=np.concatenate([batch["y_fake_d"][k], batch["y_g"][k][None]]).astype(np.int32),
+        )
+        metrics = train_step(images, batch["y"][k].reshape(-1).astype(np.int32), latents)
     metrics = {name: float(value) for name, value in metrics.items()}
     if steps == 1:
         d_real, d_fake = [metrics["loss/d_real"]], [metrics["loss/d_fake"]]
@@ -322,19 +338,27 @@ def parity(
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output", None, "AFTER.npz to write (the port's keys, after the iteration).")
-flags.DEFINE_boolean(
-    "adam_epsilon_after_correction",
-    True,
-    "Adam's ε in PyTorch's place (the default); false: Keras' (tf_biggan <= 0.2), to measure it.",
-)
-flags.DEFINE_enum(
-    "dtype",
-    "float32",
-    list(DTYPES),
-    "What our step computes in: float32, as training does, or float64, which leaves only the "
-    "reference's own float32 rounding in the comparison.",
-)
+
+
+def _define_flags():
+    """The command line's flags; defined only when run as a program, so that tests can
+    import this module beside other tools."""
+    flags.DEFINE_string(
+        "output", None, "AFTER.npz to write (the port's keys, after the iteration)."
+    )
+    flags.DEFINE_boolean(
+        "adam_epsilon_after_correction",
+        True,
+        "Adam's ε in PyTorch's place (the default); false: Keras' (tf_biggan <= 0.2), to "
+        "measure it.",
+    )
+    flags.DEFINE_enum(
+        "dtype",
+        "float32",
+        list(DTYPES),
+        "What our step computes in: float32, as training does, or float64, which leaves only "
+        "the reference's own float32 rounding in the comparison.",
+    )
 
 
 def main(argv):
@@ -349,4 +373,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
