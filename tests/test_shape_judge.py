@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -149,3 +150,22 @@ def test_cli_scores_a_model_dir(tool, judge, tmp_path):
     hits = [record["per_class"][name] * n for name, n in zip(RUN_CLASSES, (4, 3, 3), strict=True)]
     np.testing.assert_allclose(hits, np.round(hits))
     assert record["shape_accuracy"] == pytest.approx(sum(hits) / 10)
+
+
+def test_class_names_come_from_training_or_a_converters_classes_json(tool, tmp_path):
+    """Training's `classes.json` maps name → index; a converter's lists `{"index", "name"}`
+    entries, none when its source has no names, which the judge cannot score."""
+    nameless = types.SimpleNamespace(class_names=None)
+    named = types.SimpleNamespace(class_names=["blue triangle"])
+    assert tool.run_class_names(named, str(tmp_path)) == ["blue triangle"]
+    with pytest.raises(ValueError, match="names no classes"):
+        tool.run_class_names(nameless, str(tmp_path))
+    classes_json = tmp_path / "classes.json"
+    classes_json.write_text(json.dumps({"green square": 1, "red circle": 0}))
+    assert tool.run_class_names(nameless, str(tmp_path)) == ["red circle", "green square"]
+    entries = [{"index": 1, "name": "magenta ring"}, {"index": 0, "name": "yellow cross"}]
+    classes_json.write_text(json.dumps({"classes": entries}))
+    assert tool.run_class_names(nameless, str(tmp_path)) == ["yellow cross", "magenta ring"]
+    classes_json.write_text(json.dumps({"classes": []}))
+    with pytest.raises(ValueError, match="names no classes"):
+        tool.run_class_names(nameless, str(tmp_path))

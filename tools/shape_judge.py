@@ -184,15 +184,27 @@ def run_class_names(gen, model_dir: str) -> list[str]:
     """The run's class names: the loaded generator's, else the model_dir's `classes.json`.
 
     Training writes both from its data source; a model_dir without names in its
-    `model_config.json` may still hold `classes.json` (class name → index).
+    `model_config.json` may still hold `classes.json`: training's (class name → index) or
+    a converter's (`{"classes": [{"index", "name"}, ...]}`, empty when the source has no
+    names).
+
+    Raises:
+      ValueError: the model_dir names no classes (named, with what to do).
     """
     if gen.class_names:
         return list(gen.class_names)
     path = os.path.join(model_dir, "classes.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{model_dir} names no classes (no class names, no classes.json)")
-    with open(path) as f:
-        indices = json.load(f)
+    indices = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            indices = json.load(f)
+        if isinstance(indices.get("classes"), list):
+            indices = {entry["name"]: entry["index"] for entry in indices["classes"]}
+    if not indices:
+        raise ValueError(
+            f"{model_dir} names no classes (no class names, no classes.json entries); the "
+            "judge reads the shape from each class's name, e.g. 'red circle'"
+        )
     return sorted(indices, key=indices.get)
 
 
