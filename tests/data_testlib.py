@@ -7,18 +7,12 @@ import struct
 
 import numpy as np
 import tensorflow as tf
-from tools_testlib import load_tool
 
 from tf_biggan import data
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FOLDER_CLASSES = ("apple", "bird", "cat")
-
-
-def load_make_tfrecords():
-    """tools/make_tfrecords.py as a module."""
-    return load_tool("make_tfrecords")
 
 
 def solid(colour, height=12, width=16, channels=3, dtype=np.uint8):

@@ -14,10 +14,10 @@ from data_testlib import (
     REPO,
     first_batches,
     folder_source,
-    load_make_tfrecords,
     png,
     solid,
 )
+from tools_testlib import load_tool
 
 from tf_biggan import data
 from tf_biggan.data import tfrecord
@@ -28,7 +28,7 @@ def records(image_folder, tmp_path_factory):
     """The folder converted in folder order to two shards: (output folder, dataset info)."""
     root, _ = image_folder
     out = tmp_path_factory.mktemp("records")
-    info = load_make_tfrecords().convert_folder(
+    info = load_tool("make_tfrecords").convert_folder(
         str(root), str(out), num_shards=2, seed=-1, verbose=False
     )
     return out, info
@@ -144,4 +144,6 @@ def test_make_tfrecords_command_line(image_folder, tmp_path):
     assert info["num_examples"] == len(expected)
     assert info["examples_per_class"] == {"apple": 3, "bird": 3, "cat": 3}
     with pytest.raises(ValueError, match=r"corrupt image file .*c2_broken\.png"):
-        load_make_tfrecords().convert_folder(str(root), str(tmp_path / "strict"), 2, strict=True)
+        load_tool("make_tfrecords").convert_folder(
+            str(root), str(tmp_path / "strict"), 2, strict=True
+        )

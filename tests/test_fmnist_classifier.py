@@ -20,14 +20,12 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def _tool():
-    return load_tool("fmnist_classifier")
-
-
 @pytest.mark.parametrize("fit", ["resize", "pad"])
 def test_real_images_are_fitted_as_the_run_fits_them(fit):
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), np.uint8)
-    seen = _tool().as_training_sees_them(images, resolution=32, fit=fit, batch_size=2)
+    seen = load_tool("fmnist_classifier").as_training_sees_them(
+        images, resolution=32, fit=fit, batch_size=2
+    )
     assert seen.shape == (5, 32, 32, 3) and seen.dtype == np.float32
     for image, want in zip(images, seen, strict=True):
         rgb = tf.image.grayscale_to_rgb(tf.constant(image[..., None]))
@@ -38,7 +36,7 @@ def test_real_images_are_fitted_as_the_run_fits_them(fit):
 
 @needs_data
 def test_the_classifier_sees_real_images_as_the_extractor_will_show_them(tmp_path):
-    tool = _tool()
+    tool = load_tool("fmnist_classifier")
     images, labels = tool.load_split(DATA_DIR, "test")
     assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [1000] * 10

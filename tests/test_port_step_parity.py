@@ -141,16 +141,6 @@ def test_ten_iterations_from_a_fresh_initialisation_equal_the_ports(tmp_path):
     np.testing.assert_allclose(after["loss.g"], port_losses["g_loss"], rtol=1e-4)
 
 
-def _frozen_power_iteration(original):
-    """A power iteration that returns the `u` it was given: the estimate is made, but `u`
-    never moves from one forward pass to the next."""
-
-    def frozen(matrix, u, iterations=1):
-        return u, original(matrix, u, iterations)[1]
-
-    return frozen
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["frozen", "two_per_pass"])
 def test_a_different_power_iteration_schedule_fails_the_iterations_fixture(schedule, monkeypatch):
@@ -163,10 +153,14 @@ def test_a_different_power_iteration_schedule_fails_the_iterations_fixture(sched
 
     original = spectral._power_iteration
 
+    def frozen(matrix, u, iterations=1):
+        # The estimate is made, but `u` never moves from one forward pass to the next.
+        return u, original(matrix, u, iterations)[1]
+
     def two_per_pass(matrix, u, iterations=1):
         return original(matrix, u, iterations + 1)
 
-    patched = _frozen_power_iteration(original) if schedule == "frozen" else two_per_pass
+    patched = frozen if schedule == "frozen" else two_per_pass
     monkeypatch.setattr(spectral, "_power_iteration", patched)
     report = port_step_parity.parity(ITERATIONS_FIXTURE, dtype="float64")
     assert report["worst_tensor_relative_difference"] > 0.1, report

@@ -18,13 +18,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_CLASSES = ("red circle", "green square", "blue triangle")
 
 
-def _tool():
-    return load_tool("shape_judge")
-
-
 @pytest.fixture(scope="module")
 def tool():
-    return _tool()
+    return load_tool("shape_judge")
 
 
 @pytest.fixture(scope="module")
