@@ -135,10 +135,11 @@ def test_a_small_judge_knows_the_shapes_and_not_their_colours(tool, judge):
 
 
 @pytest.mark.slow
-def test_a_judge_trained_on_softened_shapes_still_knows_blurred_ones(tool, judge, tmp_path):
+def test_a_judge_trained_on_softened_shapes_still_knows_blurred_ones(tool, judge):
     """Renders blurred by 0.8 px, about the softness of a short run's edges: the judge of the
-    default recipe knows them; one trained on crisp renders alone (2,000 shapes, seeds 0 and
-    1: worst shape 0.00 and 0.14) calls nearly all of them squares."""
+    default recipe knows them; one trained on crisp renders alone does not (2,000 shapes,
+    seeds 0 and 1: worst shape 0.00 and 0.14; the full-size crisp judge calls them squares,
+    or the rings crosses, docs/quality.md)."""
     _, model, info = judge
     assert (info["max_blur"], info["max_noise"]) == (tool.MAX_BLUR, tool.MAX_NOISE)
     assert info["held_out_accuracy_crisp"] >= 0.95, info

@@ -47,8 +47,8 @@ BN_MOMENTUM = 0.9
 # Generated images are softer than the renders: G draws edges a pixel or so wide and a grainy
 # background, where a render is a hard-edged mask on one colour. A judge trained on crisp
 # renders alone reads edge sharpness, not shape: blurred by a Gaussian of 0.8 px, its held-out
-# circles, triangles, crosses and rings all came out as squares (0 of 400 each right), and
-# G's plain rings as crosses. Trained on renders softened as below it is as right on crisp
+# circles, triangles and crosses all came out as squares and its rings as squares or crosses
+# (0 of 400 of each right), and G's plain rings as crosses. Trained on renders softened as below it is as right on crisp
 # renders and stays right up to 1.5 px of blur (docs/quality.md).
 MAX_BLUR = 1.0
 MAX_NOISE = 0.05
