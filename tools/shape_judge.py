@@ -48,8 +48,9 @@ BN_MOMENTUM = 0.9
 # background, where a render is a hard-edged mask on one colour. A judge trained on crisp
 # renders alone reads edge sharpness, not shape: blurred by a Gaussian of 0.8 px, its held-out
 # circles, triangles and crosses all came out as squares and its rings as squares or crosses
-# (0 of 400 of each right), and G's plain rings as crosses. Trained on renders softened as below it is as right on crisp
-# renders and stays right up to 1.5 px of blur (docs/quality.md).
+# (0 of 400 of each right), and G's plain rings as crosses. Trained on renders softened as
+# below, it is as right on crisp renders and stays right up to 1.5 px of blur
+# (docs/quality.md).
 MAX_BLUR = 1.0
 MAX_NOISE = 0.05
 MODEL_FILE = "judge.keras"
@@ -185,7 +186,7 @@ def train_judge(
     maps and tests it.
 
     The held-out shapes are the set's next `held_out` examples after the training ones,
-    softened by the same draws as the training ones.
+    softened in the same `degrade` call (each its own draws, from the same distributions).
 
     Returns:
       `(judge, info)`: the Keras model (`[B, R, R, 1]` maps → logits `[B, 5]`) and a dict of
